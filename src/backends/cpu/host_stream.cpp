@@ -9,13 +9,11 @@
 namespace tandem::backends {
 
 HostStream::HostStream(std::string label) : label_(std::move(label)) {
+  MutexLock lock(worker_mu_);
   worker_ = std::thread([this] { run(); });
 }
 
-HostStream::~HostStream() {
-  stop(StopMode::kDrain);
-  if (worker_.joinable()) worker_.join();
-}
+HostStream::~HostStream() { stop(StopMode::kDrain); }
 
 void HostStream::begin_encoding() { recording_ = CommandBuffer{}; }
 
@@ -111,10 +109,15 @@ void HostStream::stop(StopMode mode) {
     if (mode == StopMode::kQuiesce) {
       (void)done_cv_.wait_until(mu_, std::chrono::steady_clock::now() + std::chrono::seconds(1),
                                 [&]() TANDEM_REQUIRES(mu_) { return !running_; });
-      return;  // the worker parks or returns by itself; never joined at exit
     }
   }
-  if (worker_.joinable() && worker_.get_id() != std::this_thread::get_id()) worker_.join();
+  MutexLock lock(worker_mu_);
+  if (!worker_.joinable()) return;
+  if (mode == StopMode::kQuiesce || worker_.get_id() == std::this_thread::get_id()) {
+    worker_.detach();  // it returns by itself once the buffer in hand is done
+  } else {
+    worker_.join();
+  }
 }
 
 void HostStream::run() {
