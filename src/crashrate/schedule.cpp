@@ -13,14 +13,32 @@ std::uint64_t splitmix64(std::uint64_t x) noexcept {
   return x ^ (x >> 31);
 }
 
+namespace {
+
+// mix63(x): a bijection of [0, 2^63) (xor-shifts and odd multipliers modulo 2^63), so that run
+// seeds fit a signed 64-bit integer (shells, Python, Java) and stay distinct.
+std::uint64_t mix63(std::uint64_t x) noexcept {
+  constexpr std::uint64_t kMask = (1ULL << 63) - 1;
+  x &= kMask;
+  x ^= x >> 30;
+  x = (x * 0xbf58476d1ce4e5b9ULL) & kMask;
+  x ^= x >> 27;
+  x = (x * 0x94d049bb133111ebULL) & kMask;
+  x ^= x >> 31;
+  return x;
+}
+
+}  // namespace
+
 std::vector<RunSpec> make_schedule(std::size_t configs, int runs, std::uint64_t seed) {
   std::vector<RunSpec> s;
   s.reserve(configs * static_cast<std::size_t>(runs));
   for (int r = 0; r < runs; ++r) {
     for (std::size_t c = 0; c < configs; ++c) {
       const std::size_t order = s.size();
-      // Distinct states seed + order*gamma give distinct outputs of the bijective mixer.
-      s.push_back({c, r, order, splitmix64(seed + order * 0x9e3779b97f4a7c15ULL)});
+      // Distinct states (seed + order*gamma mod 2^63, gamma odd) give distinct outputs of the
+      // bijective mixer.
+      s.push_back({c, r, order, mix63(seed + order * 0x9e3779b97f4a7c15ULL)});
     }
   }
   return s;

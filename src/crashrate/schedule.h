@@ -2,8 +2,9 @@
 //
 // Round r holds run r of every configuration, in configuration order: A B C A B C ... so that
 // drift of the machine (heat, load, other jobs) reaches every configuration alike. Run seeds come
-// from splitmix64 over the schedule seed: distinct within a campaign (splitmix64 is a bijection
-// of its state and the states differ), and the same for the same --seed.
+// from a 63-bit mixer over the schedule seed: below 2^63 (they fit a signed 64-bit integer),
+// distinct within a campaign (the mixer is a bijection and its inputs differ), and the same for
+// the same --seed.
 #pragma once
 
 #include <cstddef>

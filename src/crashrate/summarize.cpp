@@ -29,8 +29,20 @@ bool is_system_frame(const Frame& f) {
   return false;
 }
 
+// without_clone_suffix("f.cold") == "f": GCC's split and cloned parts of a function (.cold,
+// .part.N, .isra.N, .constprop.N, .lto_priv.N) group with the function itself.
+std::string without_clone_suffix(const std::string& name) {
+  static constexpr const char* kSuffixes[] = {".cold", ".part.", ".isra.", ".constprop.", ".lto_priv."};
+  std::size_t cut = name.size();
+  for (const char* sfx : kSuffixes) {
+    const auto at = name.find(sfx);
+    if (at != std::string::npos && at > 0) cut = std::min(cut, at);
+  }
+  return name.substr(0, cut);
+}
+
 std::string frame_key(const Frame& f) {
-  if (!f.function.empty()) return f.function;
+  if (!f.function.empty()) return without_clone_suffix(f.function);
   char buf[32];
   std::snprintf(buf, sizeof buf, "+0x%llx", static_cast<unsigned long long>(f.module_offset));
   return (f.module.empty() ? std::string("?") : basename_of(f.module)) + buf;
