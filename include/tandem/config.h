@@ -13,6 +13,7 @@
 // | TANDEM_ENCODING_LOCK          | backend's default  | none, stream, global                 |
 // | TANDEM_AGX_MODEL_WINDOW_US    | 0                  | 0..100000                            |
 // | TANDEM_CUDA_GRAPHS            | 1                  | 0, 1                                 |
+// | TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD | max (keep all) | max, or 0..2^62 bytes                |
 #pragma once
 
 #include <cstdint>
@@ -40,6 +41,9 @@ struct RuntimeConfig {
   std::optional<EncodingLockPolicy> encoding_lock;  // nullopt = the backend's default
   int agx_model_window_us = 0;                    // widens the agx_model race window
   bool cuda_graphs = true;
+  // Bytes the CUDA memory pool keeps reserved across synchronizations (cudaMemPoolAttrRelease-
+  // Threshold); UINT64_MAX keeps everything (no trimming), 0 returns all free memory at each sync.
+  std::uint64_t cuda_mempool_release_threshold = UINT64_MAX;
 
   // from_environment(): parses the TANDEM_* variables; throws Error(kConfig) on a bad value.
   [[nodiscard]] static RuntimeConfig from_environment();
