@@ -16,6 +16,7 @@
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_event.h"
 #include "backends/cuda/cuda_kernels.h"
+#include "backends/cuda/lt_cache.h"
 #include "runtime/backend.h"
 
 namespace tandem::backends::cuda {
@@ -50,6 +51,7 @@ class CudaDevice : public detail::BackendDevice {
   [[nodiscard]] PoolStats pool_stats() const;
   // describe_pool(): "pool reserved 1.0 GiB (peak ...), used ..., threshold ...; device free ...".
   [[nodiscard]] std::string describe_pool() const;
+  [[nodiscard]] LtAlgoCache& lt_algos() { return lt_algos_; }
 
  private:
   const int index_;
@@ -59,6 +61,7 @@ class CudaDevice : public detail::BackendDevice {
   cudaMemPool_t pool_ = nullptr;
   std::shared_ptr<EventPool> events_;
   CudaKernels kernels_;
+  LtAlgoCache lt_algos_;
 };
 
 }  // namespace tandem::backends::cuda
