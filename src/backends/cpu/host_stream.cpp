@@ -1,0 +1,156 @@
+#include "backends/cpu/host_stream.h"
+
+#include <chrono>
+#include <utility>
+
+#include "runtime/device_state.h"
+#include "tandem/error.h"
+
+namespace tandem::backends {
+
+HostStream::HostStream(std::string label) : label_(std::move(label)) {
+  MutexLock lock(worker_mu_);
+  worker_ = std::thread([this] { run(); });
+}
+
+HostStream::~HostStream() { stop(StopMode::kDrain); }
+
+void HostStream::begin_encoding() { recording_ = CommandBuffer{}; }
+
+void HostStream::dispatch(std::function<void()> fn) { recording_.fns.push_back(std::move(fn)); }
+
+void HostStream::end_encoding() {
+  if (recording_.fns.empty()) return;
+  if (!enqueue(std::exchange(recording_, CommandBuffer{}))) {
+    throw Error(ErrorKind::kDeviceClosed,
+                label_ + " is stopped (device closed or process exiting); the work was not run");
+  }
+}
+
+void HostStream::submit(std::function<void()> fn, bool always) noexcept {
+  CommandBuffer cb;
+  cb.always = always;
+  cb.fns.push_back(std::move(fn));
+  std::function<void()> inline_fn;
+  {
+    MutexLock lock(mu_);
+    if (accepting_) {
+      queue_.push_back(std::move(cb));
+      ++submitted_;
+      work_cv_.notify_one();
+      return;
+    }
+    if (always && drained_) inline_fn = std::move(cb.fns.front());
+  }
+  // Drained: nothing else can run on this stream, so stream order is trivially kept.
+  if (inline_fn) {
+    try {
+      inline_fn();
+    } catch (...) {
+    }
+  }
+}
+
+bool HostStream::enqueue(CommandBuffer cb) {
+  MutexLock lock(mu_);
+  if (!accepting_) return false;
+  queue_.push_back(std::move(cb));
+  ++submitted_;
+  work_cv_.notify_one();
+  return true;
+}
+
+void HostStream::synchronize() {
+  std::exception_ptr err;
+  bool park = false;
+  {
+    MutexLock lock(mu_);
+    const std::uint64_t target = submitted_;
+    done_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return completed_ >= target || halt_; });
+    if (completed_ < target && !quiesced_) {
+      throw Error(ErrorKind::kDeviceClosed,
+                  label_ + " stopped before " + std::to_string(target - completed_) +
+                      " command buffer(s) ran (device closed)");
+    }
+    park = completed_ < target;
+    err = std::exchange(error_, nullptr);
+  }
+  // The process is exiting (Note [Device shutdown]): wait for the end instead of failing in the
+  // middle of exit with an exception the caller cannot expect.
+  if (park) detail::park_until_process_exit();
+  if (err) std::rethrow_exception(err);
+}
+
+bool HostStream::query() const {
+  MutexLock lock(mu_);
+  return completed_ == submitted_;
+}
+
+std::exception_ptr HostStream::error() const {
+  MutexLock lock(mu_);
+  return error_;
+}
+
+void HostStream::stop(StopMode mode) {
+  {
+    MutexLock lock(mu_);
+    accepting_ = false;
+    if (mode == StopMode::kDrain) {
+      done_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return completed_ == submitted_ || halt_; });
+      drained_ = !halt_;
+    } else {
+      // Quiesce: drop the queue (it will never run), let the buffer in hand finish (bounded).
+      queue_.clear();
+      quiesced_ = true;
+    }
+    halt_ = true;
+    work_cv_.notify_all();
+    done_cv_.notify_all();
+    if (mode == StopMode::kQuiesce) {
+      (void)done_cv_.wait_until(mu_, std::chrono::steady_clock::now() + std::chrono::seconds(1),
+                                [&]() TANDEM_REQUIRES(mu_) { return !running_; });
+    }
+  }
+  MutexLock lock(worker_mu_);
+  if (!worker_.joinable()) return;
+  if (mode == StopMode::kQuiesce || worker_.get_id() == std::this_thread::get_id()) {
+    worker_.detach();  // it returns by itself once the buffer in hand is done
+  } else {
+    worker_.join();
+  }
+}
+
+void HostStream::run() {
+  for (;;) {
+    CommandBuffer cb;
+    bool faulted = false;
+    {
+      MutexLock lock(mu_);
+      work_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return !queue_.empty() || halt_; });
+      if (queue_.empty()) return;  // halted: drained, or quiesced (queue dropped)
+      cb = std::move(queue_.front());
+      queue_.pop_front();
+      running_ = true;
+      faulted = error_ != nullptr;
+    }
+    std::exception_ptr err;
+    if (!faulted || cb.always) {
+      for (auto& fn : cb.fns) {
+        try {
+          fn();
+        } catch (...) {
+          err = std::current_exception();
+          break;
+        }
+      }
+    }
+    cb.fns.clear();  // destroy captured state outside the lock
+    MutexLock lock(mu_);
+    if (err && !error_) error_ = err;
+    ++completed_;
+    running_ = false;
+    done_cv_.notify_all();
+  }
+}
+
+}  // namespace tandem::backends
