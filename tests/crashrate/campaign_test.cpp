@@ -46,7 +46,8 @@ TEST(Campaign, ClassifiesEveryOutcome) {
                      "fail:WL_MODE=fail", "wrong:WL_MODE=wrong", "sanitizer:WL_MODE=sanitizer",
                      "exit66:WL_MODE=exit66"},
                     2);
-  o.timeout = std::chrono::milliseconds(400);
+  o.timeout = std::chrono::milliseconds(2000);  // generous: the machine may be loaded
+  o.jobs = 4;                                   // the hangs wait in parallel
   o.keep_logs = logs.path();
   const auto r = cr::run_campaign(o);
   ASSERT_EQ(r.summaries.size(), 7u);
