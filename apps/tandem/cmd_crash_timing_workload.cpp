@@ -10,15 +10,12 @@
 //   [5] past barrier 1       written once all T arrived, before any of them goes on
 //                            each thread loops N times: y = t * 2.0; synchronize()
 //   [6] past barrier 2       written once all T finished the loop
-// then every thread checks its y (a mismatch writes `wrong DETAIL` and the run exits 1) and the
-// process exits. The encoding-lock policy comes from TANDEM_ENCODING_LOCK (RuntimeConfig).
+// then every thread checks its y and the process exits. A mismatch writes `wrong DETAIL`; the run
+// then exits 1, except under a crashrate harness, where it exits 0 so that the harness classifies
+// it as `wrong` (its `fail` would take precedence over `wrong`). The encoding-lock policy comes from TANDEM_ENCODING_LOCK (RuntimeConfig).
 //
-// Throughput: T * N ops between [5] and [6], printed as `loop_ops_per_s X` and, with
-// --stats-file, appended as one line `POLICY OPS_PER_S` (one write(2) with O_APPEND, so
-// concurrent runs never interleave lines).
-#include <fcntl.h>
-#include <unistd.h>
-
+// Throughput: T * N ops between [5] and [6], printed on stdout as `loop_ops_per_s X` (the harness
+// keeps each run's output; `tandem crash-timing` reads the line from there).
 #include <atomic>
 #include <barrier>
 #include <chrono>
@@ -47,9 +44,8 @@ namespace {
 struct WorkloadOptions {
   std::string device = "agx_model";
   int threads = 8;
-  int iterations = 200;
+  int iterations = 5000;
   int elements = 256;
-  std::string stats_file;
 };
 
 // A worker thread cannot hand an error to the barrier's other parties: it reports and ends the
@@ -71,17 +67,6 @@ bool check(std::span<const float> y, float expected, int thread) {
     }
   }
   return true;
-}
-
-void append_stats(const std::string& path, EncodingLockPolicy policy, double ops_per_s) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
-  if (fd < 0) die("cannot open --stats-file " + path);
-  char line[128];
-  const int n = std::snprintf(line, sizeof line, "%s %.3f\n", std::string(to_string(policy)).c_str(),
-                              ops_per_s);
-  const bool ok = n > 0 && ::write(fd, line, static_cast<std::size_t>(n)) == n;
-  ::close(fd);
-  if (!ok) die("cannot write --stats-file " + path);
 }
 
 int run_workload(const WorkloadOptions& o) {
@@ -169,8 +154,7 @@ int run_workload(const WorkloadOptions& o) {
               device->name().c_str(), std::string(to_string(device->encoding_lock_policy())).c_str(),
               o.threads, o.iterations, ops_per_s);
   std::fflush(stdout);
-  if (wrong.load() > 0) return kExitFailure;
-  if (!o.stats_file.empty()) append_stats(o.stats_file, device->encoding_lock_policy(), ops_per_s);
+  if (wrong.load() > 0) return crash_timing::harness_listening() ? kExitOk : kExitFailure;
   return kExitOk;
 }
 
@@ -182,7 +166,6 @@ int workload_main(std::vector<std::string> args) {
   app.add_option("--iterations", o.iterations, "loop iterations per thread")
       ->check(CLI::Range(1, 10'000'000));
   app.add_option("--elements", o.elements, "floats per tensor")->check(CLI::Range(1, 1 << 26));
-  app.add_option("--stats-file", o.stats_file, "append `POLICY OPS_PER_S` here on success");
   if (auto rc = parse(app, args)) return *rc;
   try {
     return run_workload(o);

@@ -42,6 +42,8 @@ inline void write_line(const char* kind, const char* text) noexcept {
 
 // phase(name): marks the start of phase `name`. Async-signal-safe apart from the first call.
 inline void phase(const char* name) noexcept { detail::write_line("phase", name); }
+// harness_listening(): whether CRASHRATE_PHASE_FD names a descriptor.
+inline bool harness_listening() noexcept { return detail::phase_fd() >= 0; }
 // report_wrong(detail): marks the run's result as wrong.
 inline void report_wrong(const std::string& detail) noexcept {
   detail::write_line("wrong", detail.c_str());

@@ -17,9 +17,9 @@ namespace tandem::backends::agx {
 
 namespace {
 
-// widen_window(us): holds the releasing thread inside the unlock-before-teardown window for `us`
-// microseconds. It yields while it waits, so that on a machine with fewer cores than threads the
-// other encoders get to run inside the window (as they would when a driver thread is preempted).
+// widen_window(us): holds the releasing thread inside the unlock-before-teardown window for at
+// least `us` microseconds, asleep (as a driver thread preempted there): the other encoders run
+// meanwhile, also on a machine with fewer cores than threads.
 void widen_window(int us) {
   if (us <= 0) return;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(us);

@@ -22,8 +22,11 @@
 //                                              -> NULL dereference: SIGSEGV
 //
 // Nothing here draws a random number: whether a run crashes depends only on how the threads of
-// the process interleave. The window knob only lengthens the time between A's unlock and A's
-// teardown (a spin that yields the CPU), so that the interleaving above becomes likely.
+// the process interleave. With the default window (0) the gap between A's unlock and A's teardown
+// is a few instructions, and the interleaving above happens only when B runs on another core at
+// exactly that moment. TANDEM_AGX_MODEL_WINDOW_US=N makes A sleep N microseconds there (as a
+// driver thread preempted in the gap), so the teardown lands in the middle of other encoders'
+// work and the crash comes within the first iterations (docs/crash-timing.md has the numbers).
 //
 // Why the `global` encoding lock makes the race impossible, by construction: every call into the
 // table (claim at begin_encoding, the uses at dispatch/end_encoding, release and its teardown at
@@ -87,7 +90,7 @@ struct ComputeContext {
 // the modelled flaw (Note [The AGX context race]); callers need the `global` encoding lock.
 class ContextTable {
  public:
-  // window_us: the spin inside the unlock-before-teardown window (TANDEM_AGX_MODEL_WINDOW_US).
+  // window_us: the sleep inside the unlock-before-teardown window (TANDEM_AGX_MODEL_WINDOW_US).
   explicit ContextTable(int window_us) : window_us_(window_us) {}
   ContextTable(const ContextTable&) = delete;
   ContextTable& operator=(const ContextTable&) = delete;
