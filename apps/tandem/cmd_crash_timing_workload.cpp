@@ -30,7 +30,7 @@
 #include <thread>
 #include <vector>
 
-#include "crash_timing_phase.h"
+#include "crashrate/phase.hpp"
 #include "parse.h"
 #include "tandem/basic_ops.h"
 #include "tandem/buffer.h"
@@ -60,7 +60,7 @@ struct WorkloadOptions {
 bool check(std::span<const float> y, float expected, int thread) {
   for (std::size_t i = 0; i < y.size(); ++i) {
     if (y[i] != expected) {
-      crash_timing::report_wrong("thread " + std::to_string(thread) + " y[" + std::to_string(i) +
+      ::crashrate::wrong("thread " + std::to_string(thread) + " y[" + std::to_string(i) +
                                  "] = " + std::to_string(y[i]) + ", expected " +
                                  std::to_string(expected));
       return false;
@@ -70,7 +70,7 @@ bool check(std::span<const float> y, float expected, int thread) {
 }
 
 int run_workload(const WorkloadOptions& o) {
-  crash_timing::phase("[1] imported");
+  ::crashrate::phase("[1] imported");
   std::shared_ptr<Device> device = Device::get(o.device);
   const int max_threads = device->streams().size() - 2;  // the main thread holds one stream
   if (o.threads > max_threads) {
@@ -94,18 +94,18 @@ int run_workload(const WorkloadOptions& o) {
     device->current_stream().synchronize();
     if (!check(host, 2.0f, -1)) return kExitFailure;
   }
-  crash_timing::phase("[2] warm-up done");
+  ::crashrate::phase("[2] warm-up done");
 
   using Clock = std::chrono::steady_clock;
   Clock::time_point loop_start;  // written by barrier 1's completion, read after barrier 2
   Clock::time_point loop_end;    // written by barrier 2's completion
   auto past_barrier_1 = [&]() noexcept {
     loop_start = Clock::now();
-    crash_timing::phase("[5] past barrier 1");
+    ::crashrate::phase("[5] past barrier 1");
   };
   auto past_barrier_2 = [&]() noexcept {
     loop_end = Clock::now();
-    crash_timing::phase("[6] past barrier 2");
+    ::crashrate::phase("[6] past barrier 2");
   };
   std::barrier barrier1(o.threads, past_barrier_1);
   std::barrier barrier2(o.threads, past_barrier_2);
@@ -124,7 +124,7 @@ int run_workload(const WorkloadOptions& o) {
         fill(t, value);  // y is left as allocated: only the loop writes it
         Stream& stream = device->current_stream();
         stream.synchronize();
-        if (!someone_waiting.exchange(true)) crash_timing::phase("[4] waiting at barrier 1");
+        if (!someone_waiting.exchange(true)) ::crashrate::phase("[4] waiting at barrier 1");
         barrier1.arrive_and_wait();
         for (int k = 0; k < o.iterations; ++k) {
           scale(y, t, 2.0f);  // y = t * 2.0
@@ -144,7 +144,7 @@ int run_workload(const WorkloadOptions& o) {
       }
     });
   }
-  crash_timing::phase("[3] threads created");
+  ::crashrate::phase("[3] threads created");
   for (auto& th : threads) th.join();
 
   const double seconds = std::chrono::duration<double>(loop_end - loop_start).count();
@@ -154,7 +154,7 @@ int run_workload(const WorkloadOptions& o) {
               device->name().c_str(), std::string(to_string(device->encoding_lock_policy())).c_str(),
               o.threads, o.iterations, ops_per_s);
   std::fflush(stdout);
-  if (wrong.load() > 0) return crash_timing::harness_listening() ? kExitOk : kExitFailure;
+  if (wrong.load() > 0) return ::crashrate::enabled() ? kExitOk : kExitFailure;
   return kExitOk;
 }
 
