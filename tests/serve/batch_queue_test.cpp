@@ -1,0 +1,476 @@
+// Unit tests of BatchQueue: merging, shapes, preferred sizes, delay, priorities, timeouts,
+// overflow, stop, errors, callbacks, metrics. Executors are held with a Gate where a test needs
+// a queue to fill up deterministically.
+#include <gtest/gtest.h>
+
+#include <future>
+#include <thread>
+
+#include "serve/histogram.h"
+#include "test_model.h"
+#include "tandem/serve/batch_queue.h"
+
+namespace tandem::serve {
+namespace {
+
+using testing::TestModel;
+using namespace std::chrono_literals;
+
+std::shared_ptr<Device> cpu() { return Device::get("cpu"); }
+
+void expect_rows(const TestModel& m, const HostRows& in, const HostRows& out) {
+  TestModel ref(m.in(), m.out());
+  const auto want = testing::direct_forward(ref, cpu(), in);
+  ASSERT_EQ(out.shape, (Shape{in.shape[0], m.out()}));
+  ASSERT_EQ(out.data, want);  // same arithmetic, same order: bit-exact
+}
+
+// hold(q, m): submits one request and waits until its batch sits in the gate, so the next
+// requests queue up behind it. Returns the held request's future.
+std::future<HostRows> hold(BatchQueue& q, TestModel& m, std::int64_t id = 1000000,
+                           std::int64_t rows = 1) {
+  m.gate.arm();
+  auto f = q.submit(m.input(id, rows));
+  m.gate.wait_for_waiters(1);
+  return f;
+}
+
+TEST(BatchQueue, MergesQueuedRequestsIntoOneForwardAndSlicesRowsBack) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 64});
+  auto held = hold(q, m);
+  std::vector<std::future<HostRows>> fs;
+  for (int i = 0; i < 10; ++i) fs.push_back(q.submit(m.input(i, 1 + i % 3)));
+  m.gate.open();
+  expect_rows(m, m.input(1000000, 1), held.get());
+  for (int i = 0; i < 10; ++i) expect_rows(m, m.input(i, 1 + i % 3), fs[static_cast<std::size_t>(i)].get());
+  const auto batches = m.batches();
+  ASSERT_EQ(batches.size(), 2u);  // the held one, then all ten merged
+  EXPECT_EQ(batches[1].size(), 19u);  // 4x1 + 3x2 + 3x3 rows
+  const auto mt = q.metrics();
+  EXPECT_EQ(mt.batches, 2u);
+  EXPECT_EQ(mt.batch_rows, 20u);
+  EXPECT_DOUBLE_EQ(mt.avg_batch_size(), 10.0);
+  EXPECT_EQ(mt.completed, 11u);
+}
+
+TEST(BatchQueue, DeviceRowsInDeviceRowsOut) {
+  TestModel m(8, 4);
+  auto dev = cpu();
+  BatchQueue q(m.fn(), dev, {});
+  auto held = hold(q, m);
+  Stream& s = dev->current_stream();
+  std::vector<std::future<Rows>> fs;
+  std::vector<HostRows> inputs;
+  for (int i = 0; i < 5; ++i) {
+    inputs.push_back(m.input(i, 2));
+    Rows r{Buffer(dev, inputs.back().data.size() * sizeof(float), s), inputs.back().shape};
+    upload(s, r.buffer, inputs.back().data);  // not synchronized: the queue orders after it
+    fs.push_back(q.submit(std::move(r)));
+  }
+  m.gate.open();
+  (void)held.get();
+  for (int i = 0; i < 5; ++i) {
+    Rows out = fs[static_cast<std::size_t>(i)].get();
+    HostRows h{std::vector<float>(out.buffer.size_bytes() / sizeof(float)), out.shape};
+    download(s, h.data, out.buffer);
+    s.synchronize();
+    expect_rows(m, inputs[static_cast<std::size_t>(i)], h);
+  }
+  // A lone device request runs without merge copies and still gets its own output.
+  auto in = m.input(77, 3);
+  Rows r{Buffer(dev, in.data.size() * sizeof(float), s), in.shape};
+  upload(s, r.buffer, in.data);
+  Rows out = q.submit(std::move(r)).get();
+  HostRows h{std::vector<float>(out.buffer.size_bytes() / sizeof(float)), out.shape};
+  download(s, h.data, out.buffer);
+  s.synchronize();
+  expect_rows(m, in, h);
+}
+
+TEST(BatchQueue, NeverMergesRequestsOfDifferentShapes) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {});
+  auto held = hold(q, m);
+  std::vector<std::future<HostRows>> fs;
+  std::vector<HostRows> ins;
+  for (int i = 0; i < 12; ++i) {
+    HostRows in = m.input(i, 2);
+    if (i % 3 == 1) in.shape = {2, 2, 4};  // same floats per row, different sample shape
+    if (i % 3 == 2) in.shape = {2, 1, 8};
+    ins.push_back(in);
+    fs.push_back(q.submit(std::move(in)));
+  }
+  m.gate.open();
+  (void)held.get();
+  for (int i = 0; i < 12; ++i) {
+    auto out = fs[static_cast<std::size_t>(i)].get();
+    HostRows flat = ins[static_cast<std::size_t>(i)];
+    flat.shape = {2, 8};
+    expect_rows(m, flat, out);
+  }
+  // Each batch is homogeneous: three shapes queued -> three batches after the held one.
+  const auto shapes = m.shapes();
+  ASSERT_EQ(shapes.size(), 4u);
+  EXPECT_EQ(shapes[1], (Shape{8, 8}));
+  EXPECT_EQ(shapes[2], (Shape{8, 2, 4}));
+  EXPECT_EQ(shapes[3], (Shape{8, 1, 8}));
+}
+
+TEST(BatchQueue, RejectsRequestsItCannotRun) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 4, .priority_levels = 2});
+  auto expect_invalid = [](std::future<HostRows> f) {
+    auto k = testing::error_kind(f);
+    ASSERT_TRUE(k.has_value());
+    EXPECT_EQ(*k, ErrorKind::kInvalidArgument);
+  };
+  expect_invalid(q.submit(m.input(1, 5)));                         // oversized: not split
+  expect_invalid(q.submit(HostRows{{}, {}}));                      // no batch dimension
+  expect_invalid(q.submit(HostRows{{}, {0, 8}}));                  // no rows
+  expect_invalid(q.submit(HostRows{std::vector<float>(3), {1, 8}}));  // size mismatch
+  expect_invalid(q.submit(m.input(2, 1), {.priority = 2}));        // no such level
+  expect_invalid(q.submit(m.input(3, 1), {.priority = -1}));
+  expect_invalid(q.submit(m.input(4, 1), {.timeout = 0us}));
+  q.stop();
+  const auto mt = q.metrics();
+  EXPECT_EQ(mt.submitted, 7u);
+  EXPECT_EQ(mt.rejected, 7u);
+  EXPECT_EQ(mt.batches, 0u);
+}
+
+TEST(BatchQueue, BadOptionsAreConfigErrors) {
+  TestModel m(8, 4);
+  auto expect_config = [&](BatchQueueOptions o) {
+    try {
+      BatchQueue q(m.fn(), cpu(), o);
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kConfig) << e.what();
+    }
+  };
+  expect_config({.max_batch_size = 0});
+  expect_config({.max_batch_size = 8, .preferred_batch_sizes = {9}});
+  expect_config({.priority_levels = 0});
+  expect_config({.max_queue_size = 0});
+  expect_config({.instances = 0});
+  expect_config({.default_timeout = 0us});
+  EXPECT_THROW(BatchQueue(ForwardFn{}, cpu(), {}), Error);
+}
+
+TEST(BatchQueue, FailsWithPoolExhaustedWhenInstancesCannotAllGetAStream) {
+  TestModel m(8, 4);
+  RuntimeConfig cfg;
+  cfg.stream_pool_size = 4;  // 3 worker streams
+  auto dev = Device::open("cpu", cfg);
+  try {
+    BatchQueue q(m.fn(), dev, {.instances = 5});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kPoolExhausted) << e.what();
+  }
+  EXPECT_EQ(dev->streams().leased(), 0);  // the executors that got one gave it back
+  BatchQueue ok(m.fn(), dev, {.instances = 3});
+  expect_rows(m, m.input(5, 2), ok.submit(m.input(5, 2)).get());
+}
+
+TEST(BatchQueue, PreferredBatchSizesShapeTheBatches) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(),
+               {.max_batch_size = 16, .preferred_batch_sizes = {4}, .max_queue_delay = 20ms});
+  auto held = hold(q, m);
+  std::vector<std::future<HostRows>> fs;
+  for (int i = 0; i < 10; ++i) fs.push_back(q.submit(m.input(i, 1)));
+  m.gate.open();
+  for (auto& f : fs) (void)f.get();
+  const auto b = m.batches();
+  ASSERT_EQ(b.size(), 4u);
+  EXPECT_EQ(b[1].size(), 4u);  // reached the preferred size: at once
+  EXPECT_EQ(b[2].size(), 4u);
+  EXPECT_EQ(b[3].size(), 2u);  // below every preferred size: all of it, after the delay
+}
+
+TEST(BatchQueue, MaxQueueDelayWaitsForAFullerBatchButNotLonger) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 4, .max_queue_delay = 200ms});
+  // Four at once: a full batch, dispatched without waiting for the delay.
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::future<HostRows>> fs;
+  for (int i = 0; i < 4; ++i) fs.push_back(q.submit(m.input(i, 1)));
+  for (auto& f : fs) (void)f.get();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 150ms);
+  // One alone waits the delay out, then runs as it is.
+  const auto t1 = std::chrono::steady_clock::now();
+  (void)q.submit(m.input(9, 1)).get();
+  EXPECT_GE(std::chrono::steady_clock::now() - t1, 190ms);
+  const auto b = m.batches();
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b[0].size(), 4u);
+  EXPECT_EQ(b[1].size(), 1u);
+}
+
+TEST(BatchQueue, HigherPriorityRunsFirstAndFifoWithinALevel) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 2, .priority_levels = 3});
+  auto held = hold(q, m);
+  std::vector<std::future<HostRows>> fs;
+  for (int i = 0; i < 4; ++i) fs.push_back(q.submit(m.input(100 + i, 1), {.priority = 2}));
+  for (int i = 0; i < 4; ++i) fs.push_back(q.submit(m.input(200 + i, 1), {.priority = 1}));
+  for (int i = 0; i < 4; ++i) fs.push_back(q.submit(m.input(i, 1), {.priority = 0}));
+  m.gate.open();
+  for (auto& f : fs) (void)f.get();
+  const auto b = m.batches();
+  ASSERT_EQ(b.size(), 7u);
+  const std::vector<std::vector<std::int64_t>> want = {
+      {0, 1}, {2, 3}, {200, 201}, {202, 203}, {100, 101}, {102, 103}};
+  for (std::size_t i = 0; i < want.size(); ++i) EXPECT_EQ(b[i + 1], want[i]) << "batch " << i + 1;
+}
+
+TEST(BatchQueue, ExpiredRequestsTimeOutWithoutRunningWhileABatchRuns) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {});
+  auto held = hold(q, m);
+  auto short_one = q.submit(m.input(1, 1), {.timeout = 20ms});
+  auto long_one = q.submit(m.input(2, 1), {.timeout = 60s});
+  // The timer completes it while the executor is still held by the gate.
+  ASSERT_EQ(short_one.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(testing::error_kind(short_one), ErrorKind::kTimeout);
+  m.gate.open();
+  expect_rows(m, m.input(2, 1), long_one.get());
+  (void)held.get();
+  EXPECT_EQ(m.ran_ids().count(1), 0u);  // never run
+  const auto mt = q.metrics();
+  EXPECT_EQ(mt.timed_out, 1u);
+  EXPECT_EQ(mt.completed, 2u);
+}
+
+TEST(BatchQueue, DefaultTimeoutAppliesToRequestsWithoutTheirOwn) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.default_timeout = 10ms});
+  auto held = hold(q, m);
+  auto f = q.submit(m.input(1, 1));
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(testing::error_kind(f), ErrorKind::kTimeout);
+  m.gate.open();
+}
+
+TEST(BatchQueue, RejectsWhenFullUnderReject) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_queue_size = 3, .overflow = Overflow::kReject});
+  auto held = hold(q, m);  // running, not queued
+  std::vector<std::future<HostRows>> fs;
+  for (int i = 0; i < 10; ++i) fs.push_back(q.submit(m.input(i, 1)));
+  int full = 0;
+  for (int i = 3; i < 10; ++i) {
+    auto& f = fs[static_cast<std::size_t>(i)];
+    ASSERT_EQ(f.wait_for(0s), std::future_status::ready) << "rejected at once";
+    full += testing::error_kind(f) == ErrorKind::kQueueFull;
+  }
+  EXPECT_EQ(full, 7);
+  m.gate.open();
+  for (int i = 0; i < 3; ++i) expect_rows(m, m.input(i, 1), fs[static_cast<std::size_t>(i)].get());
+  EXPECT_EQ(q.metrics().rejected, 7u);
+}
+
+TEST(BatchQueue, BlocksWhenFullUnderBlockUntilRoomOrDeadline) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_queue_size = 2, .overflow = Overflow::kBlock});
+  auto held = hold(q, m);
+  auto a = q.submit(m.input(1, 1));
+  auto b = q.submit(m.input(2, 1));
+  // Full: a submit with a deadline gives up with kTimeout.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto c = q.submit(m.input(3, 1), {.timeout = 30ms});
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 25ms);
+  EXPECT_EQ(testing::error_kind(c), ErrorKind::kTimeout);
+  // One without a deadline blocks until the executor makes room.
+  std::atomic<bool> returned{false};
+  std::future<HostRows> d;
+  std::thread t([&] {
+    d = q.submit(m.input(4, 1));
+    returned = true;
+  });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(returned.load());
+  m.gate.open();
+  t.join();
+  EXPECT_TRUE(returned.load());
+  expect_rows(m, m.input(4, 1), d.get());
+  expect_rows(m, m.input(1, 1), a.get());
+  expect_rows(m, m.input(2, 1), b.get());
+}
+
+TEST(BatchQueue, StopCancelCompletesQueuedWithCancelledAndRunningWithResults) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {});
+  auto held = hold(q, m);
+  std::vector<std::future<HostRows>> fs;
+  for (int i = 0; i < 5; ++i) fs.push_back(q.submit(m.input(i, 1)));
+  std::thread stopper([&] { q.stop(StopMode::kCancel); });
+  for (auto& f : fs) {
+    ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+    EXPECT_EQ(testing::error_kind(f), ErrorKind::kCancelled);
+  }
+  m.gate.open();  // stop() waits for the running batch
+  stopper.join();
+  expect_rows(m, m.input(1000000, 1), held.get());
+  EXPECT_EQ(testing::error_kind(*std::make_unique<std::future<HostRows>>(q.submit(m.input(9, 1)))),
+            ErrorKind::kCancelled);  // after stop
+  const auto mt = q.metrics();
+  EXPECT_EQ(mt.cancelled, 6u);
+  EXPECT_EQ(mt.completed, 1u);
+  EXPECT_EQ(mt.submitted, mt.finished());
+}
+
+TEST(BatchQueue, StopDrainRunsEverythingQueued) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 2, .max_queue_delay = 10s});
+  auto held = hold(q, m, 1000000, 2);  // a full batch: runs at once
+  std::vector<std::future<HostRows>> fs;
+  for (int i = 0; i < 5; ++i) fs.push_back(q.submit(m.input(i, 1)));
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread stopper([&] { q.stop(StopMode::kDrain); });
+  m.gate.open();
+  stopper.join();  // the 10 s delay does not hold a drain back
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  for (int i = 0; i < 5; ++i) expect_rows(m, m.input(i, 1), fs[static_cast<std::size_t>(i)].get());
+  EXPECT_EQ(q.metrics().completed, 6u);
+}
+
+TEST(BatchQueue, DestructorDrainsByDefault) {
+  TestModel m(8, 4);
+  std::vector<std::future<HostRows>> fs;
+  {
+    BatchQueue q(m.fn(), cpu(), {.max_queue_delay = 10s});
+    for (int i = 0; i < 5; ++i) fs.push_back(q.submit(m.input(i, 1)));
+  }
+  for (int i = 0; i < 5; ++i) expect_rows(m, m.input(i, 1), fs[static_cast<std::size_t>(i)].get());
+}
+
+TEST(BatchQueue, AModelErrorFailsItsWholeBatchAndTheQueueKeepsServing) {
+  for (auto fault : {TestModel::Fault::kThrowInForward, TestModel::Fault::kThrowInKernel}) {
+    TestModel m(8, 4);
+    m.fault = fault;
+    m.poisoned = [](std::int64_t id) { return id == 13; };
+    BatchQueue q(m.fn(), cpu(), {});
+    auto held = hold(q, m);
+    std::vector<std::future<HostRows>> fs;
+    for (int i = 10; i < 16; ++i) fs.push_back(q.submit(m.input(i, 1)));
+    m.gate.open();
+    (void)held.get();
+    for (auto& f : fs) {
+      try {
+        (void)f.get();
+        ADD_FAILURE() << "a request of the poisoned batch completed";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::kKernel);
+        EXPECT_NE(std::string(e.what()).find("poisoned batch"), std::string::npos);
+      }
+    }
+    expect_rows(m, m.input(20, 2), q.submit(m.input(20, 2)).get());  // keeps serving
+    const auto mt = q.metrics();
+    EXPECT_EQ(mt.failed, 6u);
+    EXPECT_EQ(mt.completed, 2u);
+  }
+}
+
+TEST(BatchQueue, MalformedForwardOutputFailsTheBatch) {
+  auto dev = cpu();
+  ForwardFn bad = [dev](Stream& s, const Rows& x) {
+    return Rows{Buffer(dev, 4 * sizeof(float), s), {x.shape[0] + 1, 4}};
+  };
+  BatchQueue q(bad, dev, {});
+  auto f = q.submit(HostRows{std::vector<float>(4), {1, 4}});
+  EXPECT_EQ(testing::error_kind(f), ErrorKind::kInvalidArgument);
+}
+
+TEST(BatchQueue, CallbacksAreCalledExactlyOnceWithValueOrError) {
+  TestModel m(8, 4);
+  m.fault = TestModel::Fault::kThrowInKernel;
+  m.poisoned = [](std::int64_t id) { return id == 3; };
+  std::atomic<int> calls{0}, ok{0}, errors{0};
+  {
+    BatchQueue q(m.fn(), cpu(), {.max_batch_size = 1, .max_queue_size = 4});
+    auto held = hold(q, m);
+    for (int i = 0; i < 8; ++i) {
+      q.submit(m.input(i, 1), [&, i](Result<HostRows> r) {
+        ++calls;
+        if (r.ok()) {
+          ++ok;
+          expect_rows(m, m.input(i, 1), r.value);
+        } else {
+          ++errors;
+        }
+      });
+    }
+    m.gate.open();
+    EXPECT_THROW(q.submit(m.input(1, 1), std::function<void(Result<HostRows>)>{}), Error);
+  }
+  EXPECT_EQ(calls.load(), 8);
+  EXPECT_EQ(ok.load(), 3);      // 0, 1, 2 ran; 3 poisoned
+  EXPECT_EQ(errors.load(), 5);  // 3 failed, 4..7 rejected (queue of 4)
+}
+
+TEST(BatchQueue, StopFromACallbackIsAnErrorNotADeadlock) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {});
+  std::promise<std::string> what;
+  q.submit(m.input(1, 1), [&](Result<HostRows>) {
+    try {
+      q.stop();
+      what.set_value("no error");
+    } catch (const Error& e) {
+      what.set_value(e.what());
+    }
+  });
+  EXPECT_NE(what.get_future().get().find("own threads"), std::string::npos);
+}
+
+TEST(BatchQueue, InstancesRunBatchesConcurrently) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 1, .instances = 3});
+  m.gate.arm();
+  std::vector<std::future<HostRows>> fs;
+  for (int i = 0; i < 3; ++i) fs.push_back(q.submit(m.input(i, 1)));
+  m.gate.wait_for_waiters(3);  // three batches in forward at once
+  m.gate.open();
+  for (auto& f : fs) (void)f.get();
+  EXPECT_EQ(m.max_concurrent.load(), 3);
+}
+
+TEST(BatchQueueMetrics, PrometheusTextHasEveryCounterAndQuantile) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {});
+  for (int i = 0; i < 5; ++i) (void)q.submit(m.input(i, 1)).get();
+  q.stop();
+  const std::string text = q.metrics().to_prometheus("tandem_batch", "model=\"test\"");
+  for (const char* s :
+       {"tandem_batch_requests_total{outcome=\"submitted\",model=\"test\"} 5",
+        "tandem_batch_requests_total{outcome=\"completed\",model=\"test\"} 5",
+        "tandem_batch_requests_total{outcome=\"rejected\",model=\"test\"} 0",
+        "tandem_batch_requests_total{outcome=\"timed_out\",model=\"test\"} 0",
+        "tandem_batch_requests_total{outcome=\"failed\",model=\"test\"} 0",
+        "tandem_batch_requests_total{outcome=\"cancelled\",model=\"test\"} 0",
+        "# TYPE tandem_batch_queue_time_seconds summary",
+        "tandem_batch_queue_time_seconds{quantile=\"0.99\",model=\"test\"} ",
+        "tandem_batch_compute_time_seconds_count{model=\"test\"} ",
+        "tandem_batch_batch_size_average{model=\"test\"} "}) {
+    EXPECT_NE(text.find(s), std::string::npos) << s << "\nin:\n" << text;
+  }
+}
+
+TEST(LatencyHistogram, QuantilesAreWithinABucketOfTheTruth) {
+  detail::LatencyHistogram h;
+  for (int i = 1; i <= 10000; ++i) h.record(std::chrono::microseconds(i));  // uniform 1us..10ms
+  const auto s = h.summary();
+  EXPECT_EQ(s.count, 10000u);
+  EXPECT_NEAR(s.p50_ms, 5.0, 5.0 * 0.1);
+  EXPECT_NEAR(s.p90_ms, 9.0, 9.0 * 0.1);
+  EXPECT_NEAR(s.p99_ms, 9.9, 9.9 * 0.1);
+  EXPECT_NEAR(s.sum_ms, 10000.0 * 10001 / 2 / 1000.0, 1e-6);
+  detail::LatencyHistogram empty;
+  EXPECT_EQ(empty.summary().p99_ms, 0.0);
+}
+
+}  // namespace
+}  // namespace tandem::serve
