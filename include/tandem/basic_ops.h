@@ -22,8 +22,9 @@ void copy(Buffer& dst, const Buffer& src);
 void copy(Stream& stream, Buffer& dst, const Buffer& src);
 void sum(Buffer& out, const Buffer& x);  // out[0] = sum(x); out holds at least one float
 void sum(Stream& stream, Buffer& out, const Buffer& x);
-// Host copies; host memory must stay valid until the stream has run the copy.
+// upload: copies `host` (staged: the caller may reuse its memory at once).
 void upload(Stream& stream, Buffer& dst, std::span<const float> host);
+// download: the host memory must stay valid until the stream has run the copy (synchronize).
 void download(Stream& stream, std::span<float> host, const Buffer& src);
 
 }  // namespace tandem

@@ -13,6 +13,8 @@
 // | TANDEM_ENCODING_LOCK          | backend's default  | none, stream, global                 |
 // | TANDEM_AGX_MODEL_WINDOW_US    | 0                  | 0..100000                            |
 // | TANDEM_CUDA_GRAPHS            | 1                  | 0, 1                                 |
+// | TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD | max (keep all) | max, or 0..2^62 bytes                |
+// | TANDEM_CUDA_TF32              | 0                  | 0, 1 (TF32 tensor cores for fp32 GEMMs) |
 #pragma once
 
 #include <cstdint>
@@ -40,6 +42,10 @@ struct RuntimeConfig {
   std::optional<EncodingLockPolicy> encoding_lock;  // nullopt = the backend's default
   int agx_model_window_us = 0;                    // widens the agx_model race window
   bool cuda_graphs = true;
+  // Bytes the CUDA memory pool keeps reserved across synchronizations (cudaMemPoolAttrRelease-
+  // Threshold); UINT64_MAX keeps everything (no trimming), 0 returns all free memory at each sync.
+  std::uint64_t cuda_mempool_release_threshold = UINT64_MAX;
+  bool cuda_tf32 = false;  // fp32 GEMMs on TF32 tensor cores (10-bit mantissa inputs): opt-in
 
   // from_environment(): parses the TANDEM_* variables; throws Error(kConfig) on a bad value.
   [[nodiscard]] static RuntimeConfig from_environment();

@@ -6,6 +6,13 @@
 // Kernels never block; errors raised while they run are delivered by synchronize/event waits.
 // Implementations are stateless and thread-safe: one table per backend, shared by all threads.
 //
+// The nn kernels (gemm .. attention) serve the inference layer (include/tandem/nn/ops.h). Layouts
+// are dense row-major float32; "rows x cols" means rows contiguous rows of cols elements unless
+// a leading dimension (ld*, in elements, >= the row length) says otherwise. Unless a contract says
+// "may alias", outputs must not overlap inputs. Sizes of 0 are allowed and do nothing. Kernels
+// trust their arguments (the op layer validates shapes); they may use per-stream scratch of their
+// own but never allocate device memory visible to the caller.
+//
 // Backends: src/backends/cpu (host worker threads), src/backends/agx_model (the cpu kernels
 // behind a racy encoder layer), src/backends/cuda (own kernels, cuBLAS/cuBLASLt).
 #pragma once
@@ -15,6 +22,36 @@
 namespace tandem {
 
 class Encoder;
+
+// Transpose: whether a gemm operand is used as stored (kNo) or transposed (kYes).
+enum class Transpose { kNo, kYes };
+
+// Activation applied elementwise after a bias: none, ReLU, or GELU in PyTorch's exact form
+// gelu(x) = 0.5 * x * (1 + erf(x / sqrt(2))).
+enum class Activation { kNone, kRelu, kGelu };
+
+// GemmArgs: C_i = alpha * op(A_i) . op(B_i) + beta * C_i for i in [0, batch), row-major.
+// op(A_i) is m x k, op(B_i) is k x n, C_i is m x n.
+//   A_i = a + i * stride_a, stored m x k (trans_a kNo, lda >= k) or k x m (kYes, lda >= m);
+//   B_i = b + i * stride_b, stored k x n (trans_b kNo, ldb >= n) or n x k (kYes, ldb >= k);
+//   C_i = c + i * stride_c, stored m x n, ldc >= n.
+// A stride of 0 reuses one matrix for every i (broadcast; a and b only). beta == 0: C is written
+// without being read (may hold garbage or NaN). C must not overlap A or B, nor C_j (j != i).
+// Linear with PyTorch's weight layout is C = X . W^T: trans_b = kYes, W stored out x in.
+struct GemmArgs {
+  Transpose trans_a = Transpose::kNo;
+  Transpose trans_b = Transpose::kNo;
+  std::size_t m = 0, n = 0, k = 0;
+  float alpha = 1.0f;
+  float beta = 0.0f;
+  const float* a = nullptr;
+  std::size_t lda = 0, stride_a = 0;
+  const float* b = nullptr;
+  std::size_t ldb = 0, stride_b = 0;
+  float* c = nullptr;
+  std::size_t ldc = 0, stride_c = 0;
+  std::size_t batch = 1;
+};
 
 class Kernels {
  public:
@@ -36,6 +73,61 @@ class Kernels {
                               std::size_t bytes) const = 0;
   virtual void copy_to_host(Encoder& enc, void* host_dst, const void* src,
                             std::size_t bytes) const = 0;
+
+  // ---- nn kernels (include/tandem/nn/ops.h) ----
+
+  // gemm: see GemmArgs. Row-major; a cuBLAS (column-major) backend computes C^T = op(B)^T op(A)^T.
+  virtual void gemm(Encoder& enc, const GemmArgs& args) const = 0;
+
+  // linear: y = act(x . w^T + bias), PyTorch's nn.Linear (+ a fused activation).
+  //   x: rows x in;  w: out x in (PyTorch's weight layout);  bias: out, or nullptr (no bias);
+  //   y: rows x out, must not overlap x, w or bias.
+  virtual void linear(Encoder& enc, float* y, const float* x, const float* w, const float* bias,
+                      std::size_t rows, std::size_t in, std::size_t out,
+                      Activation act) const = 0;
+
+  // bias_activation: y[r][c] = act(x[r][c] + bias[c]) for rows x cols; bias may be nullptr (no
+  // bias). y may alias x exactly (in place).
+  virtual void bias_activation(Encoder& enc, float* y, const float* x, const float* bias,
+                               std::size_t rows, std::size_t cols, Activation act) const = 0;
+
+  // layer_norm: per row r of rows x cols, with v = x[r] + residual[r] (residual may be nullptr):
+  //   y[r][c] = (v[c] - mean(v)) / sqrt(var(v) + eps) * gamma[c] + beta[c]
+  // var is the biased variance (PyTorch's LayerNorm). gamma/beta may be nullptr (1 / 0).
+  // y may alias x or residual exactly (in place); cols >= 1.
+  virtual void layer_norm(Encoder& enc, float* y, const float* x, const float* residual,
+                          const float* gamma, const float* beta, std::size_t rows,
+                          std::size_t cols, float eps) const = 0;
+
+  // softmax: y[r] = softmax(scale * x[r]) per row of rows x cols (max-subtracted, so large
+  // inputs do not overflow). y may alias x exactly. cols >= 1.
+  virtual void softmax(Encoder& enc, float* y, const float* x, std::size_t rows,
+                       std::size_t cols, float scale) const = 0;
+
+  // transpose: y_b = x_b^T for b in [0, batch): x is batch x rows x cols, y is batch x cols x
+  // rows (y[b][c][r] = x[b][r][c]). y must not overlap x.
+  virtual void transpose(Encoder& enc, float* y, const float* x, std::size_t batch,
+                         std::size_t rows, std::size_t cols) const = 0;
+
+  // copy_2d: copies a rows x cols block: dst[r * dst_ld + c] = src[r * src_ld + c]
+  // (dst_ld, src_ld >= cols). The building block of split / concat along the last dimension.
+  // Regions must not overlap.
+  virtual void copy_2d(Encoder& enc, float* dst, std::size_t dst_ld, const float* src,
+                       std::size_t src_ld, std::size_t rows, std::size_t cols) const = 0;
+
+  // attention: the core of multi-head self-attention (PyTorch's MultiheadAttention after
+  // in_proj, before out_proj; no mask, no dropout). With d = heads * head_dim:
+  //   qkv: batch x seq x 3d, each token's row is [q | k | v] (in_proj's output), and within q
+  //        (k, v) head h owns columns [h * head_dim, (h + 1) * head_dim);
+  //   out: batch x seq x d, out[b][s][h*head_dim + j] = sum_t P[t] * v[b][t][h*head_dim + j]
+  //        with P = softmax_t(scale * q[b][s]_h . k[b][t]_h)  (scale is 1/sqrt(head_dim) in
+  //        PyTorch);
+  //   scratch: at least batch * heads * seq * seq floats of device memory the kernel may use
+  //        (contents undefined afterwards).
+  // out must not overlap qkv or scratch.
+  virtual void attention(Encoder& enc, float* out, const float* qkv, float* scratch,
+                         std::size_t batch, std::size_t seq, std::size_t heads,
+                         std::size_t head_dim, float scale) const = 0;
 };
 
 }  // namespace tandem

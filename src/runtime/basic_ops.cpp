@@ -1,5 +1,8 @@
 #include "tandem/basic_ops.h"
 
+#include <memory>
+#include <vector>
+
 #include "tandem/buffer.h"
 #include "tandem/device.h"
 #include "tandem/encoder.h"
@@ -89,8 +92,12 @@ void upload(Stream& stream, Buffer& dst, std::span<const float> host) {
                                                  std::to_string(dst.size_bytes()) + " bytes");
   }
   check_device("upload", stream, dst);
+  // Staged: the caller's memory may go away once upload() returns. The staging copy is released
+  // in stream order, after the copy has run.
+  auto staged = std::make_shared<std::vector<float>>(host.begin(), host.end());
   Encoder enc(stream);
-  stream.device().kernels().copy_from_host(enc, dst.data(), host.data(), host.size_bytes());
+  stream.device().kernels().copy_from_host(enc, dst.data(), staged->data(), host.size_bytes());
+  enc.dispatch([staged] {});
 }
 
 void download(Stream& stream, std::span<float> host, const Buffer& src) {

@@ -43,6 +43,9 @@ constexpr VarSpec kVars[] = {
      "none, stream, global"},
     {"TANDEM_AGX_MODEL_WINDOW_US", "0", "0..100000"},
     {"TANDEM_CUDA_GRAPHS", "1", "0, 1"},
+    {"TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD", "max (the pool keeps all memory it reserved)",
+     "max, or bytes 0..4611686018427387904"},
+    {"TANDEM_CUDA_TF32", "0 (fp32 GEMMs in full fp32)", "0, 1 (TF32 tensor cores, ~1e-3 relative error)"},
 };
 
 const char* env(const char* name) { return std::getenv(name); }  // NOLINT(concurrency-mt-unsafe)
@@ -96,6 +99,16 @@ RuntimeConfig RuntimeConfig::from_environment() {
   }
   if (const char* v = env("TANDEM_CUDA_GRAPHS")) {
     c.cuda_graphs = parse_int("TANDEM_CUDA_GRAPHS", v, 0, 1) == 1;
+  }
+  if (const char* v = env("TANDEM_CUDA_TF32")) {
+    c.cuda_tf32 = parse_int("TANDEM_CUDA_TF32", v, 0, 1) == 1;
+  }
+  if (const char* v = env("TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD")) {
+    c.cuda_mempool_release_threshold =
+        std::string_view(v) == "max"
+            ? UINT64_MAX
+            : static_cast<std::uint64_t>(parse_int("TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD", v, 0,
+                                                   std::int64_t{1} << 62));
   }
   c.validate();
   return c;

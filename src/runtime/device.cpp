@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <map>
 #include <optional>
+#include <thread>
 #include <unordered_set>
 
 #include "runtime/device_state.h"
@@ -89,17 +90,19 @@ ProcessDevices& process_devices() {
 struct LiveDevices {
   Mutex mu;
   std::unordered_set<DeviceState*> states TANDEM_GUARDED_BY(mu);
-  bool exiting TANDEM_GUARDED_BY(mu) = false;
 };
 LiveDevices& live_devices() {
   static auto* d = new LiveDevices();
   return *d;
 }
 
+// exiting: set once by the exit quiesce (release), read by throw_if_closed (acquire).
+std::atomic<bool> exiting{false};
+
 void quiesce_all_at_exit() {
   auto& live = live_devices();
   MutexLock lock(live.mu);
-  live.exiting = true;
+  exiting.store(true, std::memory_order_release);
   for (DeviceState* s : live.states) {
     s->closed_.store(true, std::memory_order_release);
     // Let the command buffer in hand finish (bounded), then park the workers.
@@ -108,6 +111,12 @@ void quiesce_all_at_exit() {
 }
 
 }  // namespace
+
+bool process_exiting() { return exiting.load(std::memory_order_acquire); }
+
+void park_until_process_exit() {
+  for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+}
 
 void register_for_exit_quiesce(DeviceState* state) {
   static const bool registered = [] { return std::atexit(quiesce_all_at_exit) == 0; }();
@@ -146,6 +155,7 @@ std::shared_ptr<Device> DeviceState::make_device(std::unique_ptr<DeviceState> st
 
 void DeviceState::throw_if_closed() const {
   if (closed_.load(std::memory_order_acquire)) {
+    if (process_exiting()) park_until_process_exit();
     throw Error(ErrorKind::kDeviceClosed,
                 "device " + name_ + " is closed (Device::close() or process exit); "
                 "get a new device with Device::get() or Device::open()");

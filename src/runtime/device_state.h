@@ -51,6 +51,13 @@ class DeviceState {
   void note_free(std::int64_t bytes);
 };
 
+// park_until_process_exit(): blocks the calling thread forever. Used instead of an error for a
+// thread that touches a device after the exit quiesce: the process is ending, and an exception
+// would only std::terminate a thread that cannot expect it.
+[[noreturn]] void park_until_process_exit();
+// process_exiting(): true once the exit quiesce began.
+[[nodiscard]] bool process_exiting();
+
 // Quiesces every live device (Note [Device shutdown]); registered with atexit once.
 void register_for_exit_quiesce(DeviceState* state);
 void unregister_for_exit_quiesce(DeviceState* state);

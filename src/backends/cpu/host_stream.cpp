@@ -3,18 +3,17 @@
 #include <chrono>
 #include <utility>
 
+#include "runtime/device_state.h"
 #include "tandem/error.h"
 
 namespace tandem::backends {
 
 HostStream::HostStream(std::string label) : label_(std::move(label)) {
+  MutexLock lock(worker_mu_);
   worker_ = std::thread([this] { run(); });
 }
 
-HostStream::~HostStream() {
-  stop(StopMode::kDrain);
-  if (worker_.joinable()) worker_.join();
-}
+HostStream::~HostStream() { stop(StopMode::kDrain); }
 
 void HostStream::begin_encoding() { recording_ = CommandBuffer{}; }
 
@@ -63,17 +62,22 @@ bool HostStream::enqueue(CommandBuffer cb) {
 
 void HostStream::synchronize() {
   std::exception_ptr err;
+  bool park = false;
   {
     MutexLock lock(mu_);
     const std::uint64_t target = submitted_;
     done_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return completed_ >= target || halt_; });
-    if (completed_ < target) {
+    if (completed_ < target && !quiesced_) {
       throw Error(ErrorKind::kDeviceClosed,
                   label_ + " stopped before " + std::to_string(target - completed_) +
-                      " command buffer(s) ran (device closed or process exiting)");
+                      " command buffer(s) ran (device closed)");
     }
+    park = completed_ < target;
     err = std::exchange(error_, nullptr);
   }
+  // The process is exiting (Note [Device shutdown]): wait for the end instead of failing in the
+  // middle of exit with an exception the caller cannot expect.
+  if (park) detail::park_until_process_exit();
   if (err) std::rethrow_exception(err);
 }
 
@@ -95,9 +99,9 @@ void HostStream::stop(StopMode mode) {
       done_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return completed_ == submitted_ || halt_; });
       drained_ = !halt_;
     } else {
-      // Quiesce: drop the queue (it will never run; synchronize reports it), let the buffer in
-      // hand finish (bounded).
+      // Quiesce: drop the queue (it will never run), let the buffer in hand finish (bounded).
       queue_.clear();
+      quiesced_ = true;
     }
     halt_ = true;
     work_cv_.notify_all();
@@ -105,10 +109,15 @@ void HostStream::stop(StopMode mode) {
     if (mode == StopMode::kQuiesce) {
       (void)done_cv_.wait_until(mu_, std::chrono::steady_clock::now() + std::chrono::seconds(1),
                                 [&]() TANDEM_REQUIRES(mu_) { return !running_; });
-      return;  // the worker parks or returns by itself; never joined at exit
     }
   }
-  if (worker_.joinable() && worker_.get_id() != std::this_thread::get_id()) worker_.join();
+  MutexLock lock(worker_mu_);
+  if (!worker_.joinable()) return;
+  if (mode == StopMode::kQuiesce || worker_.get_id() == std::this_thread::get_id()) {
+    worker_.detach();  // it returns by itself once the buffer in hand is done
+  } else {
+    worker_.join();
+  }
 }
 
 void HostStream::run() {

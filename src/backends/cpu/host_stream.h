@@ -66,8 +66,11 @@ class HostStream : public detail::StreamImpl {
   bool accepting_ TANDEM_GUARDED_BY(mu_) = true;
   bool halt_ TANDEM_GUARDED_BY(mu_) = false;     // the worker leaves before its next buffer
   bool drained_ TANDEM_GUARDED_BY(mu_) = false;  // stopped by kDrain: nothing can run anymore
+  bool quiesced_ TANDEM_GUARDED_BY(mu_) = false;  // stopped by kQuiesce: the process is exiting
   bool running_ TANDEM_GUARDED_BY(mu_) = false;  // a buffer is in the worker's hands
-  std::thread worker_;  // started in the constructor; joined by kDrain or the destructor
+  Mutex worker_mu_ TANDEM_ACQUIRED_AFTER(mu_);
+  // Started in the constructor; joined by kDrain, detached by kQuiesce (never joined at exit).
+  std::thread worker_ TANDEM_GUARDED_BY(worker_mu_);
 };
 
 }  // namespace tandem::backends

@@ -1,0 +1,27 @@
+// bench_workload.h — what `tandem bench` measures: a workload makes, for each benchmark thread,
+// an operation (one unit of work including its synchronize) that the thread runs in a loop.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace tandem {
+class Device;
+}
+
+namespace tandem::cli {
+
+struct BenchWorkload {
+  std::string model;  // "seed" (y = t * 2.0; synchronize), later "mlp", "encoder"
+  int batch = 1;      // samples per operation
+  // per_thread(device): runs on the benchmark thread before timing starts (allocations, weights
+  // shared through captured state); returns the operation. Throws tandem::Error on failure.
+  std::function<std::function<void()>(const std::shared_ptr<Device>&)> per_thread;
+};
+
+// The seed workload: each thread owns t (n floats, t[i] = i) and y, and runs y = t * 2.0 then
+// synchronize() on its own stream.
+[[nodiscard]] BenchWorkload seed_workload(std::size_t elements);
+
+}  // namespace tandem::cli

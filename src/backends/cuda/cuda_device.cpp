@@ -1,0 +1,117 @@
+#include "backends/cuda/cuda_device.h"
+
+#include <cstdio>
+
+#include "backends/cuda/cuda_stream.h"
+#include "tandem/error.h"
+
+namespace tandem::backends::cuda {
+
+namespace {
+std::string bytes_str(std::uint64_t b) {
+  char buf[64];
+  if (b == UINT64_MAX) return "unlimited";
+  if (b >= (std::uint64_t{1} << 30)) {
+    std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(b) / (1 << 30));
+  } else if (b >= (std::uint64_t{1} << 20)) {
+    std::snprintf(buf, sizeof buf, "%.2f MiB", static_cast<double>(b) / (1 << 20));
+  } else {
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(b));
+  }
+  return buf;
+}
+}  // namespace
+
+CudaDevice::CudaDevice(int index, const RuntimeConfig& config)
+    : index_(index), name_("cuda:" + std::to_string(index)), config_(config) {
+  make_current();
+  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&multiprocessors_, cudaDevAttrMultiProcessorCount, index_),
+                    name_);
+  cudaMemPoolProps props{};
+  props.allocType = cudaMemAllocationTypePinned;
+  props.handleTypes = cudaMemHandleTypeNone;
+  props.location.type = cudaMemLocationTypeDevice;
+  props.location.id = index_;
+  TANDEM_CUDA_CHECK(cudaMemPoolCreate(&pool_, &props), name_);
+  std::uint64_t threshold = config_.cuda_mempool_release_threshold;
+  TANDEM_CUDA_CHECK(cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &threshold),
+                    name_);
+  events_ = std::make_shared<EventPool>(index_, name_);
+}
+
+CudaDevice::~CudaDevice() {
+  // Streams (and their frees) are gone by now: DeviceState destroys the pool before this.
+  if (pool_) (void)cudaMemPoolDestroy(pool_);
+}
+
+void CudaDevice::make_current() const {
+  int current = -1;
+  TANDEM_CUDA_CHECK(cudaGetDevice(&current), name_);
+  if (current != index_) TANDEM_CUDA_CHECK(cudaSetDevice(index_), name_);
+}
+
+std::unique_ptr<detail::StreamImpl> CudaDevice::create_stream(int index) {
+  return std::make_unique<CudaStream>(*this, index);
+}
+
+std::unique_ptr<detail::EventImpl> CudaDevice::create_event(bool timing) {
+  return std::make_unique<CudaEvent>(events_, timing);
+}
+
+PoolStats CudaDevice::pool_stats() const {
+  PoolStats s;
+  auto get = [&](cudaMemPoolAttr attr, std::uint64_t* v) {
+    TANDEM_CUDA_CHECK(cudaMemPoolGetAttribute(pool_, attr, v), name_);
+  };
+  get(cudaMemPoolAttrReservedMemCurrent, &s.reserved_current);
+  get(cudaMemPoolAttrReservedMemHigh, &s.reserved_high);
+  get(cudaMemPoolAttrUsedMemCurrent, &s.used_current);
+  get(cudaMemPoolAttrUsedMemHigh, &s.used_high);
+  get(cudaMemPoolAttrReleaseThreshold, &s.release_threshold);
+  return s;
+}
+
+std::string CudaDevice::describe_pool() const {
+  std::string out;
+  try {
+    const PoolStats s = pool_stats();
+    out = "pool reserves " + bytes_str(s.reserved_current) + " (peak " +
+          bytes_str(s.reserved_high) + "), " + bytes_str(s.used_current) + " in use (peak " +
+          bytes_str(s.used_high) + "), release threshold " + bytes_str(s.release_threshold);
+    std::size_t free_b = 0;
+    std::size_t total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
+      out += "; device has " + bytes_str(free_b) + " free of " + bytes_str(total_b);
+    }
+  } catch (const Error& e) {
+    out = std::string("pool state unavailable: ") + e.what();
+  }
+  return out;
+}
+
+void* CudaDevice::allocate(std::size_t bytes, detail::StreamImpl& stream) {
+  auto& cs = static_cast<CudaStream&>(stream);
+  make_current();
+  void* p = nullptr;
+  const cudaError_t st = cudaMallocFromPoolAsync(&p, bytes, pool_, cs.get());
+  if (st == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();  // not sticky: clear it so the next call of this thread is clean
+    throw Error(ErrorKind::kOutOfMemory,
+                "allocating " + std::to_string(bytes) + " bytes (" + bytes_str(bytes) + ") on " +
+                    cs.label() + " failed: " + describe_pool() +
+                    ". Free buffers, lower the batch size, or lower "
+                    "TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD if other processes need the memory");
+  }
+  check(st, "cudaMallocFromPoolAsync(&p, bytes, pool, stream)", cs.label());
+  return p;
+}
+
+void CudaDevice::deallocate(void* p, std::size_t, detail::StreamImpl& stream,
+                            std::function<void()> on_freed) {
+  auto& cs = static_cast<CudaStream&>(stream);
+  // Called from Buffer::release (noexcept): a failure (a lost context) leaks the block.
+  if (cudaFreeAsync(p, cs.get()) != cudaSuccess) (void)cudaGetLastError();
+  on_freed();
+}
+
+}  // namespace tandem::backends::cuda

@@ -1,0 +1,67 @@
+// cuda_device.h (private) — CudaDevice: the BackendDevice of one GPU.
+//
+// Memory: a stream-ordered pool of its own (cudaMemPoolCreate), allocations with
+// cudaMallocFromPoolAsync and frees with cudaFreeAsync on the buffer's stream. The pool keeps up
+// to TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD bytes reserved across synchronizations (default: all).
+// Out of memory is Error(kOutOfMemory) with the requested size, the pool's state and the
+// device's free memory; nothing is left broken (the failed call has no effect), so the runtime
+// keeps serving. Free statistics (MemoryStats::frees) count a free when it is enqueued: from then
+// on the pool reuses the memory in stream order, and no host callback is paid per free.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "backends/cuda/cuda_check.h"
+#include "backends/cuda/cuda_event.h"
+#include "backends/cuda/cuda_kernels.h"
+#include "backends/cuda/lt_cache.h"
+#include "runtime/backend.h"
+
+namespace tandem::backends::cuda {
+
+// PoolStats: the memory pool's own counters (bytes).
+struct PoolStats {
+  std::uint64_t reserved_current = 0;  // memory the pool holds from the driver
+  std::uint64_t reserved_high = 0;
+  std::uint64_t used_current = 0;  // memory handed out to allocations
+  std::uint64_t used_high = 0;
+  std::uint64_t release_threshold = 0;
+};
+
+class CudaDevice : public detail::BackendDevice {
+ public:
+  CudaDevice(int index, const RuntimeConfig& config);
+  ~CudaDevice() override;
+
+  [[nodiscard]] std::unique_ptr<detail::StreamImpl> create_stream(int index) override;
+  [[nodiscard]] std::unique_ptr<detail::EventImpl> create_event(bool timing) override;
+  [[nodiscard]] void* allocate(std::size_t bytes, detail::StreamImpl& stream) override;
+  void deallocate(void* p, std::size_t bytes, detail::StreamImpl& stream,
+                  std::function<void()> on_freed) override;
+  [[nodiscard]] const Kernels& kernels() const override { return kernels_; }
+
+  [[nodiscard]] int index() const { return index_; }
+  [[nodiscard]] const std::string& name() const { return name_; }
+  [[nodiscard]] const RuntimeConfig& config() const { return config_; }
+  [[nodiscard]] int multiprocessors() const { return multiprocessors_; }
+  // make_current(): cudaSetDevice(index) when the calling thread's current device differs.
+  void make_current() const;
+  [[nodiscard]] PoolStats pool_stats() const;
+  // describe_pool(): "pool reserved 1.0 GiB (peak ...), used ..., threshold ...; device free ...".
+  [[nodiscard]] std::string describe_pool() const;
+  [[nodiscard]] LtAlgoCache& lt_algos() { return lt_algos_; }
+
+ private:
+  const int index_;
+  const std::string name_;
+  const RuntimeConfig config_;
+  int multiprocessors_ = 0;
+  cudaMemPool_t pool_ = nullptr;
+  std::shared_ptr<EventPool> events_;
+  CudaKernels kernels_;
+  LtAlgoCache lt_algos_;
+};
+
+}  // namespace tandem::backends::cuda

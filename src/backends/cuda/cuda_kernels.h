@@ -1,0 +1,53 @@
+// cuda_kernels.h (private) — CudaKernels: the Kernels table of the cuda backend: own kernels
+// (cuda_launch.h), cudaMemcpyAsync, and cuBLAS / cuBLASLt for the GEMMs, launched on the
+// encoder's cudaStream_t, every call checked (TANDEM_CUDA_CHECK). Stateless; per-stream state
+// (cuBLAS handles, workspace) lives in CudaStream, the cuBLASLt algorithm cache in CudaDevice.
+//
+// Note [CUDA linear paths]
+// linear(rows, in, out, act):
+//   rows <= 4 (batch 1..4): own GEMV kernel with bias and activation fused (one launch; a warp
+//     per output, 16-byte weight loads). Measured to beat cuBLAS at batch 1 (issue 3).
+//   else: cuBLASLt matmul with the bias (and ReLU) in its epilogue; GELU (erf form, which
+//     cuBLASLt's tanh-approximated GELU epilogue is not) as a second, in-place kernel.
+//   Fallback when cuBLASLt offers no algorithm: cublasGemmEx + the bias_act kernel.
+// fp32 throughout, unless TANDEM_CUDA_TF32=1 (RuntimeConfig::cuda_tf32): then the cuBLAS GEMMs
+// use TF32 tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32); the GEMV stays fp32.
+#pragma once
+
+#include "tandem/kernels.h"
+
+namespace tandem::backends::cuda {
+
+class CudaKernels : public Kernels {
+ public:
+  void fill(Encoder& enc, float* y, std::size_t n, float value) const override;
+  void scale(Encoder& enc, float* y, const float* x, std::size_t n, float a) const override;
+  void add(Encoder& enc, float* y, const float* a, const float* b, std::size_t n) const override;
+  void copy(Encoder& enc, void* dst, const void* src, std::size_t bytes) const override;
+  void sum(Encoder& enc, float* out, const float* x, std::size_t n) const override;
+  void copy_from_host(Encoder& enc, void* dst, const void* host_src,
+                      std::size_t bytes) const override;
+  void copy_to_host(Encoder& enc, void* host_dst, const void* src,
+                    std::size_t bytes) const override;
+
+  // nn kernels (cuda_nn_kernels.cpp).
+  void gemm(Encoder& enc, const GemmArgs& args) const override;
+  void linear(Encoder& enc, float* y, const float* x, const float* w, const float* bias,
+              std::size_t rows, std::size_t in, std::size_t out, Activation act) const override;
+  void bias_activation(Encoder& enc, float* y, const float* x, const float* bias,
+                       std::size_t rows, std::size_t cols, Activation act) const override;
+  void layer_norm(Encoder& enc, float* y, const float* x, const float* residual,
+                  const float* gamma, const float* beta, std::size_t rows, std::size_t cols,
+                  float eps) const override;
+  void softmax(Encoder& enc, float* y, const float* x, std::size_t rows, std::size_t cols,
+               float scale) const override;
+  void transpose(Encoder& enc, float* y, const float* x, std::size_t batch, std::size_t rows,
+                 std::size_t cols) const override;
+  void copy_2d(Encoder& enc, float* dst, std::size_t dst_ld, const float* src,
+               std::size_t src_ld, std::size_t rows, std::size_t cols) const override;
+  void attention(Encoder& enc, float* out, const float* qkv, float* scratch, std::size_t batch,
+                 std::size_t seq, std::size_t heads, std::size_t head_dim,
+                 float scale) const override;
+};
+
+}  // namespace tandem::backends::cuda

@@ -1,0 +1,59 @@
+// cuda_launch.h (private) — host-side launchers of the cuda backend's own kernels (*.cu).
+//
+// Each launcher enqueues its kernel on `stream` and returns cudaGetLastError() (the launch
+// status; errors while the kernel runs surface at the next synchronize). They never block, never
+// allocate, and may be called during stream capture. n == 0 launches nothing. Pointers are device
+// pointers of the stream's device. Plain C++ signatures so that only the .cu files meet nvcc.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+
+namespace tandem::backends::cuda::launch {
+
+// y[i] = value
+cudaError_t fill(cudaStream_t stream, float* y, std::size_t n, float value);
+// y[i] = x[i] * a  (y may alias x)
+cudaError_t scale(cudaStream_t stream, float* y, const float* x, std::size_t n, float a);
+// y[i] = a[i] + b[i]  (y may alias a or b)
+cudaError_t add(cudaStream_t stream, float* y, const float* a, const float* b, std::size_t n);
+// out[0] = sum of x[0..n): one block, double accumulators, a fixed tree order (deterministic and
+// exact for integer-valued data below 2^53).
+cudaError_t sum(cudaStream_t stream, float* out, const float* x, std::size_t n);
+// An empty kernel: the launch+sync ceiling of `tandem bench`.
+cudaError_t empty(cudaStream_t stream);
+
+}  // namespace tandem::backends::cuda::launch
+
+namespace tandem::backends::cuda::launch {
+
+// Activation codes of the nn launchers: the values of tandem::Activation (static_assert'ed in
+// cuda_nn_kernels.cpp): 0 none, 1 ReLU, 2 GELU (erf form).
+// bias_act: y[r][c] = act(x[r][c] + bias[c]); bias may be null; y may alias x.
+cudaError_t bias_act(cudaStream_t stream, float* y, const float* x, const float* bias,
+                     std::size_t rows, std::size_t cols, int act);
+// gemv_bias_act: the batch-1 (rows <= kGemvMaxRows) linear: y[r][o] = act(w[o] . x[r] + bias[o]),
+// w out x in row-major; a warp per output, 16-byte loads when in % 4 == 0 and pointers align.
+inline constexpr std::size_t kGemvMaxRows = 4;
+cudaError_t gemv_bias_act(cudaStream_t stream, float* y, const float* x, const float* w,
+                          const float* bias, std::size_t rows, std::size_t in, std::size_t out,
+                          int act);
+// layer_norm / softmax: a block per row; see kernels.h for the contracts (in place allowed).
+cudaError_t layer_norm(cudaStream_t stream, float* y, const float* x, const float* residual,
+                       const float* gamma, const float* beta, std::size_t rows, std::size_t cols,
+                       float eps);
+cudaError_t softmax(cudaStream_t stream, float* y, const float* x, std::size_t rows,
+                    std::size_t cols, float scale);
+// transpose: y[b][c][r] = x[b][r][c], 32x32 tiles through shared memory.
+cudaError_t transpose(cudaStream_t stream, float* y, const float* x, std::size_t batch,
+                      std::size_t rows, std::size_t cols);
+// scale_matrix: C_i = beta * C_i (beta == 0: zeros, C not read) for the k == 0 gemm.
+cudaError_t scale_matrix(cudaStream_t stream, float* c, std::size_t ldc, std::size_t stride_c,
+                         std::size_t m, std::size_t n, std::size_t batch, float beta);
+// attention: scores (into scratch), row softmax, P . V: two kernels, a block per query row.
+cudaError_t attention(cudaStream_t stream, float* out, const float* qkv, float* scratch,
+                      std::size_t batch, std::size_t seq, std::size_t heads,
+                      std::size_t head_dim, float scale);
+
+}  // namespace tandem::backends::cuda::launch

@@ -1,0 +1,235 @@
+// cuda_nn_kernels.cpp — the nn kernels of CudaKernels. See Note [CUDA linear paths].
+#include <climits>
+#include <cstdint>
+#include <string>
+
+#include "backends/cuda/cuda_device.h"
+#include "backends/cuda/cuda_kernels.h"
+#include "backends/cuda/cuda_launch.h"
+#include "backends/cuda/cuda_stream.h"
+#include "tandem/encoder.h"
+#include "tandem/error.h"
+
+namespace tandem::backends::cuda {
+
+static_assert(static_cast<int>(Activation::kNone) == 0 && static_cast<int>(Activation::kRelu) == 1 &&
+              static_cast<int>(Activation::kGelu) == 2);
+
+namespace {
+
+int act_code(Activation a) { return static_cast<int>(a); }
+
+// as_int(v, what, s): v as an int for cuBLAS, or Error(kInvalidArgument).
+int as_int(std::size_t v, const char* what, const CudaStream& s) {
+  if (v > static_cast<std::size_t>(INT_MAX)) {
+    throw Error(ErrorKind::kInvalidArgument, std::string(what) + " = " + std::to_string(v) +
+                                                 " exceeds cuBLAS's int range on " + s.label());
+  }
+  return static_cast<int>(v);
+}
+
+int alignment_of(const void* p) {
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  int align = 256;
+  while (align > 4 && a % static_cast<std::uintptr_t>(align) != 0) align /= 2;
+  return align;
+}
+
+cublasComputeType_t compute_type(const CudaStream& s) {
+  return s.device().config().cuda_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+}
+
+// RAII holders of the cuBLASLt descriptors of one call.
+struct LtDescs {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulPreference_t pref = nullptr;
+  ~LtDescs() {
+    if (pref) (void)cublasLtMatmulPreferenceDestroy(pref);
+    if (c) (void)cublasLtMatrixLayoutDestroy(c);
+    if (b) (void)cublasLtMatrixLayoutDestroy(b);
+    if (a) (void)cublasLtMatrixLayoutDestroy(a);
+    if (op) (void)cublasLtMatmulDescDestroy(op);
+  }
+};
+
+// lt_linear: y (rows x out) = epilogue(x (rows x in) . w^T + bias) with cuBLASLt, column-major
+// view: D (out x rows, ld out) = W^T-as-stored (op T of in x out, ld in) . X (in x rows, ld in).
+// Returns false when cuBLASLt offers no algorithm (the caller falls back).
+bool lt_linear(CudaStream& s, float* y, const float* x, const float* w, const float* bias,
+               std::size_t rows, std::size_t in, std::size_t out, cublasLtEpilogue_t epilogue) {
+  const int m = as_int(out, "linear out", s), n = as_int(rows, "linear rows", s),
+            k = as_int(in, "linear in", s);
+  const cublasComputeType_t compute = compute_type(s);
+  int align = std::min({alignment_of(y), alignment_of(x), alignment_of(w)});
+  if (bias) align = std::min(align, alignment_of(bias));
+  const LtKey key{m, n, k, 1, 0, static_cast<int>(epilogue), static_cast<int>(compute), align};
+
+  LtDescs d;
+  const std::string& where = s.label();
+  TANDEM_CUDA_CHECK(cublasLtMatmulDescCreate(&d.op, compute, CUDA_R_32F), where);
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  TANDEM_CUDA_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), where);
+  TANDEM_CUDA_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), where);
+  TANDEM_CUDA_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
+                                                   sizeof epilogue),
+                    where);
+  if (bias) {
+    TANDEM_CUDA_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
+                                                     sizeof bias),
+                      where);
+  }
+  TANDEM_CUDA_CHECK(cublasLtMatrixLayoutCreate(&d.a, CUDA_R_32F, k, m, k), where);
+  TANDEM_CUDA_CHECK(cublasLtMatrixLayoutCreate(&d.b, CUDA_R_32F, k, n, k), where);
+  TANDEM_CUDA_CHECK(cublasLtMatrixLayoutCreate(&d.c, CUDA_R_32F, m, n, m), where);
+
+  cublasLtMatmulAlgo_t algo;
+  if (auto cached = s.device().lt_algos().find(key)) {
+    algo = *cached;
+  } else {
+    // Build outside the cache's lock; the first finisher's algorithm wins.
+    TANDEM_CUDA_CHECK(cublasLtMatmulPreferenceCreate(&d.pref), where);
+    const std::size_t ws = CudaStream::kBlasWorkspaceBytes;
+    const auto align_u = static_cast<std::uint32_t>(align);
+    TANDEM_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(
+                          d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws),
+                      where);
+    for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
+      TANDEM_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, attr, &align_u, sizeof align_u),
+                        where);
+    }
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    TANDEM_CUDA_CHECK(cublasLtMatmulAlgoGetHeuristic(s.cublas_lt(), d.op, d.a, d.b, d.c, d.c,
+                                                     d.pref, 1, &result, &found),
+                      where);
+    if (found == 0) return false;
+    algo = s.device().lt_algos().insert(key, result.algo);
+  }
+  const float alpha = 1.0f, beta = 0.0f;
+  TANDEM_CUDA_CHECK(cublasLtMatmul(s.cublas_lt(), d.op, &alpha, w, d.a, x, d.b, &beta, y, d.c, y,
+                                   d.c, &algo, s.blas_workspace(), CudaStream::kBlasWorkspaceBytes,
+                                   s.get()),
+                    where);
+  return true;
+}
+
+}  // namespace
+
+void CudaKernels::gemm(Encoder& enc, const GemmArgs& g) const {
+  if (g.m == 0 || g.n == 0 || g.batch == 0) return;
+  CudaStream& s = stream_of(enc);
+  if (g.k == 0) {
+    TANDEM_CUDA_CHECK(launch::scale_matrix(s.get(), g.c, g.ldc, g.stride_c, g.m, g.n, g.batch, g.beta),
+                      s.label());
+    return;
+  }
+  // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+  const cublasOperation_t op_b = g.trans_b == Transpose::kYes ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_a = g.trans_a == Transpose::kYes ? CUBLAS_OP_T : CUBLAS_OP_N;
+  TANDEM_CUDA_CHECK(
+      cublasGemmStridedBatchedEx(
+          s.cublas(), op_b, op_a, as_int(g.n, "gemm n", s), as_int(g.m, "gemm m", s),
+          as_int(g.k, "gemm k", s), &g.alpha, g.b, CUDA_R_32F, as_int(g.ldb, "gemm ldb", s),
+          static_cast<long long>(g.stride_b), g.a, CUDA_R_32F, as_int(g.lda, "gemm lda", s),
+          static_cast<long long>(g.stride_a), &g.beta, g.c, CUDA_R_32F,
+          as_int(g.ldc, "gemm ldc", s), static_cast<long long>(g.stride_c),
+          as_int(g.batch, "gemm batch", s), compute_type(s), CUBLAS_GEMM_DEFAULT),
+      s.label());
+}
+
+void CudaKernels::linear(Encoder& enc, float* y, const float* x, const float* w,
+                         const float* bias, std::size_t rows, std::size_t in, std::size_t out,
+                         Activation act) const {
+  if (rows == 0 || out == 0) return;
+  CudaStream& s = stream_of(enc);
+  const std::string& where = s.label();
+  if (in == 0) {
+    TANDEM_CUDA_CHECK(launch::fill(s.get(), y, rows * out, 0.0f), where);
+    TANDEM_CUDA_CHECK(launch::bias_act(s.get(), y, y, bias, rows, out, act_code(act)), where);
+    return;
+  }
+  if (rows <= launch::kGemvMaxRows) {
+    TANDEM_CUDA_CHECK(launch::gemv_bias_act(s.get(), y, x, w, bias, rows, in, out, act_code(act)),
+                      where);
+    return;
+  }
+  cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
+  if (bias) {
+    epilogue = act == Activation::kRelu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
+  } else if (act == Activation::kRelu) {
+    epilogue = CUBLASLT_EPILOGUE_RELU;
+  }
+  if (lt_linear(s, y, x, w, bias, rows, in, out, epilogue)) {
+    if (act == Activation::kGelu) {
+      TANDEM_CUDA_CHECK(launch::bias_act(s.get(), y, y, nullptr, rows, out, act_code(act)), where);
+    }
+    return;
+  }
+  // Fallback: plain cuBLAS, then bias and activation in one pass.
+  GemmArgs g;
+  g.trans_b = Transpose::kYes;
+  g.m = rows;
+  g.n = out;
+  g.k = in;
+  g.a = x;
+  g.lda = in;
+  g.b = w;
+  g.ldb = in;
+  g.c = y;
+  g.ldc = out;
+  gemm(enc, g);
+  if (bias || act != Activation::kNone) {
+    TANDEM_CUDA_CHECK(launch::bias_act(s.get(), y, y, bias, rows, out, act_code(act)), where);
+  }
+}
+
+void CudaKernels::bias_activation(Encoder& enc, float* y, const float* x, const float* bias,
+                                  std::size_t rows, std::size_t cols, Activation act) const {
+  CudaStream& s = stream_of(enc);
+  TANDEM_CUDA_CHECK(launch::bias_act(s.get(), y, x, bias, rows, cols, act_code(act)), s.label());
+}
+
+void CudaKernels::layer_norm(Encoder& enc, float* y, const float* x, const float* residual,
+                             const float* gamma, const float* beta, std::size_t rows,
+                             std::size_t cols, float eps) const {
+  CudaStream& s = stream_of(enc);
+  TANDEM_CUDA_CHECK(launch::layer_norm(s.get(), y, x, residual, gamma, beta, rows, cols, eps),
+                    s.label());
+}
+
+void CudaKernels::softmax(Encoder& enc, float* y, const float* x, std::size_t rows,
+                          std::size_t cols, float scale) const {
+  CudaStream& s = stream_of(enc);
+  TANDEM_CUDA_CHECK(launch::softmax(s.get(), y, x, rows, cols, scale), s.label());
+}
+
+void CudaKernels::transpose(Encoder& enc, float* y, const float* x, std::size_t batch,
+                            std::size_t rows, std::size_t cols) const {
+  CudaStream& s = stream_of(enc);
+  TANDEM_CUDA_CHECK(launch::transpose(s.get(), y, x, batch, rows, cols), s.label());
+}
+
+void CudaKernels::copy_2d(Encoder& enc, float* dst, std::size_t dst_ld, const float* src,
+                          std::size_t src_ld, std::size_t rows, std::size_t cols) const {
+  if (rows == 0 || cols == 0) return;
+  CudaStream& s = stream_of(enc);
+  TANDEM_CUDA_CHECK(cudaMemcpy2DAsync(dst, dst_ld * sizeof(float), src, src_ld * sizeof(float),
+                                      cols * sizeof(float), rows, cudaMemcpyDeviceToDevice,
+                                      s.get()),
+                    s.label());
+}
+
+void CudaKernels::attention(Encoder& enc, float* out, const float* qkv, float* scratch,
+                            std::size_t batch, std::size_t seq, std::size_t heads,
+                            std::size_t head_dim, float scale) const {
+  CudaStream& s = stream_of(enc);
+  TANDEM_CUDA_CHECK(
+      launch::attention(s.get(), out, qkv, scratch, batch, seq, heads, head_dim, scale),
+      s.label());
+}
+
+}  // namespace tandem::backends::cuda

@@ -1,0 +1,108 @@
+// cuda_stream.h (private) — CudaStream: one pool slot of a cuda device, a non-blocking
+// cudaStream_t plus the per-stream library state (cuBLAS and cuBLASLt handles, their workspace).
+//
+// Note [CUDA streams]
+// - The cudaStream_t is created with the StreamPool's slot (the pool creates slots lazily, on
+//   first lease), non-blocking (no implicit sync with the legacy stream), with a priority:
+//   worker streams (1..N-1) the greatest the device offers, the shared default stream (0) the
+//   least, so latency-bound per-thread work overtakes background work.
+// - Kernels launch straight onto the stream while an Encoder holds it; begin/end_encoding only
+//   make the stream's device current. Encoder::dispatch(fn) becomes cudaLaunchHostFunc: `fn`
+//   runs on a CUDA driver thread in stream order and must not call CUDA (the driver forbids it).
+// - Host functions may throw: the first exception makes the stream *faulted*; later host
+//   functions are skipped (unless `always`) until synchronize() rethrows the error and clears it.
+//   Device-side errors come from cudaStreamSynchronize as Error(kKernel).
+// - Library handles: created on first use by the thread encoding on the stream; only that thread
+//   uses them (exclusive lease; stream 0 is serialized by its encoding mutex), so a cuBLAS handle
+//   is never shared between threads. The workspace (kBlasWorkspaceBytes) is a plain cudaMalloc,
+//   made before any capture on this stream (see begin_capture).
+#pragma once
+
+#include <atomic>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+
+#include "backends/cuda/cuda_check.h"
+#include "runtime/backend.h"
+#include "tandem/mutex.h"
+
+namespace tandem {
+class Encoder;
+}
+
+namespace tandem::backends::cuda {
+
+class CudaDevice;
+
+// HostErrors: the first exception a host function of a stream threw. Shared with the host
+// functions in flight and with events recorded on the stream (they may outlive nothing but the
+// process; the shared_ptr keeps it valid for both).
+struct HostErrors {
+  Mutex mu;
+  std::exception_ptr error TANDEM_GUARDED_BY(mu);
+  // faulted: error != nullptr. Writers: set() and take(), under mu (release); readers on the
+  // driver thread skip work with an acquire load, without the mutex.
+  std::atomic<bool> faulted{false};
+
+  void set(std::exception_ptr e) TANDEM_EXCLUDES(mu);
+  [[nodiscard]] std::exception_ptr take() TANDEM_EXCLUDES(mu);  // clears
+  [[nodiscard]] std::exception_ptr peek() TANDEM_EXCLUDES(mu);
+};
+
+class CudaStream : public detail::StreamImpl {
+ public:
+  static constexpr std::size_t kBlasWorkspaceBytes = std::size_t{32} << 20;  // cuBLAS: 32 MiB on sm_90
+
+  CudaStream(CudaDevice& device, int index);
+  ~CudaStream() override;
+
+  void begin_encoding() override;
+  void dispatch(std::function<void()> fn) override;
+  void end_encoding() override {}
+  void submit(std::function<void()> fn, bool always) noexcept override;
+  void synchronize() override;
+  [[nodiscard]] bool query() const override;
+  [[nodiscard]] void* native_handle() const override { return stream_; }
+  void stop(StopMode mode) override;
+
+  [[nodiscard]] cudaStream_t get() const { return stream_; }
+  [[nodiscard]] int index() const { return index_; }
+  [[nodiscard]] CudaDevice& device() const { return device_; }
+  // label(): "cuda:0 stream 3", for messages.
+  [[nodiscard]] const std::string& label() const { return label_; }
+  [[nodiscard]] const std::shared_ptr<HostErrors>& host_errors() const { return errors_; }
+
+  // cuBLAS / cuBLASLt handles bound to this stream and its workspace; created on first call.
+  // Encoding thread only.
+  [[nodiscard]] cublasHandle_t cublas();
+  [[nodiscard]] cublasLtHandle_t cublas_lt();
+  [[nodiscard]] void* blas_workspace();
+  // Whether a capture is in progress on this stream (graph recording).
+  [[nodiscard]] bool capturing() const;
+
+ private:
+  void init_blas();
+  void launch_host(std::function<void()> fn, bool always);
+
+  CudaDevice& device_;
+  const int index_;
+  const std::string label_;
+  cudaStream_t stream_ = nullptr;
+  std::shared_ptr<HostErrors> errors_;
+  // accepting_: false once stop() ran. Writer: stop() (release); readers: encoding entry points.
+  std::atomic<bool> accepting_{true};
+
+  std::once_flag blas_once_;
+  cublasHandle_t cublas_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  void* workspace_ = nullptr;
+};
+
+// stream_of(enc): the CudaStream an Encoder of a cuda device records into (precondition: the
+// encoder's stream belongs to a cuda device; the runtime's ops check devices before encoding).
+[[nodiscard]] CudaStream& stream_of(Encoder& enc);
+
+}  // namespace tandem::backends::cuda

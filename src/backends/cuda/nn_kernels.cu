@@ -1,0 +1,328 @@
+// nn_kernels.cu — the cuda backend's own nn kernels (see cuda_launch.h): bias+activation, the
+// batch-1 GEMV+bias+activation, layer_norm, softmax, transpose, attention.
+#include <algorithm>
+#include <cfloat>
+#include <cstdint>
+
+#include "backends/cuda/cuda_launch.h"
+
+namespace tandem::backends::cuda::launch {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr std::size_t kMaxBlocks = 65535;
+
+__device__ __forceinline__ float activate(float v, int act) {
+  if (act == 1) return fmaxf(v, 0.0f);
+  if (act == 2) return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+  return v;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
+// block_sum / block_max: every thread gets the result. blockDim.x a multiple of 32, <= 1024.
+// `shared` holds 32 floats; the trailing barrier makes it reusable at once.
+__device__ float block_sum(float v, float* shared) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  v = warp_sum(v);
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  float r = lane < warps ? shared[lane] : 0.0f;
+  r = warp_sum(r);
+  __syncthreads();
+  return r;
+}
+__device__ float block_max(float v, float* shared) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+  v = warp_max(v);
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  float r = lane < warps ? shared[lane] : -FLT_MAX;
+  r = warp_max(r);
+  __syncthreads();
+  return r;
+}
+
+__global__ void bias_act_kernel(float* y, const float* x, const float* __restrict__ bias,
+                                std::size_t rows, std::size_t cols, int act) {
+  const std::size_t total = rows * cols;
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < total;
+       i += std::size_t{gridDim.x} * blockDim.x) {
+    const float b = bias ? bias[i % cols] : 0.0f;
+    y[i] = activate(x[i] + b, act);
+  }
+}
+
+// A warp per output column o; ROWS input rows share each weight load.
+template <int ROWS, bool VEC>
+__global__ void gemv_kernel(float* __restrict__ y, const float* __restrict__ x,
+                            const float* __restrict__ w, const float* __restrict__ bias,
+                            std::size_t in, std::size_t out, int act) {
+  const std::size_t o = blockIdx.x * std::size_t{blockDim.x / 32} + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (o >= out) return;
+  const float* wr = w + o * in;
+  float acc[ROWS];
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) acc[r] = 0.0f;
+  if constexpr (VEC) {
+    const auto* w4 = reinterpret_cast<const float4*>(wr);
+    const std::size_t n4 = in / 4;
+    for (std::size_t i = lane; i < n4; i += 32) {
+      const float4 wv = __ldg(w4 + i);
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        const float4 xv = __ldg(reinterpret_cast<const float4*>(x + r * in) + i);
+        acc[r] += wv.x * xv.x + wv.y * xv.y + wv.z * xv.z + wv.w * xv.w;
+      }
+    }
+  } else {
+    for (std::size_t i = lane; i < in; i += 32) {
+      const float wv = __ldg(wr + i);
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) acc[r] += wv * __ldg(x + r * in + i);
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < ROWS; ++r) {
+    const float s = warp_sum(acc[r]);
+    if (lane == 0) y[r * out + o] = activate(s + (bias ? bias[o] : 0.0f), act);
+  }
+}
+
+__global__ void layer_norm_kernel(float* y, const float* x, const float* residual,
+                                  const float* __restrict__ gamma, const float* __restrict__ beta,
+                                  std::size_t cols, float eps) {
+  __shared__ float shared[32];
+  const std::size_t row = blockIdx.x;
+  const float* xr = x + row * cols;
+  const float* rr = residual ? residual + row * cols : nullptr;
+  float* yr = y + row * cols;
+  float s = 0.0f;
+  for (std::size_t c = threadIdx.x; c < cols; c += blockDim.x) s += xr[c] + (rr ? rr[c] : 0.0f);
+  const float mean = block_sum(s, shared) / static_cast<float>(cols);
+  float sq = 0.0f;
+  for (std::size_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float d = xr[c] + (rr ? rr[c] : 0.0f) - mean;
+    sq += d * d;
+  }
+  const float inv = rsqrtf(block_sum(sq, shared) / static_cast<float>(cols) + eps);
+  // Every read of the row happened before the barriers above; each element below is read and
+  // written by the same thread, so y may alias x or residual.
+  for (std::size_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    const float v = (xr[c] + (rr ? rr[c] : 0.0f) - mean) * inv;
+    yr[c] = v * (gamma ? gamma[c] : 1.0f) + (beta ? beta[c] : 0.0f);
+  }
+}
+
+__global__ void softmax_kernel(float* y, const float* x, std::size_t cols, float scale) {
+  __shared__ float shared[32];
+  const std::size_t row = blockIdx.x;
+  const float* xr = x + row * cols;
+  float* yr = y + row * cols;
+  float mx = -FLT_MAX;
+  for (std::size_t c = threadIdx.x; c < cols; c += blockDim.x) mx = fmaxf(mx, scale * xr[c]);
+  mx = block_max(mx, shared);
+  float s = 0.0f;
+  for (std::size_t c = threadIdx.x; c < cols; c += blockDim.x) s += expf(scale * xr[c] - mx);
+  const float inv = 1.0f / block_sum(s, shared);
+  for (std::size_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    yr[c] = expf(scale * xr[c] - mx) * inv;
+  }
+}
+
+constexpr int kTile = 32;
+
+__global__ void transpose_kernel(float* __restrict__ y, const float* __restrict__ x,
+                                 std::size_t rows, std::size_t cols, std::size_t batch0) {
+  __shared__ float tile[kTile][kTile + 1];
+  const std::size_t b = batch0 + blockIdx.z;
+  const float* xb = x + b * rows * cols;
+  float* yb = y + b * rows * cols;
+  const std::size_t c0 = blockIdx.x * std::size_t{kTile}, r0 = blockIdx.y * std::size_t{kTile};
+  for (int i = threadIdx.y; i < kTile; i += blockDim.y) {
+    const std::size_t r = r0 + i, c = c0 + threadIdx.x;
+    if (r < rows && c < cols) tile[i][threadIdx.x] = xb[r * cols + c];
+  }
+  __syncthreads();
+  for (int i = threadIdx.y; i < kTile; i += blockDim.y) {
+    const std::size_t c = c0 + i, r = r0 + threadIdx.x;
+    if (r < rows && c < cols) yb[c * rows + r] = tile[threadIdx.x][i];
+  }
+}
+
+__global__ void scale_matrix_kernel(float* c, std::size_t ldc, std::size_t stride_c,
+                                    std::size_t m, std::size_t n, std::size_t batch, float beta) {
+  const std::size_t total = batch * m * n;
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < total;
+       i += std::size_t{gridDim.x} * blockDim.x) {
+    const std::size_t b = i / (m * n), r = (i / n) % m, j = i % n;
+    float* p = c + b * stride_c + r * ldc + j;
+    *p = beta == 0.0f ? 0.0f : beta * *p;
+  }
+}
+
+// Attention, pass 1: block = one (b, h, s) query row; P[t] = softmax_t(scale * q . k_t) into
+// scratch[(b*heads + h)*seq*seq + s*seq + t]. The query row is staged in shared memory.
+__global__ void attention_scores_kernel(float* __restrict__ scratch, const float* __restrict__ qkv,
+                                        std::size_t seq, std::size_t heads, std::size_t head_dim,
+                                        float scale) {
+  extern __shared__ float q[];  // head_dim floats
+  __shared__ float shared[32];
+  const std::size_t idx = blockIdx.x;
+  const std::size_t s = idx % seq, h = (idx / seq) % heads, b = idx / (seq * heads);
+  const std::size_t d = heads * head_dim;
+  const float* base = qkv + b * seq * 3 * d;
+  for (std::size_t j = threadIdx.x; j < head_dim; j += blockDim.x) {
+    q[j] = base[s * 3 * d + h * head_dim + j];
+  }
+  __syncthreads();
+  float* p = scratch + ((b * heads + h) * seq + s) * seq;
+  float mx = -FLT_MAX;
+  for (std::size_t t = threadIdx.x; t < seq; t += blockDim.x) {
+    const float* k = base + t * 3 * d + d + h * head_dim;
+    float dot = 0.0f;
+    for (std::size_t j = 0; j < head_dim; ++j) dot += q[j] * k[j];
+    dot *= scale;
+    p[t] = dot;
+    mx = fmaxf(mx, dot);
+  }
+  mx = block_max(mx, shared);
+  float sum = 0.0f;
+  for (std::size_t t = threadIdx.x; t < seq; t += blockDim.x) {
+    const float e = expf(p[t] - mx);
+    p[t] = e;
+    sum += e;
+  }
+  const float inv = 1.0f / block_sum(sum, shared);
+  for (std::size_t t = threadIdx.x; t < seq; t += blockDim.x) p[t] *= inv;
+}
+
+// Attention, pass 2: block = one (b, h, s) row; out[j] = sum_t P[t] v_t[j], threads over j.
+__global__ void attention_values_kernel(float* __restrict__ out, const float* __restrict__ qkv,
+                                        const float* __restrict__ scratch, std::size_t seq,
+                                        std::size_t heads, std::size_t head_dim) {
+  const std::size_t idx = blockIdx.x;
+  const std::size_t s = idx % seq, h = (idx / seq) % heads, b = idx / (seq * heads);
+  const std::size_t d = heads * head_dim;
+  const float* vbase = qkv + b * seq * 3 * d + 2 * d + h * head_dim;
+  const float* p = scratch + ((b * heads + h) * seq + s) * seq;
+  for (std::size_t j = threadIdx.x; j < head_dim; j += blockDim.x) {
+    float acc = 0.0f;
+    for (std::size_t t = 0; t < seq; ++t) acc += p[t] * vbase[t * 3 * d + j];
+    out[(b * seq + s) * d + h * head_dim + j] = acc;
+  }
+}
+
+unsigned grid_for(std::size_t n) {
+  return static_cast<unsigned>(std::clamp<std::size_t>((n + kThreads - 1) / kThreads, 1, kMaxBlocks));
+}
+
+// row_threads(cols): a block size for the row kernels, a multiple of 32 in [32, 1024].
+unsigned row_threads(std::size_t cols) {
+  const std::size_t t = std::clamp<std::size_t>((cols + 3) / 4, 32, 1024);
+  return static_cast<unsigned>((t + 31) / 32 * 32);
+}
+
+template <int ROWS>
+void launch_gemv(cudaStream_t stream, float* y, const float* x, const float* w, const float* bias,
+                 std::size_t in, std::size_t out, int act) {
+  constexpr int kWarps = 8;
+  const auto blocks = static_cast<unsigned>((out + kWarps - 1) / kWarps);
+  const bool vec = in % 4 == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
+                   reinterpret_cast<std::uintptr_t>(w) % 16 == 0;
+  if (vec) {
+    gemv_kernel<ROWS, true><<<blocks, kWarps * 32, 0, stream>>>(y, x, w, bias, in, out, act);
+  } else {
+    gemv_kernel<ROWS, false><<<blocks, kWarps * 32, 0, stream>>>(y, x, w, bias, in, out, act);
+  }
+}
+
+}  // namespace
+
+cudaError_t bias_act(cudaStream_t stream, float* y, const float* x, const float* bias,
+                     std::size_t rows, std::size_t cols, int act) {
+  if (rows == 0 || cols == 0) return cudaSuccess;
+  bias_act_kernel<<<grid_for(rows * cols), kThreads, 0, stream>>>(y, x, bias, rows, cols, act);
+  return cudaGetLastError();
+}
+
+cudaError_t gemv_bias_act(cudaStream_t stream, float* y, const float* x, const float* w,
+                          const float* bias, std::size_t rows, std::size_t in, std::size_t out,
+                          int act) {
+  if (rows == 0 || out == 0) return cudaSuccess;
+  switch (rows) {
+    case 1: launch_gemv<1>(stream, y, x, w, bias, in, out, act); break;
+    case 2: launch_gemv<2>(stream, y, x, w, bias, in, out, act); break;
+    case 3: launch_gemv<3>(stream, y, x, w, bias, in, out, act); break;
+    case 4: launch_gemv<4>(stream, y, x, w, bias, in, out, act); break;
+    default: return cudaErrorInvalidValue;
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t layer_norm(cudaStream_t stream, float* y, const float* x, const float* residual,
+                       const float* gamma, const float* beta, std::size_t rows, std::size_t cols,
+                       float eps) {
+  if (rows == 0 || cols == 0) return cudaSuccess;
+  if (rows > 0x7fffffffu) return cudaErrorInvalidValue;
+  layer_norm_kernel<<<static_cast<unsigned>(rows), row_threads(cols), 0, stream>>>(
+      y, x, residual, gamma, beta, cols, eps);
+  return cudaGetLastError();
+}
+
+cudaError_t softmax(cudaStream_t stream, float* y, const float* x, std::size_t rows,
+                    std::size_t cols, float scale) {
+  if (rows == 0 || cols == 0) return cudaSuccess;
+  if (rows > 0x7fffffffu) return cudaErrorInvalidValue;
+  softmax_kernel<<<static_cast<unsigned>(rows), row_threads(cols), 0, stream>>>(y, x, cols, scale);
+  return cudaGetLastError();
+}
+
+cudaError_t transpose(cudaStream_t stream, float* y, const float* x, std::size_t batch,
+                      std::size_t rows, std::size_t cols) {
+  if (batch == 0 || rows == 0 || cols == 0) return cudaSuccess;
+  const dim3 block(kTile, 8);
+  for (std::size_t b0 = 0; b0 < batch; b0 += kMaxBlocks) {
+    const dim3 grid(static_cast<unsigned>((cols + kTile - 1) / kTile),
+                    static_cast<unsigned>((rows + kTile - 1) / kTile),
+                    static_cast<unsigned>(std::min(kMaxBlocks, batch - b0)));
+    transpose_kernel<<<grid, block, 0, stream>>>(y, x, rows, cols, b0);
+    if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  }
+  return cudaSuccess;
+}
+
+cudaError_t scale_matrix(cudaStream_t stream, float* c, std::size_t ldc, std::size_t stride_c,
+                         std::size_t m, std::size_t n, std::size_t batch, float beta) {
+  if (m == 0 || n == 0 || batch == 0) return cudaSuccess;
+  scale_matrix_kernel<<<grid_for(batch * m * n), kThreads, 0, stream>>>(c, ldc, stride_c, m, n,
+                                                                        batch, beta);
+  return cudaGetLastError();
+}
+
+cudaError_t attention(cudaStream_t stream, float* out, const float* qkv, float* scratch,
+                      std::size_t batch, std::size_t seq, std::size_t heads,
+                      std::size_t head_dim, float scale) {
+  const std::size_t rows = batch * heads * seq;
+  if (rows == 0 || head_dim == 0) return cudaSuccess;
+  if (rows > 0x7fffffffu || head_dim > 12 * 1024) return cudaErrorInvalidValue;
+  const unsigned t1 = static_cast<unsigned>(std::clamp<std::size_t>((seq + 31) / 32 * 32, 32, 256));
+  attention_scores_kernel<<<static_cast<unsigned>(rows), t1, head_dim * sizeof(float), stream>>>(
+      scratch, qkv, seq, heads, head_dim, scale);
+  if (cudaError_t e = cudaGetLastError(); e != cudaSuccess) return e;
+  const unsigned t2 =
+      static_cast<unsigned>(std::clamp<std::size_t>((head_dim + 31) / 32 * 32, 32, 1024));
+  attention_values_kernel<<<static_cast<unsigned>(rows), t2, 0, stream>>>(out, qkv, scratch, seq,
+                                                                          heads, head_dim);
+  return cudaGetLastError();
+}
+
+}  // namespace tandem::backends::cuda::launch

@@ -1,0 +1,109 @@
+// transformer_encoder.cpp — the reference encoder: two post-norm TransformerEncoderLayers
+// (d_model 256, 4 heads, feed-forward 1024, ReLU, LayerNorm eps 1e-5, batch_first).
+#include <cmath>
+
+#include "nn/model_impl.h"
+#include "tandem/device.h"
+#include "tandem/encoder.h"
+#include "tandem/kernels.h"
+#include "tandem/stream.h"
+
+namespace tandem::nn::detail {
+
+namespace {
+
+constexpr std::size_t kLayers = 2, kModel = 256, kHeads = 4, kFeedForward = 1024, kSeq = 32;
+constexpr float kEps = 1e-5f;
+
+// Parameter order within a layer (PyTorch's state_dict order).
+enum LayerParam {
+  kInW, kInB, kOutW, kOutB, kLin1W, kLin1B, kLin2W, kLin2B, kNorm1W, kNorm1B, kNorm2W, kNorm2B,
+  kParamsPerLayer
+};
+
+class TransformerEncoder final : public Model {
+ public:
+  TransformerEncoder(const std::shared_ptr<Device>& device, const ModelOptions& options)
+      : Model(device) {
+    std::vector<ParamSpec> specs;
+    for (std::size_t l = 0; l < kLayers; ++l) {
+      const std::string p = "layers." + std::to_string(l) + ".";
+      // PyTorch initializes in_proj with xavier_uniform and zero biases; tandem's random weights
+      // only need to be deterministic and of a sensible scale, so fan-in uniform throughout.
+      specs.push_back({p + "self_attn.in_proj_weight", Shape{3 * kModel, kModel}, Init::kUniformFanIn, kModel});
+      specs.push_back({p + "self_attn.in_proj_bias", Shape{3 * kModel}, Init::kUniformFanIn, kModel});
+      specs.push_back({p + "self_attn.out_proj.weight", Shape{kModel, kModel}, Init::kUniformFanIn, kModel});
+      specs.push_back({p + "self_attn.out_proj.bias", Shape{kModel}, Init::kUniformFanIn, kModel});
+      specs.push_back({p + "linear1.weight", Shape{kFeedForward, kModel}, Init::kUniformFanIn, kModel});
+      specs.push_back({p + "linear1.bias", Shape{kFeedForward}, Init::kUniformFanIn, kModel});
+      specs.push_back({p + "linear2.weight", Shape{kModel, kFeedForward}, Init::kUniformFanIn, kFeedForward});
+      specs.push_back({p + "linear2.bias", Shape{kModel}, Init::kUniformFanIn, kFeedForward});
+      specs.push_back({p + "norm1.weight", Shape{kModel}, Init::kOnes, 1});
+      specs.push_back({p + "norm1.bias", Shape{kModel}, Init::kZeros, 1});
+      specs.push_back({p + "norm2.weight", Shape{kModel}, Init::kOnes, 1});
+      specs.push_back({p + "norm2.bias", Shape{kModel}, Init::kZeros, 1});
+    }
+    params_ = load_parameters(specs, device, options, "encoder");
+    for (std::size_t i = 0; i < params_.size(); ++i) w_[i] = params_[i].second.data();
+  }
+
+  std::string_view name() const override { return "encoder"; }
+  Shape input_shape(std::size_t batch) const override { return Shape{batch, kSeq, kModel}; }
+  Shape output_shape(std::size_t batch) const override { return Shape{batch, kSeq, kModel}; }
+
+  Tensor forward(const Tensor& x) const override {
+    // Any sequence length >= 1 is accepted; the reference workload uses 32.
+    const bool rank3 = x.defined() && x.rank() == 3;
+    const std::size_t batch = rank3 ? x.dim(0) : 0;
+    const std::size_t seq = rank3 && x.dim(1) ? x.dim(1) : kSeq;
+    check_input("encoder", *device_, x, Shape{batch, seq, kModel});
+    const std::size_t rows = batch * seq;
+    constexpr std::size_t d = kModel, head_dim = kModel / kHeads;
+    const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
+
+    Stream& stream = device_->current_stream();
+    const Kernels& k = device_->kernels();
+    // Declaration order matters: the Encoder commits before the workspace is freed.
+    Tensor y = Tensor::empty(device_, x.shape());
+    Tensor ws = Tensor::empty(
+        device_, Shape{rows * (3 * d + d + d + kFeedForward + d + d) + batch * kHeads * seq * seq});
+    float* qkv = ws.data();
+    float* att = qkv + rows * 3 * d;
+    float* t1 = att + rows * d;
+    float* hidden = t1 + rows * d;
+    float* ff = hidden + rows * kFeedForward;
+    float* mid = ff + rows * d;
+    float* scores = mid + rows * d;
+
+    Encoder enc(stream);
+    const float* in = x.data();
+    for (std::size_t l = 0; l < kLayers; ++l) {
+      const float* const* w = w_ + l * kParamsPerLayer;
+      float* out = l + 1 == kLayers ? y.data() : mid;
+      // x1 = norm1(x + out_proj(attention(in_proj(x))))
+      k.linear(enc, qkv, in, w[kInW], w[kInB], rows, d, 3 * d, Activation::kNone);
+      k.attention(enc, att, qkv, scores, batch, seq, kHeads, head_dim, scale);
+      k.linear(enc, t1, att, w[kOutW], w[kOutB], rows, d, d, Activation::kNone);
+      k.layer_norm(enc, t1, t1, in, w[kNorm1W], w[kNorm1B], rows, d, kEps);
+      // out = norm2(x1 + linear2(relu(linear1(x1))))
+      k.linear(enc, hidden, t1, w[kLin1W], w[kLin1B], rows, d, kFeedForward, Activation::kRelu);
+      k.linear(enc, ff, hidden, w[kLin2W], w[kLin2B], rows, kFeedForward, d, Activation::kNone);
+      k.layer_norm(enc, out, ff, t1, w[kNorm2W], w[kNorm2B], rows, d, kEps);
+      in = out;
+    }
+    enc.commit();
+    return y;
+  }
+
+ private:
+  const float* w_[kLayers * kParamsPerLayer] = {};
+};
+
+}  // namespace
+
+std::shared_ptr<const Model> make_encoder(const std::shared_ptr<Device>& device,
+                                          const ModelOptions& options) {
+  return std::make_shared<TransformerEncoder>(device, options);
+}
+
+}  // namespace tandem::nn::detail

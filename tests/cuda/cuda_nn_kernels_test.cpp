@@ -1,0 +1,238 @@
+// Conformance: every nn kernel of the cuda backend against the cpu backend's, on fresh random
+// inputs (seed printed), outputs poisoned before each run so that unwritten elements show.
+// fp32 tolerance: |cuda - cpu| <= 1e-4 * (1 + |cpu|) elementwise (summation orders differ).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <random>
+
+#include "gpu_test_util.h"
+#include "tandem/encoder.h"
+#include "tandem/kernels.h"
+
+namespace tandem {
+namespace {
+
+// A device and one stream of it, with upload/download helpers.
+struct On {
+  std::shared_ptr<Device> dev;
+  Stream* s;
+  explicit On(const char* name) : dev(Device::get(name)), s(&dev->current_stream()) {}
+  Buffer up(const std::vector<float>& h) {
+    Buffer b(dev, h.size() * sizeof(float), *s);
+    upload(*s, b, h);
+    return b;
+  }
+  Buffer poisoned(std::size_t n) {
+    Buffer b(dev, n * sizeof(float), *s);
+    fill(*s, b, std::nanf(""));
+    return b;
+  }
+  std::vector<float> down(const Buffer& b) { return testing::download_all(*s, b); }
+  const Kernels& k() const { return dev->kernels(); }
+};
+
+std::vector<float> rnd(std::size_t n, std::mt19937& rng, float lo = -1.0f, float hi = 1.0f) {
+  std::uniform_real_distribution<float> d(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+
+void expect_close(const std::vector<float>& cpu, const std::vector<float>& gpu, const char* what,
+                  double tol = 1e-4) {
+  ASSERT_EQ(cpu.size(), gpu.size()) << what;
+  for (std::size_t i = 0; i < cpu.size(); ++i) {
+    ASSERT_FALSE(std::isnan(gpu[i])) << what << ": element " << i << " unwritten or NaN";
+    ASSERT_LE(std::fabs(static_cast<double>(gpu[i]) - cpu[i]), tol * (1.0 + std::fabs(cpu[i])))
+        << what << ": element " << i << " cpu " << cpu[i] << " cuda " << gpu[i];
+  }
+}
+
+class CudaNnKernels : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    TANDEM_REQUIRE_GPU();
+    seed_ = std::random_device{}();
+    std::printf("seed %u\n", seed_);
+  }
+  // both(body): body(on) on cpu and on cuda with the same seed; returns {cpu, cuda} outputs.
+  void both(const char* what, const std::function<std::vector<float>(On&, std::mt19937&)>& body,
+            double tol = 1e-4) {
+    On cpu("cpu"), gpu("cuda");
+    std::mt19937 r1(seed_), r2(seed_);
+    const auto a = body(cpu, r1);
+    const auto b = body(gpu, r2);
+    expect_close(a, b, what, tol);
+  }
+  std::uint32_t seed_ = 0;
+};
+
+TEST_F(CudaNnKernels, GemmMatchesCpuForEveryTransposeBatchStrideAndBeta) {
+  for (auto ta : {Transpose::kNo, Transpose::kYes}) {
+    for (auto tb : {Transpose::kNo, Transpose::kYes}) {
+      for (float beta : {0.0f, 0.5f}) {
+        for (std::size_t stride_zero : {0, 1}) {
+          both("gemm", [&](On& on, std::mt19937& rng) {
+            const std::size_t m = 37, n = 29, k = 45, batch = 3;
+            GemmArgs g;
+            g.trans_a = ta;
+            g.trans_b = tb;
+            g.m = m, g.n = n, g.k = k, g.batch = batch;
+            g.alpha = 1.5f;
+            g.beta = beta;
+            g.lda = (ta == Transpose::kNo ? k : m) + 3;
+            g.ldb = (tb == Transpose::kNo ? n : k) + 1;
+            g.ldc = n + 2;
+            const std::size_t sa = (ta == Transpose::kNo ? m : k) * g.lda;
+            const std::size_t sb = (tb == Transpose::kNo ? k : n) * g.ldb;
+            g.stride_a = sa;
+            g.stride_b = stride_zero ? 0 : sb;
+            g.stride_c = m * g.ldc;
+            Buffer a = on.up(rnd(sa * batch, rng)), b = on.up(rnd(sb * batch, rng));
+            Buffer c = on.up(rnd(g.stride_c * batch, rng));
+            g.a = a.as<float>();
+            g.b = b.as<float>();
+            g.c = c.as<float>();
+            {
+              Encoder enc(*on.s);
+              on.k().gemm(enc, g);
+            }
+            return on.down(c);
+          });
+        }
+      }
+    }
+  }
+}
+
+TEST_F(CudaNnKernels, GemmWithKZeroScalesC) {
+  for (float beta : {0.0f, 2.0f}) {
+    both("gemm k=0", [&](On& on, std::mt19937& rng) {
+      GemmArgs g;
+      g.m = 5, g.n = 7, g.k = 0, g.lda = 1, g.ldb = 7, g.ldc = 7, g.beta = beta;
+      Buffer a = on.up(rnd(8, rng)), b = on.up(rnd(8, rng)), c = on.up(rnd(35, rng));
+      g.a = a.as<float>(), g.b = b.as<float>(), g.c = c.as<float>();
+      {
+        Encoder enc(*on.s);
+        on.k().gemm(enc, g);
+      }
+      return on.down(c);
+    });
+  }
+}
+
+TEST_F(CudaNnKernels, LinearMatchesCpuOnTheGemvAndTheCublasLtPaths) {
+  for (std::size_t rows : {1, 2, 3, 4, 5, 64, 300}) {
+    for (std::size_t in : {7, 64, 1000}) {
+      for (std::size_t out : {1, 33, 256}) {
+        for (auto act : {Activation::kNone, Activation::kRelu, Activation::kGelu}) {
+          for (bool with_bias : {false, true}) {
+            both("linear", [&](On& on, std::mt19937& rng) {
+              Buffer x = on.up(rnd(rows * in, rng)), w = on.up(rnd(out * in, rng));
+              Buffer bias = on.up(rnd(out, rng));
+              Buffer y = on.poisoned(rows * out);
+              {
+                Encoder enc(*on.s);
+                on.k().linear(enc, y.as<float>(), x.as<float>(), w.as<float>(),
+                              with_bias ? bias.as<float>() : nullptr, rows, in, out, act);
+              }
+              return on.down(y);
+            });
+            if (HasFatalFailure()) {
+              std::printf("rows %zu in %zu out %zu act %d bias %d\n", rows, in, out,
+                          static_cast<int>(act), with_bias);
+              return;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST_F(CudaNnKernels, BiasActivationLayerNormAndSoftmaxMatchCpuInPlaceToo) {
+  for (std::size_t cols : {1, 31, 256, 3000}) {
+    const std::size_t rows = 17;
+    for (auto act : {Activation::kNone, Activation::kRelu, Activation::kGelu}) {
+      both("bias_activation", [&](On& on, std::mt19937& rng) {
+        Buffer x = on.up(rnd(rows * cols, rng, -3, 3)), b = on.up(rnd(cols, rng));
+        {
+          Encoder enc(*on.s);
+          on.k().bias_activation(enc, x.as<float>(), x.as<float>(), b.as<float>(), rows, cols, act);
+        }
+        return on.down(x);
+      });
+    }
+    for (bool residual : {false, true}) {
+      both("layer_norm", [&](On& on, std::mt19937& rng) {
+        Buffer x = on.up(rnd(rows * cols, rng, -2, 5)), r = on.up(rnd(rows * cols, rng));
+        Buffer g = on.up(rnd(cols, rng)), b = on.up(rnd(cols, rng));
+        {
+          Encoder enc(*on.s);
+          on.k().layer_norm(enc, x.as<float>(), x.as<float>(), residual ? r.as<float>() : nullptr,
+                            residual ? g.as<float>() : nullptr, residual ? b.as<float>() : nullptr,
+                            rows, cols, 1e-5f);
+        }
+        return on.down(x);
+      }, cols == 1 ? 1e-2 : 1e-4);  // one column: (v - mean) is rounding noise over sqrt(eps)
+    }
+    both("softmax", [&](On& on, std::mt19937& rng) {
+      Buffer x = on.up(rnd(rows * cols, rng, -30, 30));
+      Buffer y = on.poisoned(rows * cols);
+      {
+        Encoder enc(*on.s);
+        on.k().softmax(enc, y.as<float>(), x.as<float>(), rows, cols, 0.7f);
+        on.k().softmax(enc, x.as<float>(), x.as<float>(), rows, cols, 0.7f);  // in place
+      }
+      auto out = on.down(y);
+      auto inplace = on.down(x);
+      out.insert(out.end(), inplace.begin(), inplace.end());
+      return out;
+    });
+  }
+}
+
+TEST_F(CudaNnKernels, TransposeAndCopy2dMatchCpuExactly) {
+  both("transpose", [&](On& on, std::mt19937& rng) {
+    const std::size_t batch = 3, rows = 45, cols = 70;
+    Buffer x = on.up(rnd(batch * rows * cols, rng)), y = on.poisoned(batch * rows * cols);
+    {
+      Encoder enc(*on.s);
+      on.k().transpose(enc, y.as<float>(), x.as<float>(), batch, rows, cols);
+    }
+    return on.down(y);
+  }, 0.0);
+  both("copy_2d", [&](On& on, std::mt19937& rng) {
+    Buffer src = on.up(rnd(20 * 50, rng)), dst = on.up(std::vector<float>(20 * 40, 9.0f));
+    {
+      Encoder enc(*on.s);
+      on.k().copy_2d(enc, dst.as<float>() + 3, 40, src.as<float>() + 1, 50, 20, 30);
+    }
+    return on.down(dst);
+  }, 0.0);
+}
+
+TEST_F(CudaNnKernels, AttentionMatchesCpu) {
+  for (std::size_t seq : {1, 5, 64}) {
+    for (std::size_t head_dim : {8, 64}) {
+      both("attention", [&](On& on, std::mt19937& rng) {
+        const std::size_t batch = 2, heads = 3, d = heads * head_dim;
+        Buffer qkv = on.up(rnd(batch * seq * 3 * d, rng));
+        Buffer out = on.poisoned(batch * seq * d);
+        Buffer scratch = on.poisoned(batch * heads * seq * seq);
+        {
+          Encoder enc(*on.s);
+          on.k().attention(enc, out.as<float>(), qkv.as<float>(), scratch.as<float>(), batch, seq,
+                           heads, head_dim, 1.0f / std::sqrt(static_cast<float>(head_dim)));
+        }
+        return on.down(out);
+      });
+    }
+  }
+}
+
+}  // namespace
+}  // namespace tandem

@@ -1,0 +1,110 @@
+// The reference models: PyTorch's parameter names and counts, deterministic random weights,
+// input checks, batch independence, and many threads sharing one model.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "tandem/device.h"
+#include "tandem/error.h"
+#include "tandem/nn/models.h"
+#include "tandem/stream.h"
+
+namespace tandem::nn {
+namespace {
+
+std::vector<float> random_input(std::size_t n, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist;
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+TEST(Models, MlpHasPyTorchsParameterNamesShapesAndCount) {
+  const auto m = load_model("mlp", Device::get("cpu"));
+  EXPECT_EQ(m->parameter_count(), 2'099'712u);
+  std::vector<std::string> names;
+  for (const auto& [n, t] : m->parameters()) names.push_back(n);
+  EXPECT_EQ(names, (std::vector<std::string>{"0.weight", "0.bias", "2.weight", "2.bias",
+                                              "4.weight", "4.bias"}));
+  EXPECT_EQ(m->parameters()[0].second.shape(), (Shape{1024, 512}));
+  EXPECT_EQ(m->input_shape(3), (Shape{3, 512}));
+}
+
+TEST(Models, EncoderHasPyTorchsParameterNamesAndCount) {
+  const auto m = load_model("encoder", Device::get("cpu"));
+  // Per layer: in_proj 768x256+768, out_proj 256x256+256, linear1 1024x256+1024,
+  // linear2 256x1024+256, two LayerNorms 2x(256+256).
+  EXPECT_EQ(m->parameter_count(), 2u * 789'760u);
+  ASSERT_EQ(m->parameters().size(), 24u);
+  EXPECT_EQ(m->parameters()[0].first, "layers.0.self_attn.in_proj_weight");
+  EXPECT_EQ(m->parameters()[2].first, "layers.0.self_attn.out_proj.weight");
+  EXPECT_EQ(m->parameters()[23].first, "layers.1.norm2.bias");
+  EXPECT_EQ(m->input_shape(2), (Shape{2, 32, 256}));
+}
+
+TEST(Models, RandomWeightsAreDeterministicPerSeed) {
+  auto dev = Device::get("cpu");
+  const auto a = load_model("mlp", dev, {std::nullopt, 5})->state_dict();
+  const auto b = load_model("mlp", dev, {std::nullopt, 5})->state_dict();
+  const auto c = load_model("mlp", dev, {std::nullopt, 6})->state_dict();
+  EXPECT_EQ(a[0].values, b[0].values);
+  EXPECT_NE(a[0].values, c[0].values);
+  // PyTorch-like scale: |w| <= 1/sqrt(fan_in).
+  for (float w : a[2].values) ASSERT_LE(std::abs(w), 1.0f / 32.0f);
+}
+
+TEST(Models, UnknownModelIsNotFoundAndListsTheKnownOnes) {
+  try {
+    (void)load_model("resnet", Device::get("cpu"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kNotFound);
+    EXPECT_NE(std::string(e.what()).find("mlp, encoder"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Models, ForwardRejectsWrongInputsNamingTheExpectedShape) {
+  auto dev = Device::get("cpu");
+  const auto m = load_model("mlp", dev);
+  const Tensor bad = Tensor::zeros(dev, Shape{2, 511});
+  try {
+    (void)m->forward(bad);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("[2, 512]"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW((void)m->forward(Tensor::zeros(dev, Shape{0, 512})), Error);
+  EXPECT_THROW((void)m->forward(Tensor()), Error);
+  const auto e = load_model("encoder", dev);
+  EXPECT_THROW((void)e->forward(Tensor::zeros(dev, Shape{1, 32, 255})), Error);
+  EXPECT_EQ(e->forward(Tensor::zeros(dev, Shape{1, 7, 256})).shape(), (Shape{1, 7, 256}));
+}
+
+class ModelBatching : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(ModelBatching, EachSampleDependsOnlyOnItsOwnInput) {
+  auto dev = Device::get("cpu");
+  const auto m = load_model(GetParam(), dev, {std::nullopt, 3});
+  const std::size_t batch = 5;
+  const Shape shape = m->input_shape(batch);
+  const auto xv = random_input(shape.numel(), 1);
+  const auto y = m->forward(Tensor::from_host(dev, shape, xv)).to_host();
+  const std::size_t per = shape.numel() / batch;
+  for (std::size_t i = 0; i < batch; ++i) {
+    const std::vector<float> xi(xv.begin() + static_cast<std::ptrdiff_t>(i * per),
+                                xv.begin() + static_cast<std::ptrdiff_t>((i + 1) * per));
+    const auto yi = m->forward(Tensor::from_host(dev, m->input_shape(1), xi)).to_host();
+    for (std::size_t j = 0; j < yi.size(); ++j) {
+      ASSERT_NEAR(yi[j], y[i * yi.size() + j], 1e-5f) << "sample " << i << " element " << j;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(BothModels, ModelBatching, ::testing::Values("mlp", "encoder"));
+
+}  // namespace
+}  // namespace tandem::nn

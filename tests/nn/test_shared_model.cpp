@@ -1,0 +1,81 @@
+// Many threads sharing one model: forward from up to 64 threads at once (stress label; run under
+// the tsan preset too).
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tandem/device.h"
+#include "tandem/nn/models.h"
+
+namespace tandem::nn {
+namespace {
+
+std::vector<float> random_input(std::size_t n, std::uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist;
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+// Many threads call forward on one shared model at once; every result must equal, bit for bit,
+// the single-threaded result for the same input (same kernels, no shared mutable state).
+class SharedModel : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
+
+TEST_P(SharedModel, ConcurrentForwardsEqualSingleThreadedResultsExactly) {
+  const auto [name, threads] = GetParam();
+  RuntimeConfig cfg;
+  cfg.stream_pool_size = 64;      // 63 worker streams
+  cfg.stream_pool_wait_ms = -1;   // the 64th thread waits for a lease
+  const auto dev = Device::open("cpu", cfg);
+  const auto model = load_model(name, dev, {std::nullopt, 11});
+  constexpr int kInputs = 4, kRounds = 3;
+  const std::size_t batch = 2;
+  std::vector<std::vector<float>> inputs, expected;
+  for (int i = 0; i < kInputs; ++i) {
+    inputs.push_back(random_input(model->input_shape(batch).numel(), 100 + i));
+    expected.push_back(
+        model->forward(Tensor::from_host(dev, model->input_shape(batch), inputs.back())).to_host());
+  }
+  std::vector<std::thread> pool;
+  std::vector<int> mismatches(threads, 0);
+  std::vector<std::string> errors(threads);
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        for (int r = 0; r < kRounds; ++r) {
+          const int i = (t + r) % kInputs;
+          const auto y = model->forward(
+              Tensor::from_host(dev, model->input_shape(batch), inputs[i])).to_host();
+          if (y.size() != expected[i].size() ||
+              std::memcmp(y.data(), expected[i].data(), y.size() * sizeof(float)) != 0) {
+            ++mismatches[t];
+          }
+        }
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  for (int t = 0; t < threads; ++t) {
+    EXPECT_EQ(errors[t], "") << "thread " << t;
+    EXPECT_EQ(mismatches[t], 0) << "thread " << t << " of " << threads;
+  }
+  dev->close();
+}
+
+INSTANTIATE_TEST_SUITE_P(ThreadCounts, SharedModel,
+                         ::testing::Combine(::testing::Values(std::string("mlp"), std::string("encoder")),
+                                            ::testing::Values(1, 2, 4, 8, 64)),
+                         [](const auto& info) {
+                           return std::get<0>(info.param) + "_" +
+                                  std::to_string(std::get<1>(info.param)) + "_threads";
+                         });
+
+}  // namespace
+}  // namespace tandem::nn
