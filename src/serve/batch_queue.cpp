@@ -9,6 +9,7 @@
 #include "tandem/device.h"
 #include "tandem/error.h"
 #include "tandem/event.h"
+#include "tandem/nn/models.h"
 #include "tandem/stream.h"
 
 namespace tandem::serve {
@@ -19,11 +20,11 @@ namespace {
 template <class T>
 T take_output(Request& r);
 template <>
-Rows take_output<Rows>(Request& r) {
+nn::Tensor take_output<nn::Tensor>(Request& r) {
   return std::move(r.device_out);
 }
 template <>
-HostRows take_output<HostRows>(Request& r) {
+nn::HostTensor take_output<nn::HostTensor>(Request& r) {
   return std::move(r.host_out);
 }
 
@@ -61,18 +62,29 @@ class CallbackRequest final : public Request {
   }
 };
 
-void set_input(Request& r, Rows&& input) {
+void set_input(Request& r, nn::Tensor&& input) {
   r.host = false;
-  r.shape = input.shape;
-  if (!input.buffer.empty()) {
-    // Order the executor's reads after the work committed so far on the buffer's stream.
-    r.in_ready = std::make_unique<Event>(input.buffer.device());
-    r.in_ready->record(input.buffer.stream());
+  if (input.defined()) {
+    r.shape = input.shape();
+    // Order the executor's reads after the work committed so far on this thread's stream (where
+    // the caller computed the input), when any is still pending.
+    Device& device = input.device();
+    Stream* mine = nullptr;
+    try {
+      mine = &device.current_stream();
+    } catch (const Error&) {
+      // No stream for this thread (pool exhausted, device closed): nothing of ours to wait for;
+      // the scheduler reports a closed device.
+    }
+    if (mine && !mine->query()) {
+      r.in_ready = std::make_unique<Event>(device);
+      r.in_ready->record(*mine);
+    }
   }
   r.device_in = std::move(input);
 }
 
-void set_input(Request& r, HostRows&& input) {
+void set_input(Request& r, nn::HostTensor&& input) {
   r.host = true;
   r.shape = input.shape;
   r.host_in = std::move(input);
@@ -114,6 +126,16 @@ void submit_callback(Scheduler& s, T&& input, std::function<void(Result<T>)> cal
 }  // namespace
 }  // namespace detail
 
+namespace {
+ForwardFn model_forward(const std::shared_ptr<const nn::Model>& model) {
+  if (!model) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: the model is null");
+  return [model](const nn::Tensor& x) { return model->forward(x); };
+}
+}  // namespace
+
+BatchQueue::BatchQueue(std::shared_ptr<const nn::Model> model, BatchQueueOptions options)
+    : BatchQueue(model_forward(model), model->device(), std::move(options)) {}
+
 BatchQueue::BatchQueue(ForwardFn forward, std::shared_ptr<Device> device, BatchQueueOptions options) {
   if (!forward) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: forward function is empty");
   auto run = [forward = std::move(forward), device](Stream& stream,
@@ -126,17 +148,17 @@ BatchQueue::BatchQueue(ForwardFn forward, std::shared_ptr<Device> device, BatchQ
 
 BatchQueue::~BatchQueue() = default;  // the Scheduler's destructor stops (options.stop_mode)
 
-std::future<Rows> BatchQueue::submit(Rows input, SubmitOptions options) {
+std::future<nn::Tensor> BatchQueue::submit(nn::Tensor input, SubmitOptions options) {
   return detail::submit_future(*scheduler_, std::move(input), options);
 }
-std::future<HostRows> BatchQueue::submit(HostRows input, SubmitOptions options) {
+std::future<nn::HostTensor> BatchQueue::submit(nn::HostTensor input, SubmitOptions options) {
   return detail::submit_future(*scheduler_, std::move(input), options);
 }
-void BatchQueue::submit(Rows input, std::function<void(Result<Rows>)> callback,
+void BatchQueue::submit(nn::Tensor input, std::function<void(Result<nn::Tensor>)> callback,
                         SubmitOptions options) {
   detail::submit_callback(*scheduler_, std::move(input), std::move(callback), options);
 }
-void BatchQueue::submit(HostRows input, std::function<void(Result<HostRows>)> callback,
+void BatchQueue::submit(nn::HostTensor input, std::function<void(Result<nn::HostTensor>)> callback,
                         SubmitOptions options) {
   detail::submit_callback(*scheduler_, std::move(input), std::move(callback), options);
 }

@@ -12,32 +12,21 @@ namespace tandem::serve::detail {
 
 namespace {
 
-std::int64_t product(Shape::const_iterator first, Shape::const_iterator last) {
-  std::int64_t n = 1;
-  for (; first != last; ++first) n *= *first;
-  return n;
-}
-
-std::string shape_string(const Shape& s) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-// check_output(): the forward's output must have `rows` rows, a float32 buffer of its shape's
-// size, on the queue's device.
-void check_output(const Rows& out, std::int64_t rows, const Shape& in_shape, const Device& device) {
+// check_output(): the forward's output must be a defined float32 tensor on the queue's device
+// with `rows` rows.
+void check_output(const nn::Tensor& out, std::size_t rows, const nn::Shape& in_shape,
+                  const Device& device) {
   std::string why;
-  if (out.shape.empty() || out.shape[0] != rows) {
-    why = "returned shape " + shape_string(out.shape) + " for an input of shape " +
-          shape_string(in_shape) + "; the output must keep the batch dimension (" +
+  if (!out.defined()) {
+    why = "returned an undefined tensor";
+  } else if (out.rank() == 0 || out.dim(0) != rows) {
+    why = "returned shape " + out.shape().to_string() + " for an input of shape " +
+          in_shape.to_string() + "; the output must keep the batch dimension (" +
           std::to_string(rows) + " rows)";
-  } else if (out.buffer.size_bytes() !=
-             static_cast<std::size_t>(product(out.shape.begin(), out.shape.end())) * sizeof(float)) {
-    why = "returned a buffer of " + std::to_string(out.buffer.size_bytes()) +
-          " bytes for shape " + shape_string(out.shape) + " (float32)";
-  } else if (!out.buffer.empty() && &out.buffer.device() != &device) {
-    why = "returned a buffer on " + out.buffer.device().name() + ", not " + device.name();
+  } else if (out.dtype() != nn::DType::kFloat32) {
+    why = "returned a " + std::string(nn::to_string(out.dtype())) + " tensor; float32 expected";
+  } else if (&out.device() != &device) {
+    why = "returned a tensor on " + out.device().name() + ", not " + device.name();
   }
   if (!why.empty()) throw Error(ErrorKind::kInvalidArgument, "BatchQueue forward " + why);
 }
@@ -47,77 +36,66 @@ void check_output(const Rows& out, std::int64_t rows, const Shape& in_shape, con
 void run_merged_batch(const ForwardFn& forward, const std::shared_ptr<Device>& device,
                       Stream& stream, const std::vector<RequestPtr>& batch) {
   const Kernels& k = device->kernels();
-  const Shape& sample = batch.front()->sample;
-  const std::int64_t in_row = product(sample.begin(), sample.end());  // floats per input row
-  std::int64_t total = 0;
+  const bool lone_tensor = batch.size() == 1 && !batch.front()->host;
+  std::size_t total = 0;
   for (const auto& r : batch) total += r->rows();
 
-  // Device inputs: order our reads after their producers' work.
+  // Tensor inputs: order our reads after their producers' work.
   for (const auto& r : batch) {
-    if (!r->host && r->in_ready && !r->in_ready->query()) r->in_ready->wait(stream);
+    if (r->in_ready && !r->in_ready->query()) r->in_ready->wait(stream);
   }
 
-  // 1. Merge (or pass a lone device request through).
-  Rows merged;
-  const Rows* input = nullptr;
-  if (batch.size() == 1 && !batch.front()->host) {
-    input = &*batch.front()->device_in;
+  // 1. Merge along dimension 0 (a lone tensor request runs as it is).
+  nn::Tensor merged;
+  if (lone_tensor) {
+    merged = batch.front()->device_in;
   } else {
-    merged.shape = batch.front()->shape;
-    merged.shape[0] = total;
-    merged.buffer = Buffer(device, static_cast<std::size_t>(total * in_row) * sizeof(float), stream);
+    merged = nn::Tensor::empty(device, batch.front()->shape.with(0, total));  // on `stream`
+    const std::size_t row = merged.numel() / total;                           // floats per row
     Encoder enc(stream);
-    auto* dst = merged.buffer.as<float>();
+    float* dst = merged.data();
     for (const auto& r : batch) {
-      const auto bytes = static_cast<std::size_t>(r->rows() * in_row) * sizeof(float);
+      const std::size_t n = r->rows() * row;
       if (r->host) {
-        k.copy_from_host(enc, dst, r->host_in.data.data(), bytes);
+        k.copy_from_host(enc, dst, r->host_in.values.data(), n * sizeof(float));
       } else {
-        k.copy(enc, dst, r->device_in->buffer.data(), bytes);
+        k.copy(enc, dst, r->device_in.data(), n * sizeof(float));
       }
-      dst += r->rows() * in_row;
+      dst += n;
     }
     enc.commit();
-    input = &merged;
   }
 
   // 2. One forward.
-  Rows out = forward(stream, *input);
-  check_output(out, total, input->shape, *device);
-  const Shape out_sample(out.shape.begin() + 1, out.shape.end());
-  const std::int64_t out_row = product(out_sample.begin(), out_sample.end());
+  nn::Tensor out = forward(merged);
+  check_output(out, total, merged.shape(), *device);
 
-  // 3. Slice the output rows back.
-  if (batch.size() == 1 && !batch.front()->host) {
+  // 3. Copy each request's rows out.
+  if (lone_tensor) {
     batch.front()->device_out = std::move(out);
   } else {
+    const std::size_t row = out.numel() / total;
     for (const auto& r : batch) {  // allocate first: no allocation inside an open encoder
-      const auto n = static_cast<std::size_t>(r->rows() * out_row);
       if (r->host) {
-        r->host_out.data.resize(n);
+        r->host_out.name = r->host_in.name;
+        r->host_out.shape = out.shape().with(0, r->rows());
+        r->host_out.values.resize(r->rows() * row);
       } else {
-        r->device_out.buffer = Buffer(device, n * sizeof(float), stream);
+        r->device_out = nn::Tensor::empty(device, out.shape().with(0, r->rows()));
       }
     }
     Encoder enc(stream);
-    const auto* src = out.buffer.as<float>();
+    const float* src = out.data();
     for (const auto& r : batch) {
-      const auto bytes = static_cast<std::size_t>(r->rows() * out_row) * sizeof(float);
+      const std::size_t n = r->rows() * row;
       if (r->host) {
-        k.copy_to_host(enc, r->host_out.data.data(), src, bytes);
+        k.copy_to_host(enc, r->host_out.values.data(), src, n * sizeof(float));
       } else {
-        k.copy(enc, r->device_out.buffer.data(), src, bytes);
+        k.copy(enc, r->device_out.data(), src, n * sizeof(float));
       }
-      src += r->rows() * out_row;
+      src += n;
     }
     enc.commit();
-  }
-  for (const auto& r : batch) {
-    Shape s;
-    s.reserve(out.shape.size());
-    s.push_back(r->rows());
-    s.insert(s.end(), out_sample.begin(), out_sample.end());
-    (r->host ? r->host_out.shape : r->device_out.shape) = std::move(s);
   }
 
   // 4. Outputs are ready (and kernel errors raised) before anyone completes.

@@ -16,6 +16,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "tandem/event.h"
 #include "tandem/serve/batch_queue.h"
@@ -46,25 +47,26 @@ class Request {
   virtual ~Request() = default;
 
   // Set by submit() before the request is shared; read-only afterwards.
-  Shape shape;   // input shape, shape[0] = rows (validated by the scheduler)
-  Shape sample;  // shape[1..]: requests merge only when these are equal
+  nn::Shape shape;                  // input shape, shape[0] = rows (validated by the scheduler)
+  std::vector<std::size_t> sample;  // shape[1..]: requests merge only when these are equal
   int priority = 0;
   Clock::time_point submitted{};
   std::optional<Clock::time_point> deadline;
-  bool host = false;                 // host input (host_in), host output (host_out)
-  std::optional<Rows> device_in;     // when !host
-  std::unique_ptr<Event> in_ready;   // recorded on device_in's stream at submit
-  HostRows host_in;                  // when host
+  bool host = false;                // host input (host_in), host output (host_out)
+  nn::Tensor device_in;             // when !host
+  std::unique_ptr<Event> in_ready;  // recorded on the submitter's stream when it was busy
+  nn::HostTensor host_in;           // when host
 
   // Under Scheduler::mu_ only (no annotation: the mutex belongs to another object).
   std::uint64_t seq = 0;
   Clock::time_point enqueued{};
 
   // Written by the running executor, read by deliver().
-  Rows device_out;
-  HostRows host_out;
+  nn::Tensor device_out;
+  nn::HostTensor host_out;
 
-  [[nodiscard]] std::int64_t rows() const { return shape.empty() ? 0 : shape[0]; }
+  [[nodiscard]] std::size_t rows() const { return shape.rank() == 0 ? 0 : shape[0]; }
+  [[nodiscard]] std::int64_t nrows() const { return static_cast<std::int64_t>(rows()); }
 
   // state: writers are submit(), the executors, the timer thread and stop(), all through
   // transition(). acq_rel CAS: the winner of a transition sees everything the previous owner
@@ -81,7 +83,7 @@ class Request {
 
   // release_buffers(): drops inputs (and outputs not delivered); after deliver().
   void release_buffers() noexcept {
-    device_in.reset();
+    device_in = {};
     in_ready.reset();
     host_in = {};
     device_out = {};

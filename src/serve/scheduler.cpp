@@ -32,12 +32,6 @@ std::exception_ptr error(ErrorKind kind, const std::string& message) {
   return std::make_exception_ptr(Error(kind, message));
 }
 
-std::string shape_string(const Shape& s) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
 double us_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::micro>(b - a).count();
 }
@@ -189,44 +183,37 @@ void Scheduler::submit(const RequestPtr& r, const SubmitOptions& so) {
   if (so.priority < 0 || so.priority >= options_.priority_levels) {
     why = "priority " + std::to_string(so.priority) + " is outside [0, " +
           std::to_string(options_.priority_levels) + ") (BatchQueueOptions.priority_levels)";
-  } else if (r->shape.empty()) {
-    why = "input has no batch dimension (rank 0); give it shape [rows, ...]";
+  } else if (!r->host && !r->device_in.defined()) {
+    why = "the input tensor is undefined";
+  } else if (!r->host && r->device_in.dtype() != nn::DType::kFloat32) {
+    why = "the input is " + std::string(nn::to_string(r->device_in.dtype())) +
+          "; only float32 is batched";
+  } else if (!r->host && &r->device_in.device() != device_.get()) {
+    why = "the input tensor is on device " + r->device_in.device().name() +
+          "; the queue runs on " + device_->name();
+  } else if (r->shape.rank() == 0) {
+    why = "the input has no batch dimension (rank 0); give it shape [rows, ...]";
   } else if (r->rows() < 1) {
-    why = "input shape " + shape_string(r->shape) + " has no rows";
-  } else if (r->rows() > options_.max_batch_size) {
+    why = "input shape " + r->shape.to_string() + " has no rows";
+  } else if (r->rows() > static_cast<std::size_t>(options_.max_batch_size)) {
     why = "input of " + std::to_string(r->rows()) + " rows exceeds max_batch_size = " +
           std::to_string(options_.max_batch_size) +
           " (oversized requests are rejected, not split); run it on the model directly or raise "
           "max_batch_size";
   } else if (timeout && timeout->count() <= 0) {
     why = "timeout " + std::to_string(timeout->count()) + " us is not positive";
-  }
-  if (why.empty()) {
-    std::int64_t elems = 1;
-    for (auto d : r->shape) {
-      if (d < 0) {
-        why = "input shape " + shape_string(r->shape) + " has a negative dimension";
-        break;
-      }
-      elems *= d;
-    }
-    const std::size_t have = r->host ? r->host_in.data.size() * sizeof(float)
-                                     : (r->device_in ? r->device_in->buffer.size_bytes() : 0);
-    if (why.empty() && have != static_cast<std::size_t>(elems) * sizeof(float)) {
-      why = "input shape " + shape_string(r->shape) + " needs " +
-            std::to_string(elems * 4) + " bytes of float32 data; it has " + std::to_string(have);
-    }
-    if (why.empty() && !r->host && &r->device_in->buffer.device() != device_.get()) {
-      why = "input buffer is on device " + r->device_in->buffer.device().name() +
-            "; the queue runs on " + device_->name();
-    }
+  } else if (r->host && r->host_in.values.size() != r->shape.numel()) {
+    why = "host input of shape " + r->shape.to_string() + " needs " +
+          std::to_string(r->shape.numel()) + " values; it has " +
+          std::to_string(r->host_in.values.size());
   }
   if (!why.empty()) {
     complete_now(r, RequestState::kRejected,
                  error(ErrorKind::kInvalidArgument, "BatchQueue::submit: " + why));
     return;
   }
-  r->sample.assign(r->shape.begin() + 1, r->shape.end());
+  const auto dims = r->shape.dims();
+  r->sample.assign(dims.begin() + 1, dims.end());
 
   std::exception_ptr fail;
   RequestState fail_state = RequestState::kRejected;
@@ -300,7 +287,7 @@ std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock:
         level.pop_front();
         continue;
       }
-      if (rows + r->rows() > target) return batch;
+      if (rows + r->nrows() > target) return batch;
       if (r->deadline && *r->deadline <= now) {
         if (r->transition(RequestState::kQueued, RequestState::kTimedOut)) {
           --queued_;
@@ -315,7 +302,7 @@ std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock:
       }
       if (r->transition(RequestState::kQueued, RequestState::kRunning)) {
         --queued_;
-        rows += r->rows();
+        rows += r->nrows();
         batch.push_back(std::move(r));
       }
       level.pop_front();
@@ -362,8 +349,8 @@ std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& e
       for (auto& level : head_q->levels) {
         for (auto& r : level) {
           if (r->state() != RequestState::kQueued) continue;
-          if (n + r->rows() > dispatch_rows_) return n;  // take() stops here too
-          n += r->rows();
+          if (n + r->nrows() > dispatch_rows_) return n;  // take() stops here too
+          n += r->nrows();
           if (n == dispatch_rows_) return n;
         }
       }
@@ -429,7 +416,7 @@ void Scheduler::executor_main(int instance) {
     std::int64_t rows = 0;
     for (const auto& r : batch) {
       queue_time_.record(start - r->submitted);
-      rows += r->rows();
+      rows += r->nrows();
     }
     std::exception_ptr err;
     try {

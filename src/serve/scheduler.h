@@ -92,7 +92,7 @@ class Scheduler {
   CondVar timer_cv_;  // the timer thread: an earlier deadline, stopping
   CondVar ready_cv_;  // the constructor: an executor started (or failed to)
 
-  std::map<Shape, KeyQueue> queues_ TANDEM_GUARDED_BY(mu_);
+  std::map<std::vector<std::size_t>, KeyQueue> queues_ TANDEM_GUARDED_BY(mu_);
   std::size_t queued_ TANDEM_GUARDED_BY(mu_) = 0;  // requests in state kQueued
   DeadlineHeap deadlines_ TANDEM_GUARDED_BY(mu_);
   bool timer_wake_ TANDEM_GUARDED_BY(mu_) = false;  // an earlier deadline than the timer's

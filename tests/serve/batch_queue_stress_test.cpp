@@ -37,7 +37,7 @@ struct Slot {
   bool ok = false;
   std::optional<ErrorKind> kind;
   std::string what;
-  HostRows out;
+  nn::HostTensor out;
 };
 
 class Ledger {
@@ -46,7 +46,7 @@ class Ledger {
   Slot& operator[](std::int64_t id) { return slots_[static_cast<std::size_t>(id)]; }
   std::size_t size() const { return slots_.size(); }
 
-  void record(std::int64_t id, Result<HostRows>&& r) {
+  void record(std::int64_t id, Result<nn::HostTensor>&& r) {
     Slot& s = (*this)[id];
     if (s.deliveries.fetch_add(1) != 0) return;  // counted; checked later
     if (r.ok()) {
@@ -67,13 +67,13 @@ class Ledger {
   // submit(q, m, id, rows, options, pending): odd ids by callback, even ids by future (kept in
   // `pending`, resolved by drain()).
   void submit(BatchQueue& q, const TestModel& m, std::int64_t id, std::int64_t rows,
-              SubmitOptions so, std::vector<std::pair<std::int64_t, std::future<HostRows>>>& pending,
+              SubmitOptions so, std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>>& pending,
               std::atomic<int>& callbacks_in_flight) {
     (*this)[id].rows = rows;
     (*this)[id].submitted = true;
     if (id % 2 == 1) {
       callbacks_in_flight.fetch_add(1);
-      q.submit(m.input(id, rows), [this, id, &callbacks_in_flight](Result<HostRows> r) {
+      q.submit(m.input(id, rows), [this, id, &callbacks_in_flight](Result<nn::HostTensor> r) {
         record(id, std::move(r));
         callbacks_in_flight.fetch_sub(1);
       }, so);
@@ -82,14 +82,14 @@ class Ledger {
     }
   }
 
-  void drain(std::vector<std::pair<std::int64_t, std::future<HostRows>>>& pending,
+  void drain(std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>>& pending,
              std::atomic<int>& callbacks_in_flight) {
     for (auto& [id, f] : pending) {
       if (f.wait_for(60s) != std::future_status::ready) {
         ADD_FAILURE() << "request " << id << " never completed";
         continue;
       }
-      Result<HostRows> r;
+      Result<nn::HostTensor> r;
       try {
         r.value = f.get();
       } catch (...) {
@@ -120,8 +120,10 @@ class Ledger {
         ++counts["completed"];
         const auto in = m.input(static_cast<std::int64_t>(id), s.rows);
         const auto want = testing::direct_forward(ref, dev, in);
-        EXPECT_EQ(s.out.shape, (Shape{s.rows, m.out()})) << "request " << id;
-        EXPECT_EQ(s.out.data, want) << "request " << id << " got rows that are not its own";
+        EXPECT_EQ(s.out.shape, (nn::Shape{static_cast<std::size_t>(s.rows),
+                                          static_cast<std::size_t>(m.out())}))
+            << "request " << id;
+        EXPECT_EQ(s.out.values, want) << "request " << id << " got rows that are not its own";
       } else if (s.kind) {
         ++counts[std::string(to_string(*s.kind))];
       } else {
@@ -182,7 +184,7 @@ TEST_P(BatchQueueStress, EveryRequestCompletesExactlyOnceWithItsOwnRows) {
                 .max_queue_delay = 100us, .priority_levels = 3, .instances = 2});
   Ledger ledger(static_cast<std::size_t>(threads * each));
   run_clients(threads, seed, [&](int t, std::mt19937_64& rng) {
-    std::vector<std::pair<std::int64_t, std::future<HostRows>>> pending;
+    std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>> pending;
     std::atomic<int> in_flight{0};
     const int window = 1 + static_cast<int>(rng() % 8);  // closed loop: 1..8 in flight
     for (int j = 0; j < each; ++j) {
@@ -221,7 +223,7 @@ TEST_P(BatchQueueStress, QueueTenTimesOverCapacityRejectsTheRestAndLosesNothing)
     }
   });
   run_clients(threads, seed, [&](int t, std::mt19937_64& rng) {
-    std::vector<std::pair<std::int64_t, std::future<HostRows>>> pending;
+    std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>> pending;
     std::atomic<int> in_flight{0};
     for (int j = 0; j < each; ++j) {  // open loop: all at once
       const std::int64_t id = static_cast<std::int64_t>(t) * each + j;
@@ -247,7 +249,7 @@ TEST_P(BatchQueueStress, TimeoutsExpireWhileBatchesRunAndExpiredRequestsNeverRun
   BatchQueue q(m.fn(), cpu(), {.max_batch_size = 8, .max_queue_delay = 200us});
   Ledger ledger(static_cast<std::size_t>(threads * each));
   run_clients(threads, seed, [&](int t, std::mt19937_64& rng) {
-    std::vector<std::pair<std::int64_t, std::future<HostRows>>> pending;
+    std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>> pending;
     std::atomic<int> in_flight{0};
     for (int j = 0; j < each; ++j) {
       const std::int64_t id = static_cast<std::int64_t>(t) * each + j;
@@ -302,7 +304,7 @@ TEST_P(BatchQueueStopRace, StopRacingSubmissionsLeavesNoFutureUnfulfilled) {
     q.stop(mode);
   });
   run_clients(threads, seed, [&](int t, std::mt19937_64& r) {
-    std::vector<std::pair<std::int64_t, std::future<HostRows>>> pending;
+    std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>> pending;
     std::atomic<int> in_flight{0};
     for (int j = 0; j < each; ++j) {
       const std::int64_t id = static_cast<std::int64_t>(t) * each + j;
@@ -330,7 +332,7 @@ TEST_P(BatchQueueStress, AModelThatThrowsOnSomeBatchesFailsExactlyThoseBatches) 
   BatchQueue q(m.fn(), cpu(), {.max_batch_size = 16, .instances = 2});
   Ledger ledger(static_cast<std::size_t>(threads * each));
   run_clients(threads, seed, [&](int t, std::mt19937_64& rng) {
-    std::vector<std::pair<std::int64_t, std::future<HostRows>>> pending;
+    std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>> pending;
     std::atomic<int> in_flight{0};
     for (int j = 0; j < each; ++j) {
       const std::int64_t id = static_cast<std::int64_t>(t) * each + j;
@@ -377,7 +379,7 @@ TEST(BatchQueuePriorities, UnderLoadHighPriorityWaitsLessThanLowPriority) {
     const int prio = t < high_clients ? 0 : 1;
     const std::size_t window = prio == 0 ? 1 : 4;
     std::vector<double> mine;
-    std::deque<std::pair<std::chrono::steady_clock::time_point, std::future<HostRows>>> pending;
+    std::deque<std::pair<std::chrono::steady_clock::time_point, std::future<nn::HostTensor>>> pending;
     auto collect = [&] {
       (void)pending.front().second.get();
       mine.push_back(std::chrono::duration<double, std::milli>(

@@ -3,12 +3,15 @@
 // a queue to fill up deterministically.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <future>
+#include <random>
 #include <thread>
 
 #include "serve/histogram.h"
 #include "test_model.h"
 #include "tandem/serve/batch_queue.h"
+#include "tandem/nn/models.h"
 
 namespace tandem::serve {
 namespace {
@@ -18,16 +21,16 @@ using namespace std::chrono_literals;
 
 std::shared_ptr<Device> cpu() { return Device::get("cpu"); }
 
-void expect_rows(const TestModel& m, const HostRows& in, const HostRows& out) {
+void expect_rows(const TestModel& m, const nn::HostTensor& in, const nn::HostTensor& out) {
   TestModel ref(m.in(), m.out());
   const auto want = testing::direct_forward(ref, cpu(), in);
-  ASSERT_EQ(out.shape, (Shape{in.shape[0], m.out()}));
-  ASSERT_EQ(out.data, want);  // same arithmetic, same order: bit-exact
+  ASSERT_EQ(out.shape, (nn::Shape{in.shape[0], static_cast<std::size_t>(m.out())}));
+  ASSERT_EQ(out.values, want);  // same arithmetic, same order: bit-exact
 }
 
 // hold(q, m): submits one request and waits until its batch sits in the gate, so the next
 // requests queue up behind it. Returns the held request's future.
-std::future<HostRows> hold(BatchQueue& q, TestModel& m, std::int64_t id = 1000000,
+std::future<nn::HostTensor> hold(BatchQueue& q, TestModel& m, std::int64_t id = 1000000,
                            std::int64_t rows = 1) {
   m.gate.arm();
   auto f = q.submit(m.input(id, rows));
@@ -39,7 +42,7 @@ TEST(BatchQueue, MergesQueuedRequestsIntoOneForwardAndSlicesRowsBack) {
   TestModel m(8, 4);
   BatchQueue q(m.fn(), cpu(), {.max_batch_size = 64});
   auto held = hold(q, m);
-  std::vector<std::future<HostRows>> fs;
+  std::vector<std::future<nn::HostTensor>> fs;
   for (int i = 0; i < 10; ++i) fs.push_back(q.submit(m.input(i, 1 + i % 3)));
   m.gate.open();
   expect_rows(m, m.input(1000000, 1), held.get());
@@ -54,50 +57,50 @@ TEST(BatchQueue, MergesQueuedRequestsIntoOneForwardAndSlicesRowsBack) {
   EXPECT_EQ(mt.completed, 11u);
 }
 
-TEST(BatchQueue, DeviceRowsInDeviceRowsOut) {
+TEST(BatchQueue, TensorsInTensorsOut) {
   TestModel m(8, 4);
   auto dev = cpu();
   BatchQueue q(m.fn(), dev, {});
   auto held = hold(q, m);
-  Stream& s = dev->current_stream();
-  std::vector<std::future<Rows>> fs;
-  std::vector<HostRows> inputs;
+  std::vector<std::future<nn::Tensor>> fs;
+  std::vector<nn::HostTensor> inputs;
   for (int i = 0; i < 5; ++i) {
     inputs.push_back(m.input(i, 2));
-    Rows r{Buffer(dev, inputs.back().data.size() * sizeof(float), s), inputs.back().shape};
-    upload(s, r.buffer, inputs.back().data);  // not synchronized: the queue orders after it
-    fs.push_back(q.submit(std::move(r)));
+    // Computed on this thread's stream and submitted before it ran: the queue orders after it.
+    nn::Tensor x = nn::Tensor::empty(dev, inputs.back().shape);
+    Encoder enc(dev->current_stream());
+    const auto* src = inputs.back().values.data();
+    float* dst = x.data();
+    const std::size_t n = x.numel();
+    enc.dispatch([src, dst, n] {
+      std::this_thread::sleep_for(2ms);
+      std::copy(src, src + n, dst);
+    });
+    enc.commit();
+    fs.push_back(q.submit(std::move(x)));
   }
   m.gate.open();
   (void)held.get();
   for (int i = 0; i < 5; ++i) {
-    Rows out = fs[static_cast<std::size_t>(i)].get();
-    HostRows h{std::vector<float>(out.buffer.size_bytes() / sizeof(float)), out.shape};
-    download(s, h.data, out.buffer);
-    s.synchronize();
-    expect_rows(m, inputs[static_cast<std::size_t>(i)], h);
+    nn::Tensor out = fs[static_cast<std::size_t>(i)].get();
+    expect_rows(m, inputs[static_cast<std::size_t>(i)], {"", out.shape(), out.to_host()});
   }
-  // A lone device request runs without merge copies and still gets its own output.
+  // A lone tensor request runs without merge copies and still gets its own output.
   auto in = m.input(77, 3);
-  Rows r{Buffer(dev, in.data.size() * sizeof(float), s), in.shape};
-  upload(s, r.buffer, in.data);
-  Rows out = q.submit(std::move(r)).get();
-  HostRows h{std::vector<float>(out.buffer.size_bytes() / sizeof(float)), out.shape};
-  download(s, h.data, out.buffer);
-  s.synchronize();
-  expect_rows(m, in, h);
+  nn::Tensor out = q.submit(nn::Tensor::from_host(dev, in.shape, in.values)).get();
+  expect_rows(m, in, {"", out.shape(), out.to_host()});
 }
 
 TEST(BatchQueue, NeverMergesRequestsOfDifferentShapes) {
   TestModel m(8, 4);
   BatchQueue q(m.fn(), cpu(), {});
   auto held = hold(q, m);
-  std::vector<std::future<HostRows>> fs;
-  std::vector<HostRows> ins;
+  std::vector<std::future<nn::HostTensor>> fs;
+  std::vector<nn::HostTensor> ins;
   for (int i = 0; i < 12; ++i) {
-    HostRows in = m.input(i, 2);
-    if (i % 3 == 1) in.shape = {2, 2, 4};  // same floats per row, different sample shape
-    if (i % 3 == 2) in.shape = {2, 1, 8};
+    nn::HostTensor in = m.input(i, 2);
+    if (i % 3 == 1) in.shape = nn::Shape{2, 2, 4};  // same floats per row, other sample shape
+    if (i % 3 == 2) in.shape = nn::Shape{2, 1, 8};
     ins.push_back(in);
     fs.push_back(q.submit(std::move(in)));
   }
@@ -105,37 +108,43 @@ TEST(BatchQueue, NeverMergesRequestsOfDifferentShapes) {
   (void)held.get();
   for (int i = 0; i < 12; ++i) {
     auto out = fs[static_cast<std::size_t>(i)].get();
-    HostRows flat = ins[static_cast<std::size_t>(i)];
-    flat.shape = {2, 8};
+    nn::HostTensor flat = ins[static_cast<std::size_t>(i)];
+    flat.shape = nn::Shape{2, 8};
     expect_rows(m, flat, out);
   }
   // Each batch is homogeneous: three shapes queued -> three batches after the held one.
   const auto shapes = m.shapes();
   ASSERT_EQ(shapes.size(), 4u);
-  EXPECT_EQ(shapes[1], (Shape{8, 8}));
-  EXPECT_EQ(shapes[2], (Shape{8, 2, 4}));
-  EXPECT_EQ(shapes[3], (Shape{8, 1, 8}));
+  EXPECT_EQ(shapes[1], (nn::Shape{8, 8}));
+  EXPECT_EQ(shapes[2], (nn::Shape{8, 2, 4}));
+  EXPECT_EQ(shapes[3], (nn::Shape{8, 1, 8}));
 }
 
 TEST(BatchQueue, RejectsRequestsItCannotRun) {
   TestModel m(8, 4);
   BatchQueue q(m.fn(), cpu(), {.max_batch_size = 4, .priority_levels = 2});
-  auto expect_invalid = [](std::future<HostRows> f) {
+  auto expect_invalid = [](std::future<nn::HostTensor> f) {
     auto k = testing::error_kind(f);
     ASSERT_TRUE(k.has_value());
     EXPECT_EQ(*k, ErrorKind::kInvalidArgument);
   };
   expect_invalid(q.submit(m.input(1, 5)));                         // oversized: not split
-  expect_invalid(q.submit(HostRows{{}, {}}));                      // no batch dimension
-  expect_invalid(q.submit(HostRows{{}, {0, 8}}));                  // no rows
-  expect_invalid(q.submit(HostRows{std::vector<float>(3), {1, 8}}));  // size mismatch
+  expect_invalid(q.submit(nn::HostTensor{"", nn::Shape{}, {1.0f}}));      // no batch dimension
+  expect_invalid(q.submit(nn::HostTensor{"", nn::Shape{0, 8}, {}}));      // no rows
+  expect_invalid(q.submit(nn::HostTensor{"", nn::Shape{1, 8}, std::vector<float>(3)}));  // size
+  std::future<nn::Tensor> undefined = q.submit(nn::Tensor{});
+  EXPECT_EQ(testing::error_kind(undefined), ErrorKind::kInvalidArgument);
+  RuntimeConfig other_cfg;
+  auto other = Device::open("cpu", other_cfg);
+  std::future<nn::Tensor> elsewhere = q.submit(nn::Tensor::zeros(other, nn::Shape{1, 8}));
+  EXPECT_EQ(testing::error_kind(elsewhere), ErrorKind::kInvalidArgument);
   expect_invalid(q.submit(m.input(2, 1), {.priority = 2}));        // no such level
   expect_invalid(q.submit(m.input(3, 1), {.priority = -1}));
   expect_invalid(q.submit(m.input(4, 1), {.timeout = 0us}));
   q.stop();
   const auto mt = q.metrics();
-  EXPECT_EQ(mt.submitted, 7u);
-  EXPECT_EQ(mt.rejected, 7u);
+  EXPECT_EQ(mt.submitted, 9u);
+  EXPECT_EQ(mt.rejected, 9u);
   EXPECT_EQ(mt.batches, 0u);
 }
 
@@ -179,7 +188,7 @@ TEST(BatchQueue, PreferredBatchSizesShapeTheBatches) {
   BatchQueue q(m.fn(), cpu(),
                {.max_batch_size = 16, .preferred_batch_sizes = {4}, .max_queue_delay = 20ms});
   auto held = hold(q, m);
-  std::vector<std::future<HostRows>> fs;
+  std::vector<std::future<nn::HostTensor>> fs;
   for (int i = 0; i < 10; ++i) fs.push_back(q.submit(m.input(i, 1)));
   m.gate.open();
   for (auto& f : fs) (void)f.get();
@@ -195,7 +204,7 @@ TEST(BatchQueue, MaxQueueDelayWaitsForAFullerBatchButNotLonger) {
   BatchQueue q(m.fn(), cpu(), {.max_batch_size = 4, .max_queue_delay = 200ms});
   // Four at once: a full batch, dispatched without waiting for the delay.
   const auto t0 = std::chrono::steady_clock::now();
-  std::vector<std::future<HostRows>> fs;
+  std::vector<std::future<nn::HostTensor>> fs;
   for (int i = 0; i < 4; ++i) fs.push_back(q.submit(m.input(i, 1)));
   for (auto& f : fs) (void)f.get();
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 150ms);
@@ -213,7 +222,7 @@ TEST(BatchQueue, HigherPriorityRunsFirstAndFifoWithinALevel) {
   TestModel m(8, 4);
   BatchQueue q(m.fn(), cpu(), {.max_batch_size = 2, .priority_levels = 3});
   auto held = hold(q, m);
-  std::vector<std::future<HostRows>> fs;
+  std::vector<std::future<nn::HostTensor>> fs;
   for (int i = 0; i < 4; ++i) fs.push_back(q.submit(m.input(100 + i, 1), {.priority = 2}));
   for (int i = 0; i < 4; ++i) fs.push_back(q.submit(m.input(200 + i, 1), {.priority = 1}));
   for (int i = 0; i < 4; ++i) fs.push_back(q.submit(m.input(i, 1), {.priority = 0}));
@@ -258,7 +267,7 @@ TEST(BatchQueue, RejectsWhenFullUnderReject) {
   TestModel m(8, 4);
   BatchQueue q(m.fn(), cpu(), {.max_queue_size = 3, .overflow = Overflow::kReject});
   auto held = hold(q, m);  // running, not queued
-  std::vector<std::future<HostRows>> fs;
+  std::vector<std::future<nn::HostTensor>> fs;
   for (int i = 0; i < 10; ++i) fs.push_back(q.submit(m.input(i, 1)));
   int full = 0;
   for (int i = 3; i < 10; ++i) {
@@ -285,7 +294,7 @@ TEST(BatchQueue, BlocksWhenFullUnderBlockUntilRoomOrDeadline) {
   EXPECT_EQ(testing::error_kind(c), ErrorKind::kTimeout);
   // One without a deadline blocks until the executor makes room.
   std::atomic<bool> returned{false};
-  std::future<HostRows> d;
+  std::future<nn::HostTensor> d;
   std::thread t([&] {
     d = q.submit(m.input(4, 1));
     returned = true;
@@ -304,7 +313,7 @@ TEST(BatchQueue, StopCancelCompletesQueuedWithCancelledAndRunningWithResults) {
   TestModel m(8, 4);
   BatchQueue q(m.fn(), cpu(), {});
   auto held = hold(q, m);
-  std::vector<std::future<HostRows>> fs;
+  std::vector<std::future<nn::HostTensor>> fs;
   for (int i = 0; i < 5; ++i) fs.push_back(q.submit(m.input(i, 1)));
   std::thread stopper([&] { q.stop(StopMode::kCancel); });
   for (auto& f : fs) {
@@ -314,7 +323,7 @@ TEST(BatchQueue, StopCancelCompletesQueuedWithCancelledAndRunningWithResults) {
   m.gate.open();  // stop() waits for the running batch
   stopper.join();
   expect_rows(m, m.input(1000000, 1), held.get());
-  EXPECT_EQ(testing::error_kind(*std::make_unique<std::future<HostRows>>(q.submit(m.input(9, 1)))),
+  EXPECT_EQ(testing::error_kind(*std::make_unique<std::future<nn::HostTensor>>(q.submit(m.input(9, 1)))),
             ErrorKind::kCancelled);  // after stop
   const auto mt = q.metrics();
   EXPECT_EQ(mt.cancelled, 6u);
@@ -326,7 +335,7 @@ TEST(BatchQueue, StopDrainRunsEverythingQueued) {
   TestModel m(8, 4);
   BatchQueue q(m.fn(), cpu(), {.max_batch_size = 2, .max_queue_delay = 10s});
   auto held = hold(q, m, 1000000, 2);  // a full batch: runs at once
-  std::vector<std::future<HostRows>> fs;
+  std::vector<std::future<nn::HostTensor>> fs;
   for (int i = 0; i < 5; ++i) fs.push_back(q.submit(m.input(i, 1)));
   const auto t0 = std::chrono::steady_clock::now();
   std::thread stopper([&] { q.stop(StopMode::kDrain); });
@@ -339,7 +348,7 @@ TEST(BatchQueue, StopDrainRunsEverythingQueued) {
 
 TEST(BatchQueue, DestructorDrainsByDefault) {
   TestModel m(8, 4);
-  std::vector<std::future<HostRows>> fs;
+  std::vector<std::future<nn::HostTensor>> fs;
   {
     BatchQueue q(m.fn(), cpu(), {.max_queue_delay = 10s});
     for (int i = 0; i < 5; ++i) fs.push_back(q.submit(m.input(i, 1)));
@@ -354,7 +363,7 @@ TEST(BatchQueue, AModelErrorFailsItsWholeBatchAndTheQueueKeepsServing) {
     m.poisoned = [](std::int64_t id) { return id == 13; };
     BatchQueue q(m.fn(), cpu(), {});
     auto held = hold(q, m);
-    std::vector<std::future<HostRows>> fs;
+    std::vector<std::future<nn::HostTensor>> fs;
     for (int i = 10; i < 16; ++i) fs.push_back(q.submit(m.input(i, 1)));
     m.gate.open();
     (void)held.get();
@@ -376,11 +385,11 @@ TEST(BatchQueue, AModelErrorFailsItsWholeBatchAndTheQueueKeepsServing) {
 
 TEST(BatchQueue, MalformedForwardOutputFailsTheBatch) {
   auto dev = cpu();
-  ForwardFn bad = [dev](Stream& s, const Rows& x) {
-    return Rows{Buffer(dev, 4 * sizeof(float), s), {x.shape[0] + 1, 4}};
+  ForwardFn bad = [dev](const nn::Tensor& x) {
+    return nn::Tensor::zeros(dev, nn::Shape{x.dim(0) + 1, 4});
   };
   BatchQueue q(bad, dev, {});
-  auto f = q.submit(HostRows{std::vector<float>(4), {1, 4}});
+  auto f = q.submit(nn::HostTensor{"", nn::Shape{1, 4}, std::vector<float>(4)});
   EXPECT_EQ(testing::error_kind(f), ErrorKind::kInvalidArgument);
 }
 
@@ -393,7 +402,7 @@ TEST(BatchQueue, CallbacksAreCalledExactlyOnceWithValueOrError) {
     BatchQueue q(m.fn(), cpu(), {.max_batch_size = 1, .max_queue_size = 4});
     auto held = hold(q, m);
     for (int i = 0; i < 8; ++i) {
-      q.submit(m.input(i, 1), [&, i](Result<HostRows> r) {
+      q.submit(m.input(i, 1), [&, i](Result<nn::HostTensor> r) {
         ++calls;
         if (r.ok()) {
           ++ok;
@@ -404,7 +413,7 @@ TEST(BatchQueue, CallbacksAreCalledExactlyOnceWithValueOrError) {
       });
     }
     m.gate.open();
-    EXPECT_THROW(q.submit(m.input(1, 1), std::function<void(Result<HostRows>)>{}), Error);
+    EXPECT_THROW(q.submit(m.input(1, 1), std::function<void(Result<nn::HostTensor>)>{}), Error);
   }
   EXPECT_EQ(calls.load(), 8);
   EXPECT_EQ(ok.load(), 3);      // 0, 1, 2 ran; 3 poisoned
@@ -415,7 +424,7 @@ TEST(BatchQueue, StopFromACallbackIsAnErrorNotADeadlock) {
   TestModel m(8, 4);
   BatchQueue q(m.fn(), cpu(), {});
   std::promise<std::string> what;
-  q.submit(m.input(1, 1), [&](Result<HostRows>) {
+  q.submit(m.input(1, 1), [&](Result<nn::HostTensor>) {
     try {
       q.stop();
       what.set_value("no error");
@@ -430,7 +439,7 @@ TEST(BatchQueue, InstancesRunBatchesConcurrently) {
   TestModel m(8, 4);
   BatchQueue q(m.fn(), cpu(), {.max_batch_size = 1, .instances = 3});
   m.gate.arm();
-  std::vector<std::future<HostRows>> fs;
+  std::vector<std::future<nn::HostTensor>> fs;
   for (int i = 0; i < 3; ++i) fs.push_back(q.submit(m.input(i, 1)));
   m.gate.wait_for_waiters(3);  // three batches in forward at once
   m.gate.open();
@@ -470,6 +479,68 @@ TEST(LatencyHistogram, QuantilesAreWithinABucketOfTheTruth) {
   EXPECT_NEAR(s.sum_ms, 10000.0 * 10001 / 2 / 1000.0, 1e-6);
   detail::LatencyHistogram empty;
   EXPECT_EQ(empty.summary().p99_ms, 0.0);
+}
+
+}  // namespace
+}  // namespace tandem::serve
+
+namespace tandem::serve {
+namespace {
+
+// The reference models through the queue: batched results equal a direct forward of each input
+// (within float32 rounding: a GEMM over a batch may sum in another order than over one row).
+void check_model_through_queue(const std::string& name, int threads, int each) {
+  auto dev = cpu();
+  auto model = nn::load_model(name, dev, {.seed = 7});
+  BatchQueue q(model, {.max_batch_size = 16, .instances = 2});
+  std::vector<std::thread> ts;
+  std::atomic<int> mismatches{0};
+  std::atomic<double> worst{0.0};
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(t));
+      std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+      std::vector<std::pair<nn::HostTensor, std::future<nn::HostTensor>>> pending;
+      for (int j = 0; j < each; ++j) {
+        nn::HostTensor in{"", model->input_shape(1), {}};
+        in.values.resize(in.shape.numel());
+        for (auto& v : in.values) v = u(rng);
+        auto f = q.submit(in);
+        pending.emplace_back(std::move(in), std::move(f));
+      }
+      for (auto& [in, f] : pending) {
+        const nn::HostTensor out = f.get();
+        const auto want = model->forward(nn::Tensor::from_host(dev, in.shape, in.values)).to_host();
+        if (!(out.shape == model->output_shape(1)) || out.values.size() != want.size()) {
+          ++mismatches;
+          continue;
+        }
+        for (std::size_t i = 0; i < want.size(); ++i) {
+          const double err = std::abs(static_cast<double>(out.values[i]) - want[i]);
+          double w = worst.load();
+          while (err > w && !worst.compare_exchange_weak(w, err)) {
+          }
+          if (err > 1e-4 * (1.0 + std::abs(want[i]))) ++mismatches;
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  q.stop();
+  const auto mt = q.metrics();
+  std::printf("  %s: %llu requests in %llu batches (avg %.2f rows), max abs error %.3g\n",
+              name.c_str(), (unsigned long long)mt.completed, (unsigned long long)mt.batches,
+              mt.avg_batch_size(), worst.load());
+  EXPECT_EQ(mismatches.load(), 0);
+  EXPECT_EQ(mt.completed, static_cast<std::uint64_t>(threads * each));
+}
+
+TEST(BatchQueueModels, MlpThroughTheQueueMatchesDirectForward) {
+  check_model_through_queue("mlp", 8, testing::under_sanitizer() ? 4 : 16);
+}
+
+TEST(BatchQueueModels, EncoderThroughTheQueueMatchesDirectForward) {
+  check_model_through_queue("encoder", 4, testing::under_sanitizer() ? 2 : 4);
 }
 
 }  // namespace

@@ -25,11 +25,11 @@
 #include <thread>
 #include <vector>
 
-#include "tandem/basic_ops.h"
-#include "tandem/buffer.h"
 #include "tandem/device.h"
 #include "tandem/encoder.h"
 #include "tandem/error.h"
+#include "tandem/nn/safetensors.h"
+#include "tandem/nn/tensor.h"
 #include "tandem/serve/batch_queue.h"
 #include "tandem/stream.h"
 
@@ -126,16 +126,18 @@ class TestModel {
     std::lock_guard<std::mutex> l(mu_);
     return failed_batches_;
   }
-  std::vector<Shape> shapes() {
+  std::vector<nn::Shape> shapes() {
     std::lock_guard<std::mutex> l(mu_);
     return shapes_;
   }
 
   ForwardFn fn() {
-    return [this](Stream& stream, const Rows& x) { return forward(stream, x); };
+    return [this](const nn::Tensor& x) { return forward(x); };
   }
 
-  Rows forward(Stream& stream, const Rows& x) {
+  // forward(x): like nn::Model::forward, on the calling thread's stream.
+  nn::Tensor forward(const nn::Tensor& x) {
+    Stream& stream = x.device().current_stream();
     const int now = concurrent.fetch_add(1) + 1;
     int seen = max_concurrent.load();
     while (now > seen && !max_concurrent.compare_exchange_weak(seen, now)) {
@@ -146,17 +148,17 @@ class TestModel {
     } leave{concurrent};
     forwards.fetch_add(1);
     gate.pass();
-    const std::int64_t rows = x.shape.at(0);
-    std::int64_t row_elems = 1;
-    for (std::size_t i = 1; i < x.shape.size(); ++i) row_elems *= x.shape[i];
-    if (row_elems != in_) throw Error(ErrorKind::kInvalidArgument, "TestModel: wrong row size");
+    const auto rows = static_cast<std::int64_t>(x.dim(0));
+    if (static_cast<std::int64_t>(x.numel()) != rows * in_) {
+      throw Error(ErrorKind::kInvalidArgument, "TestModel: wrong row size");
+    }
     {
       std::lock_guard<std::mutex> l(mu_);
-      shapes_.push_back(x.shape);
+      shapes_.push_back(x.shape());
     }
     if (fault == Fault::kThrowInForward) {
       stream.synchronize();  // host-visible (cpu): read the merged input
-      const float* p = x.buffer.as<float>();
+      const float* p = x.data();
       for (std::int64_t r = 0; r < rows; ++r) {
         if (poisoned(static_cast<std::int64_t>(p[r * in_]))) {
           std::vector<std::int64_t> ids;
@@ -167,13 +169,11 @@ class TestModel {
         }
       }
     }
-    Rows y;
-    y.shape = {rows, out_};
-    y.buffer = Buffer(x.buffer.device_ptr(), static_cast<std::size_t>(rows * out_) * sizeof(float),
-                      stream);
+    nn::Tensor y = nn::Tensor::empty(x.device_ptr(), nn::Shape{static_cast<std::size_t>(rows),
+                                                               static_cast<std::size_t>(out_)});
     Encoder enc(stream);
-    const float* xp = x.buffer.as<float>();
-    float* yp = y.buffer.as<float>();
+    const float* xp = x.data();
+    float* yp = y.data();
     enc.dispatch([this, xp, yp, rows] {
       std::vector<std::int64_t> ids;
       bool poison = false;
@@ -206,10 +206,11 @@ class TestModel {
   }
 
   // input(id, rows): the distinct input of request `id`.
-  HostRows input(std::int64_t id, std::int64_t rows) const {
-    HostRows h;
-    h.shape = {rows, in_};
-    h.data.resize(static_cast<std::size_t>(rows * in_));
+  nn::HostTensor input(std::int64_t id, std::int64_t rows) const {
+    nn::HostTensor h;
+    h.name = "request " + std::to_string(id);
+    h.shape = nn::Shape{static_cast<std::size_t>(rows), static_cast<std::size_t>(in_)};
+    h.values.resize(static_cast<std::size_t>(rows * in_));
     std::uint64_t s = static_cast<std::uint64_t>(id) * 0x9E3779B97F4A7C15ull + 1;
     for (std::int64_t r = 0; r < rows; ++r) {
       for (std::int64_t k = 0; k < in_; ++k) {
@@ -219,7 +220,7 @@ class TestModel {
         float v = static_cast<float>(s % 2001) / 1000.0f - 1.0f;
         if (k == 0) v = static_cast<float>(id);
         if (k == 1) v = static_cast<float>(r);
-        h.data[static_cast<std::size_t>(r * in_ + k)] = v;
+        h.values[static_cast<std::size_t>(r * in_ + k)] = v;
       }
     }
     return h;
@@ -246,23 +247,15 @@ class TestModel {
   std::vector<std::vector<std::int64_t>> batches_;
   std::vector<std::vector<std::int64_t>> failed_batches_;
   std::set<std::int64_t> ran_;
-  std::vector<Shape> shapes_;
+  std::vector<nn::Shape> shapes_;
 };
 
 // direct_forward(model, device, x): the model run on x alone, on the calling thread's stream,
 // without the queue — what every queued result is checked against.
 inline std::vector<float> direct_forward(TestModel& model, const std::shared_ptr<Device>& device,
-                                         const HostRows& x) {
-  Stream& s = device->current_stream();
-  Rows in;
-  in.shape = x.shape;
-  in.buffer = Buffer(device, x.data.size() * sizeof(float), s);
-  upload(s, in.buffer, x.data);
-  Rows out = model.fn()(s, in);
-  std::vector<float> y(out.buffer.size_bytes() / sizeof(float));
-  download(s, y, out.buffer);
-  s.synchronize();
-  return y;
+                                         const nn::HostTensor& x) {
+  nn::Tensor in = nn::Tensor::from_host(device, x.shape, x.values);
+  return model.forward(in).to_host();
 }
 
 // error_kind(f): the ErrorKind a ready future ended with, or nullopt for a value.

@@ -63,38 +63,35 @@
 #include <optional>
 #include <vector>
 
-#include "tandem/buffer.h"
+#include "tandem/nn/safetensors.h"
+#include "tandem/nn/tensor.h"
 #include "tandem/serve/metrics.h"
 
 namespace tandem {
 class Device;
-class Stream;
 }  // namespace tandem
+namespace tandem::nn {
+class Model;
+}  // namespace tandem::nn
 
 namespace tandem::serve {
 
-using Shape = std::vector<std::int64_t>;
-
-// Rows: a float32 tensor on a device, batch dimension first; `buffer` holds exactly
-// product(shape) floats, contiguous, row-major. Inputs: the queue waits (with an Event) for the
-// work already committed to buffer.stream() before reading it, so an input may still be being
-// written when submitted. Outputs: allocated on the executor's stream and ready when delivered.
-struct Rows {
-  Buffer buffer;
-  Shape shape;
-};
-
-// HostRows: the same in host memory. Submitting host rows needs no stream on the calling thread
-// (the executor uploads them straight into the merged batch) and gives host rows back.
-struct HostRows {
-  std::vector<float> data;
-  Shape shape;
-};
-
-// ForwardFn: runs the model on one merged batch. Called on an executor thread with that thread's
-// stream (also its Device::current_stream()); it encodes its work on `stream` and returns the
-// output, whose first dimension must equal the input's. It may throw; the batch then fails.
-using ForwardFn = std::function<Rows(Stream& stream, const Rows& input)>;
+// Inputs and outputs are nn::Tensor (on the queue's device) or nn::HostTensor (host memory),
+// float32, batch dimension first.
+//  - Tensor inputs: the queue orders its reads after the work committed so far on the
+//    *submitting thread's* stream (an Event, when that stream is busy), so a tensor the caller
+//    just computed may be submitted at once. A tensor produced on another thread's stream must be
+//    synchronized (or ordered with an Event) by the caller first. Tensor outputs are new tensors
+//    (the request's own rows, copied out of the batch) allocated on the executor's stream and
+//    ready when delivered: readable from any stream or thread without further synchronization.
+//  - HostTensor inputs need no stream on the calling thread (the executor uploads them straight
+//    into the merged batch) and give a HostTensor back (its name copied from the input).
+//
+// ForwardFn: runs the model on one merged batch, like nn::Model::forward: called on an executor
+// thread, it encodes its work on the calling thread's stream (Device::current_stream(), which is
+// the executor's leased stream) and returns the output, whose dimension 0 must equal the input's.
+// It may throw; the batch then fails.
+using ForwardFn = std::function<nn::Tensor(const nn::Tensor& input)>;
 
 enum class Overflow {
   kReject,  // a full queue completes the request at once with Error(kQueueFull)
@@ -154,10 +151,15 @@ class Scheduler;
 
 class BatchQueue {
  public:
-  // BatchQueue(forward, device, options): starts options.instances executor threads, each of
-  // which leases its stream on `device` (Device::current_stream()). Throws Error(kConfig) for
-  // bad options (naming the field and the allowed values), and Error(kPoolExhausted) when the
-  // pool cannot give every instance a stream (nothing is left running then).
+  // BatchQueue(model, options): batches model->forward() on model->device(); keeps the model
+  // alive.
+  explicit BatchQueue(std::shared_ptr<const nn::Model> model, BatchQueueOptions options = {});
+  // BatchQueue(forward, device, options): the same for any forward function on `device`.
+  // Both start options.instances executor threads, each of which leases its stream on the device
+  // (Device::current_stream()). Throw Error(kConfig) for bad options (naming the field and the
+  // allowed values), Error(kInvalidArgument) for a null model/device or an empty function, and
+  // Error(kPoolExhausted) when the pool cannot give every instance a stream (nothing is left
+  // running then).
   BatchQueue(ForwardFn forward, std::shared_ptr<Device> device, BatchQueueOptions options = {});
   // ~BatchQueue(): stop(options.stop_mode). Must not run on an executor thread (in a callback).
   ~BatchQueue();
@@ -167,12 +169,14 @@ class BatchQueue {
   // submit(input): queues `input` and returns the future of its output rows. Never throws for a
   // request it cannot run: the future carries the error (see the state table). Blocks only under
   // Overflow::kBlock with a full queue. The future never ends in std::future_error.
-  [[nodiscard]] std::future<Rows> submit(Rows input, SubmitOptions options = {});
-  [[nodiscard]] std::future<HostRows> submit(HostRows input, SubmitOptions options = {});
+  [[nodiscard]] std::future<nn::Tensor> submit(nn::Tensor input, SubmitOptions options = {});
+  [[nodiscard]] std::future<nn::HostTensor> submit(nn::HostTensor input,
+                                                   SubmitOptions options = {});
   // submit(input, callback): the same, completing by calling `callback` exactly once (see
   // Threading above for the thread). Throws Error(kInvalidArgument) for an empty callback.
-  void submit(Rows input, std::function<void(Result<Rows>)> callback, SubmitOptions options = {});
-  void submit(HostRows input, std::function<void(Result<HostRows>)> callback,
+  void submit(nn::Tensor input, std::function<void(Result<nn::Tensor>)> callback,
+              SubmitOptions options = {});
+  void submit(nn::HostTensor input, std::function<void(Result<nn::HostTensor>)> callback,
               SubmitOptions options = {});
 
   // stop(mode): stops taking requests (later submits complete with Error(kCancelled)), wakes
