@@ -1,4 +1,5 @@
 // cmd_bench.cpp — `tandem bench`: throughput and scaling per thread count and lock policy.
+#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <chrono>
@@ -10,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_batching.h"
 #include "bench_workload.h"
 #include "command.h"
 #include "parse.h"
@@ -114,6 +116,10 @@ std::vector<int> parse_int_list(const std::string& s, const char* what) {
 }
 
 int run_bench(const std::vector<std::string>& args) {
+  // `tandem bench --batching ...`: the dynamic-batching benchmark (bench_batching.cpp).
+  if (std::find(args.begin() + 1, args.end(), "--batching") != args.end()) {
+    return run_batching_bench(args);
+  }
   CLI::App app{"Measure throughput and scaling: each thread loops one operation on its own stream "
                "(seed: y = t * 2.0; synchronize), per thread count and encoding-lock policy."};
   std::string device_name, threads_list = "1,2,4,8", policies_list = "none,stream,global",

@@ -36,6 +36,14 @@ double us_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::micro>(b - a).count();
 }
 
+std::exception_ptr timeout_error(const Request& r, Clock::time_point now) {
+  return error(ErrorKind::kTimeout,
+               "request timed out after " +
+                   std::to_string(static_cast<long long>(us_between(r.submitted, now))) +
+                   " us in the BatchQueue, before it ran (it was not run); raise its timeout, "
+                   "lower the load, or add instances");
+}
+
 void check_options(const BatchQueueOptions& o) {
   auto bad = [](const std::string& field, const std::string& value, const std::string& allowed) {
     throw Error(ErrorKind::kConfig, "BatchQueueOptions." + field + " = " + value +
@@ -264,14 +272,24 @@ void Scheduler::enqueue(const RequestPtr& r) {
   (void)r->transition(r->state(), RequestState::kQueued);
   ++queued_;
   if (r->deadline) {
-    const bool earliest = deadlines_.empty() || *r->deadline < deadlines_.top().when;
-    deadlines_.push({*r->deadline, r});
+    if (deadlines_.size() >= 2 * queued_ + 1024) compact_deadlines();
+    const bool earliest = deadlines_.empty() || *r->deadline < deadlines_.front().when;
+    deadlines_.push_back({*r->deadline, r});
+    std::push_heap(deadlines_.begin(), deadlines_.end(), later);
     if (earliest) {
       timer_wake_ = true;
       timer_cv_.notify_one();
     }
   }
   work_cv_.notify_one();
+}
+
+void Scheduler::compact_deadlines() {
+  std::erase_if(deadlines_, [](const DeadlineEntry& e) {
+    const RequestPtr r = e.request.lock();
+    return !r || r->state() != RequestState::kQueued;
+  });
+  std::make_heap(deadlines_.begin(), deadlines_.end(), later);
 }
 
 // ---- batch formation ---------------------------------------------------------------------------
@@ -292,10 +310,7 @@ std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock:
         if (r->transition(RequestState::kQueued, RequestState::kTimedOut)) {
           --queued_;
           done.push_back({r, RequestState::kTimedOut,
-                          error(ErrorKind::kTimeout,
-                                "request timed out after " +
-                                    std::to_string(static_cast<long long>(us_between(r->submitted, now))) +
-                                    " us in the BatchQueue; it was not run")});
+                          timeout_error(*r, now)});
         }
         level.pop_front();
         continue;
@@ -447,16 +462,14 @@ void Scheduler::timer_main() {
       MutexLock lock(mu_);
       if (stopping_ && running_executors_ == 0) return;
       const auto now = Clock::now();
-      while (!deadlines_.empty() && deadlines_.top().when <= now) {
-        RequestPtr r = deadlines_.top().request.lock();
-        deadlines_.pop();
+      while (!deadlines_.empty() && deadlines_.front().when <= now) {
+        std::pop_heap(deadlines_.begin(), deadlines_.end(), later);
+        RequestPtr r = deadlines_.back().request.lock();
+        deadlines_.pop_back();
         if (r && r->transition(RequestState::kQueued, RequestState::kTimedOut)) {
           --queued_;
           done.push_back({r, RequestState::kTimedOut,
-                          error(ErrorKind::kTimeout,
-                                "request timed out after " +
-                                    std::to_string(static_cast<long long>(us_between(r->submitted, now))) +
-                                    " us in the BatchQueue; it was not run")});
+                          timeout_error(*r, now)});
         }
       }
       if (!done.empty()) {
@@ -470,7 +483,7 @@ void Scheduler::timer_main() {
         if (deadlines_.empty()) {
           timer_cv_.wait(mu_, woken);
         } else {
-          (void)timer_cv_.wait_until(mu_, deadlines_.top().when, woken);
+          (void)timer_cv_.wait_until(mu_, deadlines_.front().when, woken);
         }
       }
     }

@@ -12,7 +12,7 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <queue>
+#include <deque>
 #include <thread>
 #include <vector>
 
@@ -51,13 +51,15 @@ class Scheduler {
   struct KeyQueue {
     std::vector<std::deque<RequestPtr>> levels;  // one FIFO per priority level
   };
+  // Deadlines of queued requests: a min-heap (std::push_heap with `later`) of weak references;
+  // entries of requests that left the queue are dropped when they reach the top, or all at once
+  // by compact_deadlines() when they outnumber the queued requests (so a high request rate with
+  // long timeouts does not pin memory).
   struct DeadlineEntry {
     Clock::time_point when;
     std::weak_ptr<Request> request;
-    bool operator>(const DeadlineEntry& o) const { return when > o.when; }
   };
-  using DeadlineHeap =
-      std::priority_queue<DeadlineEntry, std::vector<DeadlineEntry>, std::greater<DeadlineEntry>>;
+  static bool later(const DeadlineEntry& a, const DeadlineEntry& b) { return a.when > b.when; }
   struct Finish {  // a terminal transition already won, to count and deliver outside mu_
     RequestPtr request;
     RequestState state;
@@ -74,6 +76,7 @@ class Scheduler {
                                std::vector<Finish>& done) TANDEM_REQUIRES(mu_);
   void cancel_queued(std::vector<Finish>& done) TANDEM_REQUIRES(mu_);
   void enqueue(const RequestPtr& r) TANDEM_REQUIRES(mu_);
+  void compact_deadlines() TANDEM_REQUIRES(mu_);
   // finish(): counts the outcome, then delivers. Precondition: the caller won the transition.
   void finish(const Finish& f) noexcept;
   void finish_all(std::vector<Finish>& done) noexcept;
@@ -94,7 +97,7 @@ class Scheduler {
 
   std::map<std::vector<std::size_t>, KeyQueue> queues_ TANDEM_GUARDED_BY(mu_);
   std::size_t queued_ TANDEM_GUARDED_BY(mu_) = 0;  // requests in state kQueued
-  DeadlineHeap deadlines_ TANDEM_GUARDED_BY(mu_);
+  std::vector<DeadlineEntry> deadlines_ TANDEM_GUARDED_BY(mu_);  // heap order: later()
   bool timer_wake_ TANDEM_GUARDED_BY(mu_) = false;  // an earlier deadline than the timer's
   std::uint64_t next_seq_ TANDEM_GUARDED_BY(mu_) = 1;
   bool stopping_ TANDEM_GUARDED_BY(mu_) = false;
