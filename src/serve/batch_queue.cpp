@@ -154,12 +154,14 @@ std::future<nn::Tensor> BatchQueue::submit(nn::Tensor input, SubmitOptions optio
 std::future<nn::HostTensor> BatchQueue::submit(nn::HostTensor input, SubmitOptions options) {
   return detail::submit_future(*scheduler_, std::move(input), options);
 }
-void BatchQueue::submit(nn::Tensor input, std::function<void(Result<nn::Tensor>)> callback,
-                        SubmitOptions options) {
+void BatchQueue::submit_callback(nn::Tensor input,
+                                 std::function<void(Result<nn::Tensor>)> callback,
+                                 SubmitOptions options) {
   detail::submit_callback(*scheduler_, std::move(input), std::move(callback), options);
 }
-void BatchQueue::submit(nn::HostTensor input, std::function<void(Result<nn::HostTensor>)> callback,
-                        SubmitOptions options) {
+void BatchQueue::submit_callback(nn::HostTensor input,
+                                 std::function<void(Result<nn::HostTensor>)> callback,
+                                 SubmitOptions options) {
   detail::submit_callback(*scheduler_, std::move(input), std::move(callback), options);
 }
 

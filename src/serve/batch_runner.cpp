@@ -1,6 +1,8 @@
 #include "serve/batch_runner.h"
 
+#include <algorithm>
 #include <string>
+#include <vector>
 
 #include "tandem/device.h"
 #include "tandem/encoder.h"
@@ -45,24 +47,42 @@ void run_merged_batch(const ForwardFn& forward, const std::shared_ptr<Device>& d
     if (r->in_ready && !r->in_ready->query()) r->in_ready->wait(stream);
   }
 
-  // 1. Merge along dimension 0 (a lone tensor request runs as it is).
+  // 1. Merge along dimension 0 (a lone tensor request runs as it is). Host inputs are gathered
+  //    into one host staging vector and uploaded with one copy per run of consecutive host
+  //    requests (not one per request: on a GPU each copy is a driver call).
   nn::Tensor merged;
+  std::vector<float> staging_in;
   if (lone_tensor) {
     merged = batch.front()->device_in;
   } else {
     merged = nn::Tensor::empty(device, batch.front()->shape.with(0, total));  // on `stream`
     const std::size_t row = merged.numel() / total;                           // floats per row
+    bool any_host = false;
+    for (const auto& r : batch) any_host = any_host || r->host;
+    if (any_host) staging_in.resize(merged.numel());
     Encoder enc(stream);
-    float* dst = merged.data();
+    std::size_t at = 0, run_begin = 0;
+    bool in_run = false;
+    auto end_run = [&](std::size_t end) {
+      if (in_run && end > run_begin) {
+        k.copy_from_host(enc, merged.data() + run_begin, staging_in.data() + run_begin,
+                         (end - run_begin) * sizeof(float));
+      }
+      in_run = false;
+    };
     for (const auto& r : batch) {
       const std::size_t n = r->rows() * row;
       if (r->host) {
-        k.copy_from_host(enc, dst, r->host_in.values.data(), n * sizeof(float));
+        std::copy(r->host_in.values.begin(), r->host_in.values.end(), staging_in.begin() + static_cast<std::ptrdiff_t>(at));
+        if (!in_run) run_begin = at;
+        in_run = true;
       } else {
-        k.copy(enc, dst, r->device_in.data(), n * sizeof(float));
+        end_run(at);
+        k.copy(enc, merged.data() + at, r->device_in.data(), n * sizeof(float));
       }
-      dst += n;
+      at += n;
     }
+    end_run(at);
     enc.commit();
   }
 
@@ -70,36 +90,64 @@ void run_merged_batch(const ForwardFn& forward, const std::shared_ptr<Device>& d
   nn::Tensor out = forward(merged);
   check_output(out, total, merged.shape(), *device);
 
-  // 3. Copy each request's rows out.
+  // 3. Copy each request's rows out: tensors by a copy each into a new tensor; host rows by one
+  //    download per run of consecutive host requests into a staging vector, split after the
+  //    synchronize below.
+  std::vector<float> staging_out;
   if (lone_tensor) {
     batch.front()->device_out = std::move(out);
   } else {
     const std::size_t row = out.numel() / total;
+    bool any_host = false;
     for (const auto& r : batch) {  // allocate first: no allocation inside an open encoder
       if (r->host) {
+        any_host = true;
         r->host_out.name = r->host_in.name;
         r->host_out.shape = out.shape().with(0, r->rows());
-        r->host_out.values.resize(r->rows() * row);
       } else {
         r->device_out = nn::Tensor::empty(device, out.shape().with(0, r->rows()));
       }
     }
+    if (any_host) staging_out.resize(out.numel());
     Encoder enc(stream);
-    const float* src = out.data();
+    std::size_t at = 0, run_begin = 0;
+    bool in_run = false;
+    auto end_run = [&](std::size_t end) {
+      if (in_run && end > run_begin) {
+        k.copy_to_host(enc, staging_out.data() + run_begin, out.data() + run_begin,
+                       (end - run_begin) * sizeof(float));
+      }
+      in_run = false;
+    };
     for (const auto& r : batch) {
       const std::size_t n = r->rows() * row;
       if (r->host) {
-        k.copy_to_host(enc, r->host_out.values.data(), src, n * sizeof(float));
+        if (!in_run) run_begin = at;
+        in_run = true;
       } else {
-        k.copy(enc, r->device_out.data(), src, n * sizeof(float));
+        end_run(at);
+        k.copy(enc, r->device_out.data(), out.data() + at, n * sizeof(float));
       }
-      src += n;
+      at += n;
     }
+    end_run(at);
     enc.commit();
   }
 
   // 4. Outputs are ready (and kernel errors raised) before anyone completes.
   stream.synchronize();
+  if (!staging_out.empty()) {
+    const std::size_t row = staging_out.size() / total;
+    std::size_t at = 0;
+    for (const auto& r : batch) {
+      const std::size_t n = r->rows() * row;
+      if (r->host) {
+        const auto first = staging_out.begin() + static_cast<std::ptrdiff_t>(at);
+        r->host_out.values.assign(first, first + static_cast<std::ptrdiff_t>(n));
+      }
+      at += n;
+    }
+  }
 }
 
 }  // namespace tandem::serve::detail

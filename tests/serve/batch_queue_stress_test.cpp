@@ -288,7 +288,8 @@ INSTANTIATE_TEST_SUITE_P(
     });
 
 TEST_P(BatchQueueStopRace, StopRacingSubmissionsLeavesNoFutureUnfulfilled) {
-  const auto [threads, mode] = GetParam();
+  const int threads = std::get<0>(GetParam());
+  const StopMode mode = std::get<1>(GetParam());
   const auto seed = testing::test_seed();
   const int each = per_thread(threads, 2000, 10);
   TestModel m(16, 8);

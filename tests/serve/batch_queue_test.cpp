@@ -91,6 +91,40 @@ TEST(BatchQueue, TensorsInTensorsOut) {
   expect_rows(m, in, {"", out.shape(), out.to_host()});
 }
 
+TEST(BatchQueue, MixesHostAndTensorRequestsInOneBatch) {
+  TestModel m(8, 4);
+  auto dev = cpu();
+  BatchQueue q(m.fn(), dev, {});
+  auto held = hold(q, m);
+  // Runs of host requests between tensor requests: H H T H T T H.
+  const std::string pattern = "HHTHTTH";
+  std::vector<std::future<nn::HostTensor>> hs;
+  std::vector<std::future<nn::Tensor>> ts;
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    auto in = m.input(static_cast<std::int64_t>(i), 1 + static_cast<std::int64_t>(i % 2));
+    if (pattern[i] == 'H') {
+      hs.push_back(q.submit(in));
+    } else {
+      ts.push_back(q.submit(nn::Tensor::from_host(dev, in.shape, in.values)));
+    }
+  }
+  m.gate.open();
+  (void)held.get();
+  std::size_t h = 0, t = 0;
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    auto in = m.input(static_cast<std::int64_t>(i), 1 + static_cast<std::int64_t>(i % 2));
+    if (pattern[i] == 'H') {
+      auto out = hs[h++].get();
+      EXPECT_EQ(out.name, in.name);
+      expect_rows(m, in, out);
+    } else {
+      auto out = ts[t++].get();
+      expect_rows(m, in, {"", out.shape(), out.to_host()});
+    }
+  }
+  ASSERT_EQ(m.batches().size(), 2u);  // all seven in one batch
+}
+
 TEST(BatchQueue, NeverMergesRequestsOfDifferentShapes) {
   TestModel m(8, 4);
   BatchQueue q(m.fn(), cpu(), {});
@@ -413,7 +447,8 @@ TEST(BatchQueue, CallbacksAreCalledExactlyOnceWithValueOrError) {
       });
     }
     m.gate.open();
-    EXPECT_THROW(q.submit(m.input(1, 1), std::function<void(Result<nn::HostTensor>)>{}), Error);
+    EXPECT_THROW(q.submit_callback(m.input(1, 1), std::function<void(Result<nn::HostTensor>)>{}),
+                 Error);
   }
   EXPECT_EQ(calls.load(), 8);
   EXPECT_EQ(ok.load(), 3);      // 0, 1, 2 ran; 3 poisoned

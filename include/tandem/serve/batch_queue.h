@@ -61,6 +61,8 @@
 #include <future>
 #include <memory>
 #include <optional>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "tandem/nn/safetensors.h"
@@ -172,12 +174,28 @@ class BatchQueue {
   [[nodiscard]] std::future<nn::Tensor> submit(nn::Tensor input, SubmitOptions options = {});
   [[nodiscard]] std::future<nn::HostTensor> submit(nn::HostTensor input,
                                                    SubmitOptions options = {});
-  // submit(input, callback): the same, completing by calling `callback` exactly once (see
-  // Threading above for the thread). Throws Error(kInvalidArgument) for an empty callback.
-  void submit(nn::Tensor input, std::function<void(Result<nn::Tensor>)> callback,
-              SubmitOptions options = {});
-  void submit(nn::HostTensor input, std::function<void(Result<nn::HostTensor>)> callback,
-              SubmitOptions options = {});
+  // submit(input, callback, options): the same, completing by calling `callback` (anything
+  // callable as void(Result<T>)) exactly once; see Threading above for the thread. (A template
+  // so that submit(x, {.priority = 1}) stays unambiguous.)
+  template <class F>
+    requires std::is_invocable_v<F&, Result<nn::Tensor>>
+  void submit(nn::Tensor input, F&& callback, SubmitOptions options = {}) {
+    submit_callback(std::move(input),
+                    std::function<void(Result<nn::Tensor>)>(std::forward<F>(callback)), options);
+  }
+  template <class F>
+    requires std::is_invocable_v<F&, Result<nn::HostTensor>>
+  void submit(nn::HostTensor input, F&& callback, SubmitOptions options = {}) {
+    submit_callback(std::move(input),
+                    std::function<void(Result<nn::HostTensor>)>(std::forward<F>(callback)),
+                    options);
+  }
+  // submit_callback(input, callback, options): the callback form with a std::function; throws
+  // Error(kInvalidArgument) for an empty one.
+  void submit_callback(nn::Tensor input, std::function<void(Result<nn::Tensor>)> callback,
+                       SubmitOptions options = {});
+  void submit_callback(nn::HostTensor input, std::function<void(Result<nn::HostTensor>)> callback,
+                       SubmitOptions options = {});
 
   // stop(mode): stops taking requests (later submits complete with Error(kCancelled)), wakes
   // blocked submitters (cancelled), drains or cancels what is queued, waits for running batches,
