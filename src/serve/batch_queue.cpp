@@ -35,13 +35,16 @@ class PromiseRequest final : public Request {
   void deliver(std::exception_ptr error) noexcept override {
     try {
       if (error) {
-        promise.set_exception(error);
+        promise.set_exception(std::move(error));
       } else {
         promise.set_value(take_output<T>(*this));
       }
     } catch (...) {
       // set_* throws only when already satisfied, which the state machine rules out.
     }
+    // Drop our reference to the shared state now: the caller's future then holds the last one,
+    // so the result (and an exception object in it) is freed on the caller's thread.
+    std::promise<T> release(std::move(promise));  // leaves `promise` without a state
   }
 };
 
@@ -52,8 +55,11 @@ class CallbackRequest final : public Request {
   void deliver(std::exception_ptr error) noexcept override {
     try {
       Result<T> result;
-      result.error = error;
-      if (!error) result.value = take_output<T>(*this);
+      if (error) {
+        result.error = std::move(error);
+      } else {
+        result.value = take_output<T>(*this);
+      }
       callback(std::move(result));
     } catch (...) {
       // A callback's exception has nowhere to go: dropped, as documented.

@@ -1,6 +1,7 @@
 #include "serve/batch_runner.h"
 
 #include <algorithm>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -50,8 +51,23 @@ void run_merged_batch(const ForwardFn& forward, const std::shared_ptr<Device>& d
   // 1. Merge along dimension 0 (a lone tensor request runs as it is). Host inputs are gathered
   //    into one host staging vector and uploaded with one copy per run of consecutive host
   //    requests (not one per request: on a GPU each copy is a driver call).
+  std::vector<float> staging_in, staging_out;  // host memory that queued copies use
+  // If anything below throws, the copies already queued on `stream` may still read or write the
+  // staging vectors: wait for them before the vectors go (declared after them, so destroyed
+  // first). The stream's own error, if any, is left for the caller's synchronize.
+  struct DrainOnUnwind {
+    Stream& stream;
+    int exceptions = std::uncaught_exceptions();
+    ~DrainOnUnwind() {
+      if (std::uncaught_exceptions() == exceptions) return;
+      try {
+        stream.synchronize();
+      } catch (...) {
+      }
+    }
+  } drain_on_unwind{stream};
+
   nn::Tensor merged;
-  std::vector<float> staging_in;
   if (lone_tensor) {
     merged = batch.front()->device_in;
   } else {
@@ -93,7 +109,6 @@ void run_merged_batch(const ForwardFn& forward, const std::shared_ptr<Device>& d
   // 3. Copy each request's rows out: tensors by a copy each into a new tensor; host rows by one
   //    download per run of consecutive host requests into a staging vector, split after the
   //    synchronize below.
-  std::vector<float> staging_out;
   if (lone_tensor) {
     batch.front()->device_out = std::move(out);
   } else {

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <string>
+#include <typeinfo>
 
 #include "tandem/device.h"
 #include "tandem/error.h"
@@ -34,6 +35,20 @@ std::exception_ptr error(ErrorKind kind, const std::string& message) {
 
 double us_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::micro>(b - a).count();
+}
+
+// own_copy(e): a tandem::Error (exactly that type) copied into a new exception object, else e.
+// Each request of a failed batch gets its own object, so no two callers' threads share (and race
+// to free) one: libstdc++'s exception_ptr reference count is invisible to ThreadSanitizer, and a
+// shared object would make every caller's tsan run report the free.
+std::exception_ptr own_copy(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const Error& x) {
+    if (typeid(x) == typeid(Error)) return std::make_exception_ptr(Error(x.kind(), x.what()));
+  } catch (...) {
+  }
+  return e;
 }
 
 std::exception_ptr timeout_error(const Request& r, Clock::time_point now) {
@@ -404,6 +419,7 @@ void Scheduler::executor_main(int instance) {
     if (!startup_error_) startup_error_ = std::current_exception();
     --running_executors_;
     ready_cv_.notify_all();
+    timer_cv_.notify_all();  // the timer leaves once no executor is left
     return;
   }
   {
@@ -449,7 +465,7 @@ void Scheduler::executor_main(int instance) {
     counters_.batch_requests.fetch_add(batch.size(), std::memory_order_relaxed);
     const auto to = err ? RequestState::kFailed : RequestState::kCompleted;
     for (const auto& r : batch) {
-      if (r->transition(RequestState::kRunning, to)) finish({r, to, err});
+      if (r->transition(RequestState::kRunning, to)) finish({r, to, err ? own_copy(err) : nullptr});
     }
     (void)instance;
   }
@@ -493,7 +509,7 @@ void Scheduler::timer_main() {
 
 // ---- completion --------------------------------------------------------------------------------
 
-void Scheduler::finish(const Finish& f) noexcept {
+void Scheduler::finish(Finish&& f) noexcept {
   auto& c = counters_;
   switch (f.state) {
     case RequestState::kCompleted: c.completed.fetch_add(1, std::memory_order_relaxed); break;
@@ -503,12 +519,14 @@ void Scheduler::finish(const Finish& f) noexcept {
     case RequestState::kRejected: c.rejected.fetch_add(1, std::memory_order_relaxed); break;
     default: break;  // not terminal: never passed here
   }
-  f.request->deliver(f.state == RequestState::kCompleted ? nullptr : f.error);
+  // The error is moved on, not copied: the exception object then belongs to the caller alone
+  // (see own_copy()).
+  f.request->deliver(f.state == RequestState::kCompleted ? nullptr : std::move(f.error));
   f.request->release_buffers();
 }
 
 void Scheduler::finish_all(std::vector<Finish>& done) noexcept {
-  for (auto& f : done) finish(f);
+  for (auto& f : done) finish(std::move(f));
   done.clear();
 }
 

@@ -78,7 +78,7 @@ class Scheduler {
   void enqueue(const RequestPtr& r) TANDEM_REQUIRES(mu_);
   void compact_deadlines() TANDEM_REQUIRES(mu_);
   // finish(): counts the outcome, then delivers. Precondition: the caller won the transition.
-  void finish(const Finish& f) noexcept;
+  void finish(Finish&& f) noexcept;
   void finish_all(std::vector<Finish>& done) noexcept;
   void complete_now(const RequestPtr& r, RequestState to, std::exception_ptr error) noexcept;
   [[nodiscard]] bool on_own_thread() const;
