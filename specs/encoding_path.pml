@@ -2,13 +2,13 @@
  * encoding-lock policy: the race of Apple's AGX driver that the crash-timing experiment measures.
  *
  * Mirrors (checked by specs/check_mirrors.py):
- *   mirrors src/backends/agx_model/agx_context_table.cpp ContextTable::claim sha256:PENDING
- *   mirrors src/backends/agx_model/agx_context_table.cpp ContextTable::release sha256:PENDING
- *   mirrors src/backends/agx_model/agx_stream.cpp AgxStream::begin_encoding sha256:PENDING
- *   mirrors src/backends/agx_model/agx_stream.cpp AgxStream::dispatch sha256:PENDING
- *   mirrors src/backends/agx_model/agx_stream.cpp AgxStream::end_encoding sha256:PENDING
- *   mirrors src/runtime/encoder.cpp EncodingLockGuard::EncodingLockGuard sha256:PENDING
- *   mirrors src/runtime/encoder.cpp Encoder::commit sha256:PENDING
+ *   mirrors src/backends/agx_model/agx_context_table.cpp ContextTable::claim sha256:48ca298e86d1432e
+ *   mirrors src/backends/agx_model/agx_context_table.cpp ContextTable::release sha256:6baa75bf5cc97139
+ *   mirrors src/backends/agx_model/agx_stream.cpp AgxStream::begin_encoding sha256:c6894c730e930a70
+ *   mirrors src/backends/agx_model/agx_stream.cpp AgxStream::dispatch sha256:b99c974c411e8ded
+ *   mirrors src/backends/agx_model/agx_stream.cpp AgxStream::end_encoding sha256:46b5b4b6ab08a3e8
+ *   mirrors src/runtime/encoder.cpp EncodingLockGuard::EncodingLockGuard sha256:dc1a83c4e6f32fa2
+ *   mirrors src/runtime/encoder.cpp Encoder::commit sha256:0f956be9c145950c
  *
  * Runs (specs/check.sh):
  *   check: -DPOLICY=GLOBAL -DNTHREADS=3 -DROUNDS=2
