@@ -32,8 +32,15 @@ inline float gelu_erf(float v) { return 0.5f * v * (1.0f + std::erf(v * 0.707106
 // is built with -O3, see CMakeLists.txt; a branchy ReLU cost 18% of a batch-256 MLP forward in
 // mispredictions). TANDEM_VECTOR_CLONES adds an AVX2 clone picked at load time (ifunc) where the
 // compiler supports it, so the portable baseline binary still uses 8-wide vectors on AVX2 CPUs.
+// Not under the sanitizers: their instrumented load-time resolver crashes (gcc defines
+// __SANITIZE_*; clang 14 only answers __has_feature).
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define TANDEM_SANITIZER_BUILD 1
+#endif
+#endif
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__SANITIZE_ADDRESS__) && \
-    !defined(__SANITIZE_THREAD__)
+    !defined(__SANITIZE_THREAD__) && !defined(TANDEM_SANITIZER_BUILD)
 #define TANDEM_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define TANDEM_VECTOR_CLONES
