@@ -2,6 +2,7 @@
 // an operation (one unit of work including its synchronize) that the thread runs in a loop.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -23,5 +24,10 @@ struct BenchWorkload {
 // The seed workload: each thread owns t (n floats, t[i] = i) and y, and runs y = t * 2.0 then
 // synchronize() on its own stream.
 [[nodiscard]] BenchWorkload seed_workload(std::size_t elements);
+
+// A reference model workload ("mlp", "encoder"; random weights from `seed`): one model per device,
+// loaded by the first thread and shared by all; each thread owns a random input of `batch`
+// samples and runs forward() then synchronize() on its own stream. Defined in bench_models.cpp.
+[[nodiscard]] BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t seed);
 
 }  // namespace tandem::cli

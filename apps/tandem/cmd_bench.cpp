@@ -115,11 +115,13 @@ std::vector<int> parse_int_list(const std::string& s, const char* what) {
 
 int run_bench(const std::vector<std::string>& args) {
   CLI::App app{"Measure throughput and scaling: each thread loops one operation on its own stream "
-               "(seed: y = t * 2.0; synchronize), per thread count and encoding-lock policy."};
+               "(seed: y = t * 2.0; synchronize; mlp/encoder: one forward of --batch samples; "
+               "synchronize), per thread count and encoding-lock policy."};
   std::string device_name, threads_list = "1,2,4,8", policies_list = "none,stream,global",
               json_path, model = "seed";
   double seconds = 0.5;
   std::size_t size = 1024;
+  int batch = 1;
   app.add_option("--device", device_name, "device (default: TANDEM_BACKEND or best available)");
   app.add_option("--threads", threads_list, "comma-separated thread counts, each 1..64")
       ->capture_default_str();
@@ -129,8 +131,11 @@ int run_bench(const std::vector<std::string>& args) {
       ->check(CLI::Range(0.01, 600.0));
   app.add_option("--size", size, "seed workload: floats per tensor")->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 28));
-  app.add_option("--model", model, "workload: seed")->capture_default_str()
-      ->check(CLI::IsMember({"seed"}));
+  app.add_option("--model", model, "workload: seed, mlp or encoder (reference models, random "
+                                   "weights)")->capture_default_str()
+      ->check(CLI::IsMember({"seed", "mlp", "encoder"}));
+  app.add_option("--batch", batch, "samples per forward (mlp, encoder)")->capture_default_str()
+      ->check(CLI::Range(1, 65536));
   app.add_option("--json", json_path, "also write the records to this JSON file");
   if (auto code = parse(app, args)) return *code;
 
@@ -154,7 +159,8 @@ int run_bench(const std::vector<std::string>& args) {
     std::fprintf(stderr, "tandem bench: %s\n", e.what());
     return kExitUsage;
   }
-  const BenchWorkload workload = seed_workload(size);
+  const BenchWorkload workload =
+      model == "seed" ? seed_workload(size) : model_workload(model, batch, /*seed=*/0);
 
   std::printf("tandem bench: %s, model %s, batch %d, %.2f s per point\n", base->name().c_str(),
               workload.model.c_str(), workload.batch, seconds);

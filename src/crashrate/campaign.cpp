@@ -191,6 +191,7 @@ class Campaign {
   std::vector<std::vector<signed char>> failed_;  // [config][index]: -1 unknown, 0 pass, 1 fail
   Clock::time_point t0_;
   int total_ = 0, done_ = 0, failures_ = 0;
+  bool lsan_noted_ = false, bad_lines_noted_ = false;
 };
 
 void Campaign::prepare() {
@@ -355,6 +356,14 @@ void Campaign::finish(Active& a) {
     case Outcome::kWrong:
       break;
   }
+  if (a.tracker->traced() && !lsan_noted_ && r.output.find("LeakSanitizer does not work under ptrace") != std::string::npos) {
+    lsan_noted_ = true;
+    result_.notes.push_back("LeakSanitizer cannot run under ptrace; use --stacks off or ASAN_OPTIONS=detect_leaks=0");
+  }
+  if (a.phases.bad_lines() > 0 && !bad_lines_noted_) {
+    bad_lines_noted_ = true;
+    result_.notes.push_back("a run wrote lines on CRASHRATE_PHASE_FD that are neither `phase NAME` nor `wrong DETAIL`; they were ignored");
+  }
   if (r.raw_outcome != Outcome::kPass) {
     r.log = logs_.write(r, result_.configs[r.config].name, a.phases.history(), join_command(options_.command));
   }
@@ -426,6 +435,7 @@ CampaignResult Campaign::run() {
   abandon_all();
   std::sort(result_.runs.begin(), result_.runs.end(), [](const RunResult& x, const RunResult& y) { return x.order < y.order; });
   result_.logs_dir = logs_.dir();
+  if (!logs_.error().empty()) result_.notes.push_back(logs_.error());
   result_.wall_s = std::chrono::duration<double>(Clock::now() - t0_).count();
   summarize(result_, options_);
   return std::move(result_);

@@ -10,6 +10,7 @@
 
 #ifdef CRASHRATE_HAVE_LIBDW
 #include <dwarf.h>
+#include <elfutils/libdw.h>
 #include <elfutils/libdwfl.h>
 #endif
 
@@ -54,6 +55,33 @@ Frame locate(Dwfl* dwfl, Dwarf_Addr pc, bool activation) {
   f.module = mainfile != nullptr ? mainfile : (modname != nullptr ? modname : "");
   f.module_offset = pc - start;
   return f;
+}
+
+// source_by_cu_scan(mod, addr, file, line): file:line of addr by walking the compile units.
+// libdw 0.188 finds a CU by .debug_aranges, which clang does not emit unless -gdwarf-aranges;
+// without this, programs built by clang (the asan/tsan presets) get no file:line.
+void source_by_cu_scan(Dwfl_Module* mod, Dwarf_Addr addr, std::string& file, int& line) {
+  Dwarf_Addr bias = 0;
+  Dwarf* dw = dwfl_module_getdwarf(mod, &bias);
+  if (dw == nullptr) return;
+  const Dwarf_Addr rel = addr - bias;
+  Dwarf_Off offset = 0, next = 0;
+  std::size_t header_size = 0;
+  while (dwarf_nextcu(dw, offset, &next, &header_size, nullptr, nullptr, nullptr) == 0) {
+    Dwarf_Die cu;
+    if (dwarf_offdie(dw, offset + header_size, &cu) != nullptr && dwarf_haspc(&cu, rel) > 0) {
+      if (Dwarf_Line* l = dwarf_getsrc_die(&cu, rel)) {
+        const char* src = dwarf_linesrc(l, nullptr, nullptr);
+        int lineno = 0;
+        if (src != nullptr && dwarf_lineno(l, &lineno) == 0) {
+          file = src;
+          line = lineno;
+        }
+      }
+      return;
+    }
+    offset = next;
+  }
 }
 
 const Dwfl_Callbacks* callbacks() {
@@ -127,6 +155,8 @@ void Symbolizer::fill(Frame& f, bool activation) {
           info.file = file;
           info.line = lineno;
         }
+      } else {
+        source_by_cu_scan(mod, addr, info.file, info.line);
       }
     }
     it = impl_->cache.emplace(std::move(key), std::move(info)).first;

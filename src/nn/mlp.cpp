@@ -45,6 +45,11 @@ class Mlp final : public Model {
     k.linear(enc, h1, x.data(), w_[0], w_[1], batch, kIn, kHidden, Activation::kRelu);
     k.linear(enc, h2, h1, w_[2], w_[3], batch, kHidden, kHidden, Activation::kRelu);
     k.linear(enc, y.data(), h2, w_[4], w_[5], batch, kHidden, kOut, Activation::kNone);
+    // Keep the input and the weights alive until the work has run (Note [Model threading]).
+    // These references die on the stream's worker; they are never the device's last one: the
+    // calling thread's stream lease holds the device and synchronizes this stream before
+    // releasing it.
+    enc.dispatch([keep_input = x, keep_model = shared_from_this()] {});
     enc.commit();
     return y;
   }

@@ -91,6 +91,11 @@ class TransformerEncoder final : public Model {
       k.layer_norm(enc, out, ff, t1, w[kNorm2W], w[kNorm2B], rows, d, kEps);
       in = out;
     }
+    // Keep the input and the weights alive until the work has run (Note [Model threading]).
+    // These references die on the stream's worker; they are never the device's last one: the
+    // calling thread's stream lease holds the device and synchronizes this stream before
+    // releasing it.
+    enc.dispatch([keep_input = x, keep_model = shared_from_this()] {});
     enc.commit();
     return y;
   }

@@ -246,3 +246,14 @@ TEST(Campaign, ThePythonClientSpeaksTheProtocol) {
   EXPECT_EQ(r.runs[0].phase, "py end");
   EXPECT_EQ(r.runs[0].wrong, "py wrong");
 }
+
+TEST(Campaign, SaysWhyAStackIsMissing) {
+  auto o = workload({"segv:WL_MODE=crash,WL_THREADS=0"}, 1);
+  o.stacks = cr::StackMode::kOff;
+  const auto r = cr::run_campaign(o);
+  ASSERT_EQ(r.runs.size(), 1u);
+  EXPECT_EQ(r.runs[0].outcome, cr::Outcome::kCrash);
+  EXPECT_TRUE(r.runs[0].stacks.empty());
+  EXPECT_NE(r.runs[0].stack_note.find("stacks off"), std::string::npos) << r.runs[0].stack_note;
+  EXPECT_NE(cr::format_report(r).find("note: stacks off"), std::string::npos) << cr::format_report(r);
+}

@@ -84,6 +84,24 @@ TEST(Models, ForwardRejectsWrongInputsNamingTheExpectedShape) {
   EXPECT_EQ(e->forward(Tensor::zeros(dev, Shape{1, 7, 256})).shape(), (Shape{1, 7, 256}));
 }
 
+TEST(Models, ForwardKeepsItsInputAndTheModelAliveUntilTheWorkHasRun) {
+  auto dev = Device::get("cpu");
+  const auto xv = random_input(3 * 512, 9);
+  std::vector<float> expected;
+  {
+    const auto m = load_model("mlp", dev, {std::nullopt, 4});
+    expected = m->forward(Tensor::from_host(dev, Shape{3, 512}, xv)).to_host();
+  }
+  Tensor y;
+  {
+    auto m = load_model("mlp", dev, {std::nullopt, 4});
+    Tensor x = Tensor::from_host(dev, Shape{3, 512}, xv);
+    y = m->forward(x);
+    // Both dropped before the stream ran the forward (ASan would flag a use after free).
+  }
+  EXPECT_EQ(y.to_host(), expected);
+}
+
 class ModelBatching : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(ModelBatching, EachSampleDependsOnlyOnItsOwnInput) {

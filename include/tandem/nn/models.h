@@ -27,6 +27,9 @@
 // (Device::current_stream()) with one workspace allocation, and returns without waiting: the
 // output is ready in that stream's order (Tensor::to_host synchronizes). Calls from different
 // threads run on different streams, in parallel; the results do not depend on the thread count.
+// The recorded work holds references to the input tensor and to the model until it has run, so
+// the caller may drop both as soon as forward() returns (an input made on another stream must
+// still be complete before forward is called: synchronize that stream or use an Event).
 #pragma once
 
 #include <cstdint>
@@ -42,7 +45,7 @@
 
 namespace tandem::nn {
 
-class Model {
+class Model : public std::enable_shared_from_this<Model> {
  public:
   virtual ~Model() = default;
   Model(const Model&) = delete;

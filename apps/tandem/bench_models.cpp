@@ -1,0 +1,65 @@
+// bench_models.cpp — the reference-model workloads of `tandem bench` (--model mlp|encoder).
+#include <random>
+#include <utility>
+#include <vector>
+
+#include "bench_workload.h"
+#include "tandem/device.h"
+#include "tandem/mutex.h"
+#include "tandem/nn/models.h"
+#include "tandem/stream.h"
+
+namespace tandem::cli {
+
+namespace {
+
+// One model per device, shared by the benchmark threads of that device. The device is held, so
+// a later device cannot reuse its address while its model is cached.
+class ModelCache {
+ public:
+  ModelCache(std::string name, std::uint64_t seed) : name_(std::move(name)), seed_(seed) {}
+
+  std::shared_ptr<const nn::Model> get(const std::shared_ptr<Device>& device) TANDEM_EXCLUDES(mu_) {
+    MutexLock lock(mu_);
+    for (const auto& [d, m] : models_) {
+      if (d == device) return m;
+    }
+    // Loaded under the lock: the other threads of this point wait for it (before timing starts).
+    auto m = nn::load_model(name_, device, {std::nullopt, seed_});
+    models_.emplace_back(device, m);
+    return m;
+  }
+
+ private:
+  const std::string name_;
+  const std::uint64_t seed_;
+  Mutex mu_;
+  std::vector<std::pair<std::shared_ptr<Device>, std::shared_ptr<const nn::Model>>> models_
+      TANDEM_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t seed) {
+  BenchWorkload w;
+  w.model = model;
+  w.batch = batch;
+  auto cache = std::make_shared<ModelCache>(model, seed);
+  w.per_thread = [cache, batch](const std::shared_ptr<Device>& device) {
+    std::shared_ptr<const nn::Model> m = cache->get(device);
+    const nn::Shape shape = m->input_shape(static_cast<std::size_t>(batch));
+    std::vector<float> host(shape.numel());
+    std::mt19937 rng(42);
+    std::normal_distribution<float> dist;
+    for (auto& v : host) v = dist(rng);
+    nn::Tensor x = nn::Tensor::from_host(device, shape, host);
+    Stream* stream = &device->current_stream();
+    return std::function<void()>([m, x, stream] {
+      const nn::Tensor y = m->forward(x);
+      stream->synchronize();
+    });
+  };
+  return w;
+}
+
+}  // namespace tandem::cli
