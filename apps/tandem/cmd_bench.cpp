@@ -1,4 +1,5 @@
 // cmd_bench.cpp — `tandem bench`: throughput and scaling per thread count and lock policy.
+#include <algorithm>
 #include <atomic>
 #include <barrier>
 #include <chrono>
@@ -10,6 +11,7 @@
 #include <thread>
 #include <vector>
 
+#include "bench_batching.h"
 #include "bench_workload.h"
 #include "command.h"
 #include "parse.h"
@@ -134,6 +136,10 @@ std::vector<int> parse_int_list(const std::string& s, const char* what) {
 }
 
 int run_bench(const std::vector<std::string>& args) {
+  // `tandem bench --batching ...`: the dynamic-batching benchmark (bench_batching.cpp).
+  if (std::find(args.begin() + 1, args.end(), "--batching") != args.end()) {
+    return run_batching_bench(args);
+  }
   CLI::App app{"Measure throughput and scaling: each thread loops one operation on its own stream "
                "(seed: y = t * 2.0; synchronize; mlp/encoder: one forward of --batch samples; "
                "synchronize), per thread count and encoding-lock policy."};
@@ -162,6 +168,9 @@ int run_bench(const std::vector<std::string>& args) {
   app.add_option("--batch", batch, "samples per forward (mlp, encoder)")->capture_default_str()
       ->check(CLI::Range(1, 65536));
   app.add_option("--json", json_path, "also write the records to this JSON file");
+  bool batching = false;  // handled above; listed here for --help
+  app.add_flag("--batching", batching,
+               "the dynamic-batching benchmark instead (see `tandem bench --batching --help`)");
   if (auto code = parse(app, args)) return *code;
 
   std::vector<int> thread_counts;

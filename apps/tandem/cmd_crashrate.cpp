@@ -102,9 +102,10 @@ int run_crashrate(std::vector<std::string> args) {
   int jobs = static_cast<int>(std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN)));
 
   CLI::App app{"Runs COMMAND many times in fresh processes and reports how often it crashes, hangs, fails or\n"
-               "gives a wrong result, in which phase, with confidence intervals; compares configurations.\n"
-               "Usage: tandem crashrate [OPTIONS] -- COMMAND [ARGS...]",
+               "gives a wrong result, in which phase, with confidence intervals; compares configurations.",
                prog};
+  app.footer("The command to run follows '--': tandem crashrate [OPTIONS] -- COMMAND [ARGS...]\n"
+             "Exit: 0 every run passed, 1 some did not, 2 usage error, 130 interrupted. See docs/crashrate.md.");
   app.add_option("-n,--runs", o.runs, "runs per configuration (default 100)");
   app.add_option("-j,--jobs", jobs, "runs at a time (default: the number of cores)");
   app.add_option("--timeout", timeout, "per run, e.g. 60, 1.5s, 500ms, 2m (default 60 s); past it: hang");

@@ -15,6 +15,13 @@ int run_info(const std::vector<std::string>& args) {
   CLI::App app{"Show the backends compiled in, the devices found, and the configuration in effect."};
   if (auto code = parse(app, args)) return *code;
 
+  std::shared_ptr<Device> device;
+  try {
+    device = Device::get_default();  // validates the environment first: nothing half-printed
+  } catch (const Error& e) {
+    std::fprintf(stderr, "tandem info: %s\n", e.what());
+    return kExitUsage;
+  }
   std::printf("backends compiled in: ");
   const auto backends = Device::backends();
   for (std::size_t i = 0; i < backends.size(); ++i) {
@@ -26,18 +33,12 @@ int run_info(const std::vector<std::string>& args) {
     std::printf("%s%s", i ? ", " : "", devices[i].c_str());
   }
   std::printf("\n");
-  try {
-    auto device = Device::get_default();
-    std::printf("default device:       %s\n", device->name().c_str());
-    std::printf("stream pool:          %d streams (1 default + %d worker), wait %lld ms\n",
-                device->streams().size(), device->streams().size() - 1,
-                static_cast<long long>(device->config().stream_pool_wait_ms));
-    std::printf("encoding lock:        %s\n",
-                std::string(to_string(device->encoding_lock_policy())).c_str());
-  } catch (const Error& e) {
-    std::fprintf(stderr, "tandem info: %s\n", e.what());
-    return kExitUsage;
-  }
+  std::printf("default device:       %s\n", device->name().c_str());
+  std::printf("stream pool:          %d streams (1 default + %d worker), wait %lld ms\n",
+              device->streams().size(), device->streams().size() - 1,
+              static_cast<long long>(device->config().stream_pool_wait_ms));
+  std::printf("encoding lock:        %s\n",
+              std::string(to_string(device->encoding_lock_policy())).c_str());
   std::printf("\nenvironment (TANDEM_*):\n");
   for (const auto& v : environment_variables()) {
     std::printf("  %-28s = %-10s (default: %s; allowed: %s)\n", v.name.c_str(),

@@ -47,10 +47,13 @@ int main(int argc, char** argv) {
       return c.run(std::move(args));
     }
   }
-  std::string known;
+  std::vector<std::string> names;
   for (const auto& c : commands()) {
-    if (!c.hidden) known += (known.empty() ? "" : ", ") + c.name;
+    if (!c.hidden) names.push_back(c.name);
   }
+  std::sort(names.begin(), names.end());
+  std::string known;
+  for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
   std::fprintf(stderr, "tandem: unknown subcommand '%s'; expected one of: %s\n", name.c_str(),
                known.c_str());
   return kExitUsage;

@@ -1,0 +1,342 @@
+// bench_batching.cpp — `tandem bench --batching`: closed-loop clients, batch-1 requests.
+//
+// For each client count C (default 1, 8, 64, 256):
+//   queue:  C client threads, each keeping K requests (--in-flight) in flight through one
+//           BatchQueue (host tensors in and out, so clients need no stream of their own);
+//   direct: the same C client threads, each calling model->forward() itself on its own stream
+//           (upload, forward, download, one request at a time: in_flight 1). A device's pool
+//           has at most 63 worker streams (one of which the loading thread holds), so C > 62
+//           clients are spread over ceil(C/62) private devices of the same backend
+//           (Device::open), each with its own copy of the model.
+// Reported per point: samples/s, p50/p99 latency (submit to result in hand), average batch size.
+#include "bench_batching.h"
+
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <cstdio>
+#include <deque>
+#include <fstream>
+#include <future>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <thread>
+#include <vector>
+
+#include "command.h"
+#include "parse.h"
+#include "tandem/device.h"
+#include "tandem/error.h"
+#include "tandem/nn/models.h"
+#include "tandem/serve/batch_queue.h"
+
+namespace tandem::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Record {
+  std::string device, model, mode;
+  int clients = 0, in_flight = 0;
+  double samples_per_s = 0, p50_ms = 0, p99_ms = 0, avg_batch = 0;
+};
+
+struct Window {
+  Clock::time_point start, end;
+};
+
+double percentile(std::vector<double>& v, double q) {
+  if (v.empty()) return 0.0;
+  const auto i = static_cast<std::size_t>(q * static_cast<double>(v.size() - 1));
+  std::nth_element(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(i), v.end());
+  return v[i];
+}
+
+nn::HostTensor random_input(const nn::Model& model, std::uint64_t seed) {
+  nn::HostTensor in{"input", model.input_shape(1), {}};
+  in.values.resize(in.shape.numel());
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (auto& v : in.values) v = u(rng);
+  return in;
+}
+
+// run_clients(C, warmup, seconds, body): C threads run body(client, window, latencies, count)
+// until the window ends; each records latencies and completions inside the window only.
+template <class Body>
+void run_clients(int clients, double warmup_s, double seconds, std::vector<double>& latencies,
+                 long long& completed, Window& window, Body body) {
+  std::barrier start(clients + 1);
+  std::atomic<bool> stop{false};
+  std::vector<std::vector<double>> lat(static_cast<std::size_t>(clients));
+  std::vector<long long> done(static_cast<std::size_t>(clients), 0);
+  std::vector<std::exception_ptr> errors(static_cast<std::size_t>(clients));
+  std::vector<std::thread> ts;
+  for (int c = 0; c < clients; ++c) {
+    ts.emplace_back([&, c] {
+      start.arrive_and_wait();
+      try {
+        body(c, window, stop, lat[static_cast<std::size_t>(c)], done[static_cast<std::size_t>(c)]);
+      } catch (...) {
+        errors[static_cast<std::size_t>(c)] = std::current_exception();
+        stop = true;
+      }
+    });
+  }
+  const auto t0 = Clock::now();
+  window.start = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warmup_s));
+  window.end = window.start + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+  start.arrive_and_wait();
+  std::this_thread::sleep_until(window.end);
+  stop = true;
+  for (auto& t : ts) t.join();
+  for (auto& e : errors) {
+    if (e) std::rethrow_exception(e);
+  }
+  for (std::size_t c = 0; c < lat.size(); ++c) {
+    latencies.insert(latencies.end(), lat[c].begin(), lat[c].end());
+    completed += done[c];
+  }
+}
+
+bool in_window(const Window& w, Clock::time_point t) { return t >= w.start && t < w.end; }
+
+Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients, int in_flight,
+                     const serve::BatchQueueOptions& options, double warmup_s, double seconds) {
+  serve::BatchQueue queue(model, options);
+  std::vector<double> latencies;
+  long long completed = 0;
+  Window window;
+  serve::BatchQueueMetrics at_start, at_end;
+  std::atomic<bool> started{false}, ended{false};
+  run_clients(clients, warmup_s, seconds, latencies, completed, window,
+              [&](int c, const Window& w, std::atomic<bool>& stop, std::vector<double>& lat,
+                  long long& done) {
+                const nn::HostTensor input = random_input(*model, static_cast<std::uint64_t>(c) + 1);
+                std::deque<std::pair<Clock::time_point, std::future<nn::HostTensor>>> pending;
+                while (!stop.load(std::memory_order_relaxed)) {
+                  while (static_cast<int>(pending.size()) < in_flight) {
+                    pending.emplace_back(Clock::now(), queue.submit(input));
+                  }
+                  (void)pending.front().second.get();  // rethrows a failed request
+                  const auto now = Clock::now();
+                  if (in_window(w, now)) {
+                    lat.push_back(std::chrono::duration<double, std::milli>(now - pending.front().first).count());
+                    ++done;
+                  }
+                  pending.pop_front();
+                  // Batch statistics over the window: one client samples the metrics at its edges.
+                  if (c == 0 && !started && now >= w.start) {
+                    at_start = queue.metrics();
+                    started = true;
+                  }
+                  if (c == 0 && !ended && now >= w.end) {
+                    at_end = queue.metrics();
+                    ended = true;
+                  }
+                }
+                for (auto& p : pending) (void)p.second.get();
+              });
+  if (!ended) at_end = queue.metrics();
+  queue.stop();
+  Record r;
+  r.mode = "queue";
+  r.clients = clients;
+  r.in_flight = in_flight;
+  r.samples_per_s = static_cast<double>(completed) / seconds;
+  r.p50_ms = percentile(latencies, 0.50);
+  r.p99_ms = percentile(latencies, 0.99);
+  const double batches = static_cast<double>(at_end.batches - at_start.batches);
+  r.avg_batch = batches > 0 ? static_cast<double>(at_end.batch_rows - at_start.batch_rows) / batches : 0;
+  return r;
+}
+
+Record measure_direct(const std::string& model_name, const std::shared_ptr<Device>& base,
+                      const nn::ModelOptions& model_options, int clients, double warmup_s,
+                      double seconds) {
+  // One private device (and model copy) per 62 clients: each client thread holds a stream, and
+  // this thread holds one on each device (it loaded the model there).
+  RuntimeConfig config = base->config();
+  config.stream_pool_size = 64;
+  const int per_device = config.stream_pool_size - 2;
+  const int devices = (clients + per_device - 1) / per_device;
+  std::vector<std::shared_ptr<const nn::Model>> models;
+  for (int d = 0; d < devices; ++d) {
+    models.push_back(nn::load_model(model_name, Device::open(base->name(), config), model_options));
+  }
+  std::vector<double> latencies;
+  long long completed = 0;
+  Window window;
+  run_clients(clients, warmup_s, seconds, latencies, completed, window,
+              [&](int c, const Window& w, std::atomic<bool>& stop, std::vector<double>& lat,
+                  long long& done) {
+                const auto& model = models[static_cast<std::size_t>(c / per_device)];
+                const nn::HostTensor input = random_input(*model, static_cast<std::uint64_t>(c) + 1);
+                std::vector<float> out(model->output_shape(1).numel());
+                while (!stop.load(std::memory_order_relaxed)) {
+                  const auto t0 = Clock::now();
+                  const nn::Tensor x = nn::Tensor::from_host(model->device(), input.shape, input.values);
+                  model->forward(x).to_host(out);
+                  const auto now = Clock::now();
+                  if (in_window(w, now)) {
+                    lat.push_back(std::chrono::duration<double, std::milli>(now - t0).count());
+                    ++done;
+                  }
+                }
+              });
+  for (auto& m : models) m->device()->close();
+  Record r;
+  r.mode = "direct";
+  r.clients = clients;
+  r.in_flight = 1;
+  r.samples_per_s = static_cast<double>(completed) / seconds;
+  r.p50_ms = percentile(latencies, 0.50);
+  r.p99_ms = percentile(latencies, 0.99);
+  r.avg_batch = 1.0;
+  return r;
+}
+
+std::vector<int> parse_list(const std::string& s, const char* what, int lo, int hi) {
+  std::vector<int> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    std::size_t pos = 0;
+    int v = 0;
+    try {
+      v = std::stoi(item, &pos);
+    } catch (const std::exception&) {
+      pos = 0;
+    }
+    if (pos != item.size() || item.empty() || v < lo || v > hi) {
+      throw Error(ErrorKind::kInvalidArgument, std::string(what) + ": '" + item +
+                                                   "' is not a number in " + std::to_string(lo) +
+                                                   ".." + std::to_string(hi));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+}  // namespace
+
+int run_batching_bench(const std::vector<std::string>& args) {
+  CLI::App app{"Dynamic batching against direct calls: C closed-loop clients, each keeping K "
+               "batch-1 requests in flight through a BatchQueue (mode queue), next to the same "
+               "clients calling the model's forward themselves (mode direct)."};
+  std::string device_name, model_name = "mlp", clients_list = "1,8,64,256", modes_list = "direct,queue",
+              json_path;
+  int in_flight = 16, instances = 2, max_batch = 256;
+  long delay_us = 0;
+  double seconds = 2.0, warmup = 0.3;
+  std::uint64_t seed = 0;
+  bool batching = true;
+  app.add_flag("--batching", batching, "this benchmark (dynamic batching)");
+  app.add_option("--device", device_name, "device (default: TANDEM_BACKEND or best available)");
+  app.add_option("--model", model_name, "mlp | encoder")->capture_default_str()
+      ->check(CLI::IsMember({"mlp", "encoder"}));
+  app.add_option("--seed", seed, "seed of the model's random weights")->capture_default_str();
+  app.add_option("--clients", clients_list, "comma-separated client counts, each 1..4096")
+      ->capture_default_str();
+  app.add_option("--in-flight", in_flight, "requests each queue client keeps in flight (K)")
+      ->capture_default_str()->check(CLI::Range(1, 1024));
+  app.add_option("--modes", modes_list, "comma-separated: direct, queue")->capture_default_str();
+  app.add_option("--instances", instances, "queue executor threads (each with its own stream)")
+      ->capture_default_str()->check(CLI::Range(1, 30));
+  app.add_option("--max-batch", max_batch, "queue max_batch_size")->capture_default_str()
+      ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--delay-us", delay_us, "queue max_queue_delay in microseconds")
+      ->capture_default_str()->check(CLI::Range(0L, 10'000'000L));
+  app.add_option("--seconds", seconds, "measured time per point")->capture_default_str()
+      ->check(CLI::Range(0.05, 600.0));
+  app.add_option("--warmup", warmup, "warm-up time per point (not measured)")->capture_default_str()
+      ->check(CLI::Range(0.0, 60.0));
+  app.add_option("--json", json_path, "also write the records to this JSON file");
+  if (auto code = parse(app, args)) return *code;
+
+  std::vector<int> clients;
+  bool run_direct = false, run_queue = false;
+  std::shared_ptr<Device> device;
+  try {
+    clients = parse_list(clients_list, "--clients", 1, 4096);
+    std::stringstream ss(modes_list);
+    std::string m;
+    while (std::getline(ss, m, ',')) {
+      if (m == "direct") {
+        run_direct = true;
+      } else if (m == "queue") {
+        run_queue = true;
+      } else {
+        throw Error(ErrorKind::kInvalidArgument, "--modes: '" + m + "' is not one of: direct, queue");
+      }
+    }
+    device = device_name.empty() ? Device::get_default() : Device::get(device_name);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s: %s\n", args[0].c_str(), e.what());
+    return kExitUsage;
+  }
+
+  std::vector<Record> records;
+  try {
+    nn::ModelOptions model_options;
+    model_options.seed = seed;
+    auto model = nn::load_model(model_name, device, model_options);
+    serve::BatchQueueOptions options;
+    options.max_batch_size = max_batch;
+    options.max_queue_delay = std::chrono::microseconds(delay_us);
+    options.instances = instances;
+    options.max_queue_size = 1 << 20;
+    std::printf("tandem bench --batching: %s, model %s, batch-1 requests, %.2f s per point "
+                "(after %.2f s warm-up)\n  queue: %d in flight per client, max_batch_size %d, "
+                "max_queue_delay %ld us, %d instance(s); direct: 1 in flight per client\n",
+                device->name().c_str(), model_name.c_str(), seconds, warmup, in_flight, max_batch,
+                delay_us, instances);
+    std::printf("%-7s %8s %10s %14s %10s %10s %10s\n", "mode", "clients", "in_flight",
+                "samples/s", "p50_ms", "p99_ms", "avg_batch");
+    for (int c : clients) {
+      for (int pass = 0; pass < 2; ++pass) {
+        const bool direct = pass == 0;
+        if (direct ? !run_direct : !run_queue) continue;
+        Record r = direct ? measure_direct(model_name, device, model_options, c, warmup, seconds)
+                          : measure_queue(model, c, in_flight, options, warmup, seconds);
+        r.device = device->name();
+        r.model = model_name;
+        std::printf("%-7s %8d %10d %14.0f %10.3f %10.3f %10.2f\n", r.mode.c_str(), r.clients,
+                    r.in_flight, r.samples_per_s, r.p50_ms, r.p99_ms, r.avg_batch);
+        std::fflush(stdout);
+        records.push_back(r);
+      }
+      if (run_direct && run_queue) {
+        const auto& d = records[records.size() - 2];
+        const auto& q = records.back();
+        std::printf("        queue / direct at %d clients: %.2fx samples/s\n", c,
+                    d.samples_per_s > 0 ? q.samples_per_s / d.samples_per_s : 0.0);
+      }
+    }
+  } catch (const Error& e) {
+    std::fprintf(stderr, "%s: %s error: %s\n", args[0].c_str(),
+                 std::string(to_string(e.kind())).c_str(), e.what());
+    return kExitFailure;
+  }
+  if (!json_path.empty()) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const auto& r : records) {
+      out.push_back({{"device", r.device}, {"model", r.model}, {"mode", r.mode},
+                     {"clients", r.clients}, {"in_flight", r.in_flight},
+                     {"samples_per_s", r.samples_per_s}, {"p50_ms", r.p50_ms},
+                     {"p99_ms", r.p99_ms}, {"avg_batch", r.avg_batch}});
+    }
+    std::ofstream f(json_path);
+    f << out.dump(2) << "\n";
+    if (!f) {
+      std::fprintf(stderr, "%s: cannot write %s\n", args[0].c_str(), json_path.c_str());
+      return kExitFailure;
+    }
+  }
+  return kExitOk;
+}
+
+}  // namespace tandem::cli

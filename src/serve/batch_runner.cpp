@@ -1,0 +1,168 @@
+#include "serve/batch_runner.h"
+
+#include <algorithm>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include "tandem/device.h"
+#include "tandem/encoder.h"
+#include "tandem/error.h"
+#include "tandem/kernels.h"
+#include "tandem/stream.h"
+
+namespace tandem::serve::detail {
+
+namespace {
+
+// check_output(): the forward's output must be a defined float32 tensor on the queue's device
+// with `rows` rows.
+void check_output(const nn::Tensor& out, std::size_t rows, const nn::Shape& in_shape,
+                  const Device& device) {
+  std::string why;
+  if (!out.defined()) {
+    why = "returned an undefined tensor";
+  } else if (out.rank() == 0 || out.dim(0) != rows) {
+    why = "returned shape " + out.shape().to_string() + " for an input of shape " +
+          in_shape.to_string() + "; the output must keep the batch dimension (" +
+          std::to_string(rows) + " rows)";
+  } else if (out.dtype() != nn::DType::kFloat32) {
+    why = "returned a " + std::string(nn::to_string(out.dtype())) + " tensor; float32 expected";
+  } else if (&out.device() != &device) {
+    why = "returned a tensor on " + out.device().name() + ", not " + device.name();
+  }
+  if (!why.empty()) throw Error(ErrorKind::kInvalidArgument, "BatchQueue forward " + why);
+}
+
+}  // namespace
+
+void run_merged_batch(const ForwardFn& forward, const std::shared_ptr<Device>& device,
+                      Stream& stream, const std::vector<RequestPtr>& batch) {
+  const Kernels& k = device->kernels();
+  const bool lone_tensor = batch.size() == 1 && !batch.front()->host;
+  std::size_t total = 0;
+  for (const auto& r : batch) total += r->rows();
+
+  // Tensor inputs: order our reads after their producers' work.
+  for (const auto& r : batch) {
+    if (r->in_ready && !r->in_ready->query()) r->in_ready->wait(stream);
+  }
+
+  // 1. Merge along dimension 0 (a lone tensor request runs as it is). Host inputs are gathered
+  //    into one host staging vector and uploaded with one copy per run of consecutive host
+  //    requests (not one per request: on a GPU each copy is a driver call).
+  std::vector<float> staging_in, staging_out;  // host memory that queued copies use
+  // If anything below throws, the copies already queued on `stream` may still read or write the
+  // staging vectors: wait for them before the vectors go (declared after them, so destroyed
+  // first). The stream's own error, if any, is left for the caller's synchronize.
+  struct DrainOnUnwind {
+    Stream& stream;
+    int exceptions = std::uncaught_exceptions();
+    ~DrainOnUnwind() {
+      if (std::uncaught_exceptions() == exceptions) return;
+      try {
+        stream.synchronize();
+      } catch (...) {
+      }
+    }
+  } drain_on_unwind{stream};
+
+  nn::Tensor merged;
+  if (lone_tensor) {
+    merged = batch.front()->device_in;
+  } else {
+    merged = nn::Tensor::empty(device, batch.front()->shape.with(0, total));  // on `stream`
+    const std::size_t row = merged.numel() / total;                           // floats per row
+    bool any_host = false;
+    for (const auto& r : batch) any_host = any_host || r->host;
+    if (any_host) staging_in.resize(merged.numel());
+    Encoder enc(stream);
+    std::size_t at = 0, run_begin = 0;
+    bool in_run = false;
+    auto end_run = [&](std::size_t end) {
+      if (in_run && end > run_begin) {
+        k.copy_from_host(enc, merged.data() + run_begin, staging_in.data() + run_begin,
+                         (end - run_begin) * sizeof(float));
+      }
+      in_run = false;
+    };
+    for (const auto& r : batch) {
+      const std::size_t n = r->rows() * row;
+      if (r->host) {
+        std::copy(r->host_in.values.begin(), r->host_in.values.end(), staging_in.begin() + static_cast<std::ptrdiff_t>(at));
+        if (!in_run) run_begin = at;
+        in_run = true;
+      } else {
+        end_run(at);
+        k.copy(enc, merged.data() + at, r->device_in.data(), n * sizeof(float));
+      }
+      at += n;
+    }
+    end_run(at);
+    enc.commit();
+  }
+
+  // 2. One forward.
+  nn::Tensor out = forward(merged);
+  check_output(out, total, merged.shape(), *device);
+
+  // 3. Copy each request's rows out: tensors by a copy each into a new tensor; host rows by one
+  //    download per run of consecutive host requests into a staging vector, split after the
+  //    synchronize below.
+  if (lone_tensor) {
+    batch.front()->device_out = std::move(out);
+  } else {
+    const std::size_t row = out.numel() / total;
+    bool any_host = false;
+    for (const auto& r : batch) {  // allocate first: no allocation inside an open encoder
+      if (r->host) {
+        any_host = true;
+        r->host_out.name = r->host_in.name;
+        r->host_out.shape = out.shape().with(0, r->rows());
+      } else {
+        r->device_out = nn::Tensor::empty(device, out.shape().with(0, r->rows()));
+      }
+    }
+    if (any_host) staging_out.resize(out.numel());
+    Encoder enc(stream);
+    std::size_t at = 0, run_begin = 0;
+    bool in_run = false;
+    auto end_run = [&](std::size_t end) {
+      if (in_run && end > run_begin) {
+        k.copy_to_host(enc, staging_out.data() + run_begin, out.data() + run_begin,
+                       (end - run_begin) * sizeof(float));
+      }
+      in_run = false;
+    };
+    for (const auto& r : batch) {
+      const std::size_t n = r->rows() * row;
+      if (r->host) {
+        if (!in_run) run_begin = at;
+        in_run = true;
+      } else {
+        end_run(at);
+        k.copy(enc, r->device_out.data(), out.data() + at, n * sizeof(float));
+      }
+      at += n;
+    }
+    end_run(at);
+    enc.commit();
+  }
+
+  // 4. Outputs are ready (and kernel errors raised) before anyone completes.
+  stream.synchronize();
+  if (!staging_out.empty()) {
+    const std::size_t row = staging_out.size() / total;
+    std::size_t at = 0;
+    for (const auto& r : batch) {
+      const std::size_t n = r->rows() * row;
+      if (r->host) {
+        const auto first = staging_out.begin() + static_cast<std::ptrdiff_t>(at);
+        r->host_out.values.assign(first, first + static_cast<std::ptrdiff_t>(n));
+      }
+      at += n;
+    }
+  }
+}
+
+}  // namespace tandem::serve::detail

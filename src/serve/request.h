@@ -1,0 +1,97 @@
+// request.h (private) — Request: one submitted request as the scheduler and the executors see it.
+//
+// The public state table is in tandem/serve/batch_queue.h; here are the rules that keep it:
+//  - `state` changes only by compare-and-swap from the state the caller expects (transition()),
+//    so each arrow of the table is taken at most once and each terminal state is entered once;
+//    whoever wins the terminal CAS (and only they) counts the outcome and calls deliver().
+//  - Fields set by submit() before the request is shared are read-only afterwards.
+//  - `seq` and `enqueued` are written and read under Scheduler::mu_ only.
+//  - Output fields and the inputs are touched by the executor that moved the request to
+//    kRunning, and by deliver() after a terminal state: never at the same time.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <vector>
+
+#include "tandem/event.h"
+#include "tandem/serve/batch_queue.h"
+
+namespace tandem::serve::detail {
+
+using Clock = std::chrono::steady_clock;
+
+enum class RequestState : int {
+  kNew,        // inside submit(), not yet visible to other threads
+  kBlocked,    // submit() waits for room (Overflow::kBlock)
+  kQueued,     // in the queue
+  kRunning,    // in a batch
+  kCompleted,  // terminal states from here on
+  kFailed,
+  kTimedOut,
+  kCancelled,
+  kRejected,
+};
+
+[[nodiscard]] const char* to_string(RequestState s) noexcept;
+[[nodiscard]] inline bool is_terminal(RequestState s) noexcept {
+  return s >= RequestState::kCompleted;
+}
+
+class Request {
+ public:
+  virtual ~Request() = default;
+
+  // Set by submit() before the request is shared; read-only afterwards.
+  nn::Shape shape;                  // input shape, shape[0] = rows (validated by the scheduler)
+  std::vector<std::size_t> sample;  // shape[1..]: requests merge only when these are equal
+  int priority = 0;
+  Clock::time_point submitted{};
+  std::optional<Clock::time_point> deadline;
+  bool host = false;                // host input (host_in), host output (host_out)
+  nn::Tensor device_in;             // when !host
+  std::unique_ptr<Event> in_ready;  // recorded on the submitter's stream when it was busy
+  nn::HostTensor host_in;           // when host
+
+  // Under Scheduler::mu_ only (no annotation: the mutex belongs to another object).
+  std::uint64_t seq = 0;
+  Clock::time_point enqueued{};
+
+  // Written by the running executor, read by deliver().
+  nn::Tensor device_out;
+  nn::HostTensor host_out;
+
+  [[nodiscard]] std::size_t rows() const { return shape.rank() == 0 ? 0 : shape[0]; }
+  [[nodiscard]] std::int64_t nrows() const { return static_cast<std::int64_t>(rows()); }
+
+  // state: writers are submit(), the executors, the timer thread and stop(), all through
+  // transition(). acq_rel CAS: the winner of a transition sees everything the previous owner
+  // wrote (the executor's outputs before kCompleted are seen by the thread that delivers).
+  [[nodiscard]] RequestState state() const { return state_.load(std::memory_order_acquire); }
+  [[nodiscard]] bool transition(RequestState from, RequestState to) {
+    return state_.compare_exchange_strong(from, to, std::memory_order_acq_rel,
+                                          std::memory_order_acquire);
+  }
+
+  // deliver(error): completes the future or calls the callback, with the output when `error` is
+  // null. Called exactly once, by the winner of the terminal transition, never under a lock.
+  virtual void deliver(std::exception_ptr error) noexcept = 0;
+
+  // release_buffers(): drops inputs (and outputs not delivered); after deliver().
+  void release_buffers() noexcept {
+    device_in = {};
+    in_ready.reset();
+    host_in = {};
+    device_out = {};
+    host_out = {};
+  }
+
+ private:
+  std::atomic<RequestState> state_{RequestState::kNew};
+};
+
+}  // namespace tandem::serve::detail

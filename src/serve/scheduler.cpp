@@ -1,0 +1,554 @@
+// scheduler.cpp — the queue, batch formation (Note [Dynamic batching] in batch_queue.h), the
+// executor and timer threads, stop(). See scheduler.h for the locks.
+#include "serve/scheduler.h"
+
+#include <algorithm>
+#include <string>
+#include <typeinfo>
+
+#include "tandem/device.h"
+#include "tandem/error.h"
+#include "tandem/stream.h"
+
+namespace tandem::serve::detail {
+
+const char* to_string(RequestState s) noexcept {
+  switch (s) {
+    case RequestState::kNew: return "new";
+    case RequestState::kBlocked: return "blocked";
+    case RequestState::kQueued: return "queued";
+    case RequestState::kRunning: return "running";
+    case RequestState::kCompleted: return "completed";
+    case RequestState::kFailed: return "failed";
+    case RequestState::kTimedOut: return "timed out";
+    case RequestState::kCancelled: return "cancelled";
+    case RequestState::kRejected: return "rejected";
+  }
+  return "?";
+}
+
+namespace {
+
+std::exception_ptr error(ErrorKind kind, const std::string& message) {
+  return std::make_exception_ptr(Error(kind, message));
+}
+
+double us_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::micro>(b - a).count();
+}
+
+// own_copy(e): a tandem::Error (exactly that type) copied into a new exception object, else e.
+// Each request of a failed batch gets its own object, so no two callers' threads share (and race
+// to free) one: libstdc++'s exception_ptr reference count is invisible to ThreadSanitizer, and a
+// shared object would make every caller's tsan run report the free.
+std::exception_ptr own_copy(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const Error& x) {
+    if (typeid(x) == typeid(Error)) return std::make_exception_ptr(Error(x.kind(), x.what()));
+  } catch (...) {
+  }
+  return e;
+}
+
+std::exception_ptr timeout_error(const Request& r, Clock::time_point now) {
+  return error(ErrorKind::kTimeout,
+               "request timed out after " +
+                   std::to_string(static_cast<long long>(us_between(r.submitted, now))) +
+                   " us in the BatchQueue, before it ran (it was not run); raise its timeout, "
+                   "lower the load, or add instances");
+}
+
+void check_options(const BatchQueueOptions& o) {
+  auto bad = [](const std::string& field, const std::string& value, const std::string& allowed) {
+    throw Error(ErrorKind::kConfig, "BatchQueueOptions." + field + " = " + value +
+                                        " is out of range; allowed: " + allowed);
+  };
+  if (o.max_batch_size < 1) bad("max_batch_size", std::to_string(o.max_batch_size), ">= 1");
+  for (auto p : o.preferred_batch_sizes) {
+    if (p < 1 || p > o.max_batch_size) {
+      bad("preferred_batch_sizes", std::to_string(p),
+          "each in [1, max_batch_size = " + std::to_string(o.max_batch_size) + "]");
+    }
+  }
+  if (o.max_queue_delay.count() < 0) {
+    bad("max_queue_delay", std::to_string(o.max_queue_delay.count()) + " us", ">= 0");
+  }
+  if (o.priority_levels < 1 || o.priority_levels > 64) {
+    bad("priority_levels", std::to_string(o.priority_levels), "1..64");
+  }
+  if (o.default_timeout && o.default_timeout->count() <= 0) {
+    bad("default_timeout", std::to_string(o.default_timeout->count()) + " us",
+        "> 0, or nullopt for none");
+  }
+  if (o.max_queue_size < 1) bad("max_queue_size", "0", ">= 1");
+  if (o.instances < 1 || o.instances > 63) {
+    bad("instances", std::to_string(o.instances),
+        "1..63 (each takes a worker stream of the device's pool)");
+  }
+}
+
+std::int64_t largest_preferred_at_most(const BatchQueueOptions& o, std::int64_t rows) {
+  std::int64_t best = 0;
+  for (auto p : o.preferred_batch_sizes) {
+    if (p <= rows) best = std::max(best, p);
+  }
+  return best;
+}
+
+}  // namespace
+
+// ---- construction and stop ---------------------------------------------------------------------
+
+Scheduler::Scheduler(RunBatch run, std::shared_ptr<Device> device, BatchQueueOptions options)
+    : run_(std::move(run)),
+      device_(std::move(device)),
+      options_((check_options(options), std::move(options))),
+      dispatch_rows_(options_.preferred_batch_sizes.empty()
+                         ? options_.max_batch_size
+                         : *std::max_element(options_.preferred_batch_sizes.begin(),
+                                             options_.preferred_batch_sizes.end())) {
+  if (!device_) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: device is null");
+  if (!run_) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: forward function is empty");
+  {
+    MutexLock join(join_mu_);
+    MutexLock lock(mu_);
+    for (int i = 0; i < options_.instances; ++i) {
+      threads_.emplace_back([this, i] { executor_main(i); });
+      own_ids_.push_back(threads_.back().get_id());
+    }
+    threads_.emplace_back([this] { timer_main(); });
+    own_ids_.push_back(threads_.back().get_id());
+    running_executors_ = options_.instances;
+    ready_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) {
+      return started_ == options_.instances || startup_error_ != nullptr;
+    });
+  }
+  std::exception_ptr err;
+  {
+    MutexLock lock(mu_);
+    err = startup_error_;
+  }
+  if (err) {
+    stop(StopMode::kCancel);
+    std::rethrow_exception(err);
+  }
+}
+
+Scheduler::~Scheduler() {
+  try {
+    stop(options_.stop_mode);
+  } catch (...) {
+    // stop() throws only on a queue thread; a destructor there is a documented misuse.
+  }
+}
+
+bool Scheduler::on_own_thread() const {
+  MutexLock lock(mu_);
+  const auto me = std::this_thread::get_id();
+  return std::find(own_ids_.begin(), own_ids_.end(), me) != own_ids_.end();
+}
+
+void Scheduler::stop(StopMode mode) {
+  if (on_own_thread()) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "BatchQueue::stop() called on one of the queue's own threads (from a completion "
+                "callback?); it would wait for itself. Stop the queue from another thread");
+  }
+  std::vector<Finish> done;
+  {
+    MutexLock lock(mu_);
+    stopping_ = true;
+    if (mode == StopMode::kCancel) cancel_queued(done);
+    work_cv_.notify_all();
+    space_cv_.notify_all();
+    timer_cv_.notify_all();
+  }
+  finish_all(done);
+  MutexLock join(join_mu_);
+  if (joined_) return;
+  for (auto& t : threads_) t.join();
+  joined_ = true;
+}
+
+void Scheduler::cancel_queued(std::vector<Finish>& done) {
+  for (auto& [key, q] : queues_) {
+    for (auto& level : q.levels) {
+      for (auto& r : level) {
+        if (r->transition(RequestState::kQueued, RequestState::kCancelled)) {
+          --queued_;
+          done.push_back({r, RequestState::kCancelled,
+                          error(ErrorKind::kCancelled,
+                                "request cancelled: the BatchQueue was stopped (StopMode::kCancel) "
+                                "before it ran")});
+        }
+      }
+    }
+  }
+  queues_.clear();
+}
+
+// ---- submit ------------------------------------------------------------------------------------
+
+void Scheduler::complete_now(const RequestPtr& r, RequestState to, std::exception_ptr err) noexcept {
+  if (r->transition(r->state(), to)) finish({r, to, std::move(err)});
+}
+
+void Scheduler::submit(const RequestPtr& r, const SubmitOptions& so) {
+  counters_.submitted.fetch_add(1, std::memory_order_relaxed);
+  r->submitted = Clock::now();
+  r->priority = so.priority;
+  const auto timeout = so.timeout ? so.timeout : options_.default_timeout;
+  if (timeout) r->deadline = r->submitted + *timeout;
+
+  // Not runnable: rejected with kInvalidArgument.
+  std::string why;
+  if (so.priority < 0 || so.priority >= options_.priority_levels) {
+    why = "priority " + std::to_string(so.priority) + " is outside [0, " +
+          std::to_string(options_.priority_levels) + ") (BatchQueueOptions.priority_levels)";
+  } else if (!r->host && !r->device_in.defined()) {
+    why = "the input tensor is undefined";
+  } else if (!r->host && r->device_in.dtype() != nn::DType::kFloat32) {
+    why = "the input is " + std::string(nn::to_string(r->device_in.dtype())) +
+          "; only float32 is batched";
+  } else if (!r->host && &r->device_in.device() != device_.get()) {
+    why = "the input tensor is on device " + r->device_in.device().name() +
+          "; the queue runs on " + device_->name();
+  } else if (r->shape.rank() == 0) {
+    why = "the input has no batch dimension (rank 0); give it shape [rows, ...]";
+  } else if (r->rows() < 1) {
+    why = "input shape " + r->shape.to_string() + " has no rows";
+  } else if (r->rows() > static_cast<std::size_t>(options_.max_batch_size)) {
+    why = "input of " + std::to_string(r->rows()) + " rows exceeds max_batch_size = " +
+          std::to_string(options_.max_batch_size) +
+          " (oversized requests are rejected, not split); run it on the model directly or raise "
+          "max_batch_size";
+  } else if (timeout && timeout->count() <= 0) {
+    why = "timeout " + std::to_string(timeout->count()) + " us is not positive";
+  } else if (r->host && r->host_in.values.size() != r->shape.numel()) {
+    why = "host input of shape " + r->shape.to_string() + " needs " +
+          std::to_string(r->shape.numel()) + " values; it has " +
+          std::to_string(r->host_in.values.size());
+  }
+  if (!why.empty()) {
+    complete_now(r, RequestState::kRejected,
+                 error(ErrorKind::kInvalidArgument, "BatchQueue::submit: " + why));
+    return;
+  }
+  const auto dims = r->shape.dims();
+  r->sample.assign(dims.begin() + 1, dims.end());
+
+  std::exception_ptr fail;
+  RequestState fail_state = RequestState::kRejected;
+  {
+    MutexLock lock(mu_);
+    if (!stopping_ && queued_ >= options_.max_queue_size && options_.overflow == Overflow::kBlock) {
+      (void)r->transition(RequestState::kNew, RequestState::kBlocked);
+      auto room = [&]() TANDEM_REQUIRES(mu_) {
+        return stopping_ || queued_ < options_.max_queue_size;
+      };
+      if (r->deadline) {
+        (void)space_cv_.wait_until(mu_, *r->deadline, room);
+      } else {
+        space_cv_.wait(mu_, room);
+      }
+    }
+    if (stopping_) {
+      fail_state = RequestState::kCancelled;
+      fail = error(ErrorKind::kCancelled, "request cancelled: the BatchQueue is stopped");
+    } else if (queued_ >= options_.max_queue_size) {
+      if (options_.overflow == Overflow::kReject) {
+        fail = error(ErrorKind::kQueueFull,
+                     "BatchQueue is full (" + std::to_string(queued_) + " queued, max_queue_size = " +
+                         std::to_string(options_.max_queue_size) +
+                         "); retry later, raise max_queue_size, or use Overflow::kBlock");
+      } else {  // blocked until the deadline
+        fail_state = RequestState::kTimedOut;
+        fail = error(ErrorKind::kTimeout,
+                     "request timed out after " +
+                         std::to_string(static_cast<long long>(us_between(r->submitted, Clock::now()))) +
+                         " us waiting for room in the full BatchQueue (max_queue_size = " +
+                         std::to_string(options_.max_queue_size) + ")");
+      }
+    } else {
+      enqueue(r);
+      return;
+    }
+  }
+  complete_now(r, fail_state, std::move(fail));
+}
+
+void Scheduler::enqueue(const RequestPtr& r) {
+  r->seq = next_seq_++;
+  r->enqueued = Clock::now();
+  auto& q = queues_[r->sample];
+  if (q.levels.empty()) q.levels.resize(static_cast<std::size_t>(options_.priority_levels));
+  q.levels[static_cast<std::size_t>(r->priority)].push_back(r);
+  (void)r->transition(r->state(), RequestState::kQueued);
+  ++queued_;
+  if (r->deadline) {
+    if (deadlines_.size() >= 2 * queued_ + 1024) compact_deadlines();
+    const bool earliest = deadlines_.empty() || *r->deadline < deadlines_.front().when;
+    deadlines_.push_back({*r->deadline, r});
+    std::push_heap(deadlines_.begin(), deadlines_.end(), later);
+    if (earliest) {
+      timer_wake_ = true;
+      timer_cv_.notify_one();
+    }
+  }
+  work_cv_.notify_one();
+}
+
+void Scheduler::compact_deadlines() {
+  std::erase_if(deadlines_, [](const DeadlineEntry& e) {
+    const RequestPtr r = e.request.lock();
+    return !r || r->state() != RequestState::kQueued;
+  });
+  std::make_heap(deadlines_.begin(), deadlines_.end(), later);
+}
+
+// ---- batch formation ---------------------------------------------------------------------------
+
+std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock::time_point now,
+                                        std::vector<Finish>& done) {
+  std::vector<RequestPtr> batch;
+  std::int64_t rows = 0;
+  for (auto& level : q.levels) {
+    while (!level.empty()) {
+      RequestPtr& r = level.front();
+      if (r->state() != RequestState::kQueued) {  // already timed out or cancelled
+        level.pop_front();
+        continue;
+      }
+      if (rows + r->nrows() > target) return batch;
+      if (r->deadline && *r->deadline <= now) {
+        if (r->transition(RequestState::kQueued, RequestState::kTimedOut)) {
+          --queued_;
+          done.push_back({r, RequestState::kTimedOut,
+                          timeout_error(*r, now)});
+        }
+        level.pop_front();
+        continue;
+      }
+      if (r->transition(RequestState::kQueued, RequestState::kRunning)) {
+        --queued_;
+        rows += r->nrows();
+        batch.push_back(std::move(r));
+      }
+      level.pop_front();
+      if (rows == target) return batch;
+    }
+  }
+  return batch;
+}
+
+std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& exit) {
+  for (;;) {
+    if (stopping_ && queued_ == 0) {
+      exit = true;
+      return {};
+    }
+    // The head: the oldest queued request of the highest non-empty priority level.
+    KeyQueue* head_q = nullptr;
+    RequestPtr head;
+    for (std::size_t level = 0; level < static_cast<std::size_t>(options_.priority_levels) && !head;
+         ++level) {
+      for (auto& [key, q] : queues_) {
+        auto& d = q.levels[level];
+        while (!d.empty() && d.front()->state() != RequestState::kQueued) d.pop_front();
+        if (!d.empty() && (!head || d.front()->seq < head->seq)) {
+          head = d.front();
+          head_q = &q;
+        }
+      }
+    }
+    if (!head) {
+      // Everything left is tombstones: drop empty keys so the map stays small.
+      std::erase_if(queues_, [](const auto& kv) {
+        for (const auto& d : kv.second.levels) {
+          if (!d.empty()) return false;
+        }
+        return true;
+      });
+      work_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return queued_ > 0 || stopping_; });
+      continue;
+    }
+    // Rows available to this batch, in take() order, up to dispatch_rows_.
+    const std::int64_t avail = [&]() TANDEM_REQUIRES(mu_) {
+      std::int64_t n = 0;
+      for (auto& level : head_q->levels) {
+        for (auto& r : level) {
+          if (r->state() != RequestState::kQueued) continue;
+          if (n + r->nrows() > dispatch_rows_) return n;  // take() stops here too
+          n += r->nrows();
+          if (n == dispatch_rows_) return n;
+        }
+      }
+      return n;
+    }();
+    const auto now = Clock::now();
+    const auto due = head->enqueued + options_.max_queue_delay;
+    const bool full = avail >= dispatch_rows_;
+    if (full || options_.max_queue_delay.count() == 0 || now >= due || stopping_) {
+      std::int64_t target = avail;
+      if (!full) {
+        const std::int64_t p = largest_preferred_at_most(options_, avail);
+        if (p > 0) target = p;
+      }
+      auto batch = take(*head_q, target, now, done);
+      if (queued_ < options_.max_queue_size) space_cv_.notify_all();
+      return batch;  // may be empty when everything at the front had expired: look again
+    }
+    // Wait for a fuller batch until the head's delay runs out (new requests wake us earlier).
+    const std::uint64_t seen = next_seq_;
+    (void)work_cv_.wait_until(mu_, due, [&]() TANDEM_REQUIRES(mu_) {
+      return stopping_ || next_seq_ != seen || head->state() != RequestState::kQueued;
+    });
+    return {};
+  }
+}
+
+// ---- threads -----------------------------------------------------------------------------------
+
+void Scheduler::executor_main(int instance) {
+  Stream* stream = nullptr;
+  try {
+    stream = &device_->current_stream();  // leased for this thread's lifetime
+  } catch (...) {
+    MutexLock lock(mu_);
+    if (!startup_error_) startup_error_ = std::current_exception();
+    --running_executors_;
+    ready_cv_.notify_all();
+    timer_cv_.notify_all();  // the timer leaves once no executor is left
+    return;
+  }
+  {
+    MutexLock lock(mu_);
+    ++started_;
+    ready_cv_.notify_all();
+  }
+  for (;;) {
+    std::vector<Finish> done;
+    std::vector<RequestPtr> batch;
+    bool exit = false;
+    {
+      MutexLock lock(mu_);
+      batch = next_batch(done, exit);
+      if (exit) {
+        --running_executors_;
+        timer_cv_.notify_all();  // the timer leaves once no executor is left
+      }
+    }
+    finish_all(done);
+    if (exit) return;
+    if (batch.empty()) continue;
+
+    const auto start = Clock::now();
+    std::int64_t rows = 0;
+    for (const auto& r : batch) {
+      queue_time_.record(start - r->submitted);
+      rows += r->nrows();
+    }
+    std::exception_ptr err;
+    try {
+      run_(*stream, batch);
+    } catch (...) {
+      err = std::current_exception();
+      try {
+        stream->synchronize();  // leave the stream clean for the next batch
+      } catch (...) {
+      }
+    }
+    compute_time_.record(Clock::now() - start);
+    counters_.batches.fetch_add(1, std::memory_order_relaxed);
+    counters_.batch_rows.fetch_add(static_cast<std::uint64_t>(rows), std::memory_order_relaxed);
+    counters_.batch_requests.fetch_add(batch.size(), std::memory_order_relaxed);
+    const auto to = err ? RequestState::kFailed : RequestState::kCompleted;
+    for (const auto& r : batch) {
+      if (r->transition(RequestState::kRunning, to)) finish({r, to, err ? own_copy(err) : nullptr});
+    }
+    (void)instance;
+  }
+}
+
+void Scheduler::timer_main() {
+  for (;;) {
+    std::vector<Finish> done;
+    {
+      MutexLock lock(mu_);
+      if (stopping_ && running_executors_ == 0) return;
+      const auto now = Clock::now();
+      while (!deadlines_.empty() && deadlines_.front().when <= now) {
+        std::pop_heap(deadlines_.begin(), deadlines_.end(), later);
+        RequestPtr r = deadlines_.back().request.lock();
+        deadlines_.pop_back();
+        if (r && r->transition(RequestState::kQueued, RequestState::kTimedOut)) {
+          --queued_;
+          done.push_back({r, RequestState::kTimedOut,
+                          timeout_error(*r, now)});
+        }
+      }
+      if (!done.empty()) {
+        space_cv_.notify_all();
+        work_cv_.notify_all();  // an executor may be waiting on a head that just expired
+      } else {
+        timer_wake_ = false;
+        auto woken = [&]() TANDEM_REQUIRES(mu_) {
+          return timer_wake_ || (stopping_ && running_executors_ == 0);
+        };
+        if (deadlines_.empty()) {
+          timer_cv_.wait(mu_, woken);
+        } else {
+          (void)timer_cv_.wait_until(mu_, deadlines_.front().when, woken);
+        }
+      }
+    }
+    finish_all(done);
+  }
+}
+
+// ---- completion --------------------------------------------------------------------------------
+
+void Scheduler::finish(Finish&& f) noexcept {
+  auto& c = counters_;
+  switch (f.state) {
+    case RequestState::kCompleted: c.completed.fetch_add(1, std::memory_order_relaxed); break;
+    case RequestState::kFailed: c.failed.fetch_add(1, std::memory_order_relaxed); break;
+    case RequestState::kTimedOut: c.timed_out.fetch_add(1, std::memory_order_relaxed); break;
+    case RequestState::kCancelled: c.cancelled.fetch_add(1, std::memory_order_relaxed); break;
+    case RequestState::kRejected: c.rejected.fetch_add(1, std::memory_order_relaxed); break;
+    default: break;  // not terminal: never passed here
+  }
+  // The error is moved on, not copied: the exception object then belongs to the caller alone
+  // (see own_copy()).
+  f.request->deliver(f.state == RequestState::kCompleted ? nullptr : std::move(f.error));
+  f.request->release_buffers();
+}
+
+void Scheduler::finish_all(std::vector<Finish>& done) noexcept {
+  for (auto& f : done) finish(std::move(f));
+  done.clear();
+}
+
+BatchQueueMetrics Scheduler::metrics() const {
+  BatchQueueMetrics m;
+  const auto& c = counters_;
+  m.submitted = c.submitted.load(std::memory_order_relaxed);
+  m.completed = c.completed.load(std::memory_order_relaxed);
+  m.rejected = c.rejected.load(std::memory_order_relaxed);
+  m.timed_out = c.timed_out.load(std::memory_order_relaxed);
+  m.failed = c.failed.load(std::memory_order_relaxed);
+  m.cancelled = c.cancelled.load(std::memory_order_relaxed);
+  m.batches = c.batches.load(std::memory_order_relaxed);
+  m.batch_rows = c.batch_rows.load(std::memory_order_relaxed);
+  m.batch_requests = c.batch_requests.load(std::memory_order_relaxed);
+  {
+    MutexLock lock(mu_);
+    m.queued = queued_;
+  }
+  m.queue_time = queue_time_.summary();
+  m.compute_time = compute_time_.summary();
+  return m;
+}
+
+}  // namespace tandem::serve::detail

@@ -1,0 +1,582 @@
+// Unit tests of BatchQueue: merging, shapes, preferred sizes, delay, priorities, timeouts,
+// overflow, stop, errors, callbacks, metrics. Executors are held with a Gate where a test needs
+// a queue to fill up deterministically.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <future>
+#include <random>
+#include <thread>
+
+#include "serve/histogram.h"
+#include "test_model.h"
+#include "tandem/serve/batch_queue.h"
+#include "tandem/nn/models.h"
+
+namespace tandem::serve {
+namespace {
+
+using testing::TestModel;
+using namespace std::chrono_literals;
+
+std::shared_ptr<Device> cpu() { return Device::get("cpu"); }
+
+void expect_rows(const TestModel& m, const nn::HostTensor& in, const nn::HostTensor& out) {
+  TestModel ref(m.in(), m.out());
+  const auto want = testing::direct_forward(ref, cpu(), in);
+  ASSERT_EQ(out.shape, (nn::Shape{in.shape[0], static_cast<std::size_t>(m.out())}));
+  ASSERT_EQ(out.values, want);  // same arithmetic, same order: bit-exact
+}
+
+// hold(q, m): submits one request and waits until its batch sits in the gate, so the next
+// requests queue up behind it. Returns the held request's future.
+std::future<nn::HostTensor> hold(BatchQueue& q, TestModel& m, std::int64_t id = 1000000,
+                           std::int64_t rows = 1) {
+  m.gate.arm();
+  auto f = q.submit(m.input(id, rows));
+  m.gate.wait_for_waiters(1);
+  return f;
+}
+
+TEST(BatchQueue, MergesQueuedRequestsIntoOneForwardAndSlicesRowsBack) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 64});
+  auto held = hold(q, m);
+  std::vector<std::future<nn::HostTensor>> fs;
+  for (int i = 0; i < 10; ++i) fs.push_back(q.submit(m.input(i, 1 + i % 3)));
+  m.gate.open();
+  expect_rows(m, m.input(1000000, 1), held.get());
+  for (int i = 0; i < 10; ++i) expect_rows(m, m.input(i, 1 + i % 3), fs[static_cast<std::size_t>(i)].get());
+  const auto batches = m.batches();
+  ASSERT_EQ(batches.size(), 2u);  // the held one, then all ten merged
+  EXPECT_EQ(batches[1].size(), 19u);  // 4x1 + 3x2 + 3x3 rows
+  const auto mt = q.metrics();
+  EXPECT_EQ(mt.batches, 2u);
+  EXPECT_EQ(mt.batch_rows, 20u);
+  EXPECT_DOUBLE_EQ(mt.avg_batch_size(), 10.0);
+  EXPECT_EQ(mt.completed, 11u);
+}
+
+TEST(BatchQueue, TensorsInTensorsOut) {
+  TestModel m(8, 4);
+  auto dev = cpu();
+  BatchQueue q(m.fn(), dev, {});
+  auto held = hold(q, m);
+  std::vector<std::future<nn::Tensor>> fs;
+  std::vector<nn::HostTensor> inputs;
+  for (int i = 0; i < 5; ++i) {
+    inputs.push_back(m.input(i, 2));
+    // Computed on this thread's stream and submitted before it ran: the queue orders after it.
+    nn::Tensor x = nn::Tensor::empty(dev, inputs.back().shape);
+    Encoder enc(dev->current_stream());
+    const auto* src = inputs.back().values.data();
+    float* dst = x.data();
+    const std::size_t n = x.numel();
+    enc.dispatch([src, dst, n] {
+      std::this_thread::sleep_for(2ms);
+      std::copy(src, src + n, dst);
+    });
+    enc.commit();
+    fs.push_back(q.submit(std::move(x)));
+  }
+  m.gate.open();
+  (void)held.get();
+  for (int i = 0; i < 5; ++i) {
+    nn::Tensor out = fs[static_cast<std::size_t>(i)].get();
+    expect_rows(m, inputs[static_cast<std::size_t>(i)], {"", out.shape(), out.to_host()});
+  }
+  // A lone tensor request runs without merge copies and still gets its own output.
+  auto in = m.input(77, 3);
+  nn::Tensor out = q.submit(nn::Tensor::from_host(dev, in.shape, in.values)).get();
+  expect_rows(m, in, {"", out.shape(), out.to_host()});
+}
+
+TEST(BatchQueue, MixesHostAndTensorRequestsInOneBatch) {
+  TestModel m(8, 4);
+  auto dev = cpu();
+  BatchQueue q(m.fn(), dev, {});
+  auto held = hold(q, m);
+  // Runs of host requests between tensor requests: H H T H T T H.
+  const std::string pattern = "HHTHTTH";
+  std::vector<std::future<nn::HostTensor>> hs;
+  std::vector<std::future<nn::Tensor>> ts;
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    auto in = m.input(static_cast<std::int64_t>(i), 1 + static_cast<std::int64_t>(i % 2));
+    if (pattern[i] == 'H') {
+      hs.push_back(q.submit(in));
+    } else {
+      ts.push_back(q.submit(nn::Tensor::from_host(dev, in.shape, in.values)));
+    }
+  }
+  m.gate.open();
+  (void)held.get();
+  std::size_t h = 0, t = 0;
+  for (std::size_t i = 0; i < pattern.size(); ++i) {
+    auto in = m.input(static_cast<std::int64_t>(i), 1 + static_cast<std::int64_t>(i % 2));
+    if (pattern[i] == 'H') {
+      auto out = hs[h++].get();
+      EXPECT_EQ(out.name, in.name);
+      expect_rows(m, in, out);
+    } else {
+      auto out = ts[t++].get();
+      expect_rows(m, in, {"", out.shape(), out.to_host()});
+    }
+  }
+  ASSERT_EQ(m.batches().size(), 2u);  // all seven in one batch
+}
+
+TEST(BatchQueue, NeverMergesRequestsOfDifferentShapes) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {});
+  auto held = hold(q, m);
+  std::vector<std::future<nn::HostTensor>> fs;
+  std::vector<nn::HostTensor> ins;
+  for (int i = 0; i < 12; ++i) {
+    nn::HostTensor in = m.input(i, 2);
+    if (i % 3 == 1) in.shape = nn::Shape{2, 2, 4};  // same floats per row, other sample shape
+    if (i % 3 == 2) in.shape = nn::Shape{2, 1, 8};
+    ins.push_back(in);
+    fs.push_back(q.submit(std::move(in)));
+  }
+  m.gate.open();
+  (void)held.get();
+  for (int i = 0; i < 12; ++i) {
+    auto out = fs[static_cast<std::size_t>(i)].get();
+    nn::HostTensor flat = ins[static_cast<std::size_t>(i)];
+    flat.shape = nn::Shape{2, 8};
+    expect_rows(m, flat, out);
+  }
+  // Each batch is homogeneous: three shapes queued -> three batches after the held one.
+  const auto shapes = m.shapes();
+  ASSERT_EQ(shapes.size(), 4u);
+  EXPECT_EQ(shapes[1], (nn::Shape{8, 8}));
+  EXPECT_EQ(shapes[2], (nn::Shape{8, 2, 4}));
+  EXPECT_EQ(shapes[3], (nn::Shape{8, 1, 8}));
+}
+
+TEST(BatchQueue, RejectsRequestsItCannotRun) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 4, .priority_levels = 2});
+  auto expect_invalid = [](std::future<nn::HostTensor> f) {
+    auto k = testing::error_kind(f);
+    ASSERT_TRUE(k.has_value());
+    EXPECT_EQ(*k, ErrorKind::kInvalidArgument);
+  };
+  expect_invalid(q.submit(m.input(1, 5)));                         // oversized: not split
+  expect_invalid(q.submit(nn::HostTensor{"", nn::Shape{}, {1.0f}}));      // no batch dimension
+  expect_invalid(q.submit(nn::HostTensor{"", nn::Shape{0, 8}, {}}));      // no rows
+  expect_invalid(q.submit(nn::HostTensor{"", nn::Shape{1, 8}, std::vector<float>(3)}));  // size
+  std::future<nn::Tensor> undefined = q.submit(nn::Tensor{});
+  EXPECT_EQ(testing::error_kind(undefined), ErrorKind::kInvalidArgument);
+  RuntimeConfig other_cfg;
+  auto other = Device::open("cpu", other_cfg);
+  std::future<nn::Tensor> elsewhere = q.submit(nn::Tensor::zeros(other, nn::Shape{1, 8}));
+  EXPECT_EQ(testing::error_kind(elsewhere), ErrorKind::kInvalidArgument);
+  expect_invalid(q.submit(m.input(2, 1), {.priority = 2}));        // no such level
+  expect_invalid(q.submit(m.input(3, 1), {.priority = -1}));
+  expect_invalid(q.submit(m.input(4, 1), {.timeout = 0us}));
+  q.stop();
+  const auto mt = q.metrics();
+  EXPECT_EQ(mt.submitted, 9u);
+  EXPECT_EQ(mt.rejected, 9u);
+  EXPECT_EQ(mt.batches, 0u);
+}
+
+TEST(BatchQueue, BadOptionsAreConfigErrors) {
+  TestModel m(8, 4);
+  auto expect_config = [&](BatchQueueOptions o) {
+    try {
+      BatchQueue q(m.fn(), cpu(), o);
+      ADD_FAILURE() << "no error";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kConfig) << e.what();
+    }
+  };
+  expect_config({.max_batch_size = 0});
+  expect_config({.max_batch_size = 8, .preferred_batch_sizes = {9}});
+  expect_config({.priority_levels = 0});
+  expect_config({.max_queue_size = 0});
+  expect_config({.instances = 0});
+  expect_config({.default_timeout = 0us});
+  EXPECT_THROW(BatchQueue(ForwardFn{}, cpu(), {}), Error);
+}
+
+TEST(BatchQueue, FailsWithPoolExhaustedWhenInstancesCannotAllGetAStream) {
+  TestModel m(8, 4);
+  RuntimeConfig cfg;
+  cfg.stream_pool_size = 4;  // 3 worker streams
+  auto dev = Device::open("cpu", cfg);
+  try {
+    BatchQueue q(m.fn(), dev, {.instances = 5});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kPoolExhausted) << e.what();
+  }
+  EXPECT_EQ(dev->streams().leased(), 0);  // the executors that got one gave it back
+  BatchQueue ok(m.fn(), dev, {.instances = 3});
+  expect_rows(m, m.input(5, 2), ok.submit(m.input(5, 2)).get());
+}
+
+TEST(BatchQueue, PreferredBatchSizesShapeTheBatches) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(),
+               {.max_batch_size = 16, .preferred_batch_sizes = {4}, .max_queue_delay = 20ms});
+  auto held = hold(q, m);
+  std::vector<std::future<nn::HostTensor>> fs;
+  for (int i = 0; i < 10; ++i) fs.push_back(q.submit(m.input(i, 1)));
+  m.gate.open();
+  for (auto& f : fs) (void)f.get();
+  const auto b = m.batches();
+  ASSERT_EQ(b.size(), 4u);
+  EXPECT_EQ(b[1].size(), 4u);  // reached the preferred size: at once
+  EXPECT_EQ(b[2].size(), 4u);
+  EXPECT_EQ(b[3].size(), 2u);  // below every preferred size: all of it, after the delay
+}
+
+TEST(BatchQueue, MaxQueueDelayWaitsForAFullerBatchButNotLonger) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 4, .max_queue_delay = 200ms});
+  // Four at once: a full batch, dispatched without waiting for the delay.
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::future<nn::HostTensor>> fs;
+  for (int i = 0; i < 4; ++i) fs.push_back(q.submit(m.input(i, 1)));
+  for (auto& f : fs) (void)f.get();
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 150ms);
+  // One alone waits the delay out, then runs as it is.
+  const auto t1 = std::chrono::steady_clock::now();
+  (void)q.submit(m.input(9, 1)).get();
+  EXPECT_GE(std::chrono::steady_clock::now() - t1, 190ms);
+  const auto b = m.batches();
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b[0].size(), 4u);
+  EXPECT_EQ(b[1].size(), 1u);
+}
+
+TEST(BatchQueue, HigherPriorityRunsFirstAndFifoWithinALevel) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 2, .priority_levels = 3});
+  auto held = hold(q, m);
+  std::vector<std::future<nn::HostTensor>> fs;
+  for (int i = 0; i < 4; ++i) fs.push_back(q.submit(m.input(100 + i, 1), {.priority = 2}));
+  for (int i = 0; i < 4; ++i) fs.push_back(q.submit(m.input(200 + i, 1), {.priority = 1}));
+  for (int i = 0; i < 4; ++i) fs.push_back(q.submit(m.input(i, 1), {.priority = 0}));
+  m.gate.open();
+  for (auto& f : fs) (void)f.get();
+  const auto b = m.batches();
+  ASSERT_EQ(b.size(), 7u);
+  const std::vector<std::vector<std::int64_t>> want = {
+      {0, 1}, {2, 3}, {200, 201}, {202, 203}, {100, 101}, {102, 103}};
+  for (std::size_t i = 0; i < want.size(); ++i) EXPECT_EQ(b[i + 1], want[i]) << "batch " << i + 1;
+}
+
+TEST(BatchQueue, ExpiredRequestsTimeOutWithoutRunningWhileABatchRuns) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {});
+  auto held = hold(q, m);
+  auto short_one = q.submit(m.input(1, 1), {.timeout = 20ms});
+  auto long_one = q.submit(m.input(2, 1), {.timeout = 60s});
+  // The timer completes it while the executor is still held by the gate.
+  ASSERT_EQ(short_one.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(testing::error_kind(short_one), ErrorKind::kTimeout);
+  m.gate.open();
+  expect_rows(m, m.input(2, 1), long_one.get());
+  (void)held.get();
+  EXPECT_EQ(m.ran_ids().count(1), 0u);  // never run
+  const auto mt = q.metrics();
+  EXPECT_EQ(mt.timed_out, 1u);
+  EXPECT_EQ(mt.completed, 2u);
+}
+
+TEST(BatchQueue, DefaultTimeoutAppliesToRequestsWithoutTheirOwn) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.default_timeout = 10ms});
+  auto held = hold(q, m);
+  auto f = q.submit(m.input(1, 1));
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(testing::error_kind(f), ErrorKind::kTimeout);
+  m.gate.open();
+}
+
+TEST(BatchQueue, RejectsWhenFullUnderReject) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_queue_size = 3, .overflow = Overflow::kReject});
+  auto held = hold(q, m);  // running, not queued
+  std::vector<std::future<nn::HostTensor>> fs;
+  for (int i = 0; i < 10; ++i) fs.push_back(q.submit(m.input(i, 1)));
+  int full = 0;
+  for (int i = 3; i < 10; ++i) {
+    auto& f = fs[static_cast<std::size_t>(i)];
+    ASSERT_EQ(f.wait_for(0s), std::future_status::ready) << "rejected at once";
+    full += testing::error_kind(f) == ErrorKind::kQueueFull;
+  }
+  EXPECT_EQ(full, 7);
+  m.gate.open();
+  for (int i = 0; i < 3; ++i) expect_rows(m, m.input(i, 1), fs[static_cast<std::size_t>(i)].get());
+  EXPECT_EQ(q.metrics().rejected, 7u);
+}
+
+TEST(BatchQueue, BlocksWhenFullUnderBlockUntilRoomOrDeadline) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_queue_size = 2, .overflow = Overflow::kBlock});
+  auto held = hold(q, m);
+  auto a = q.submit(m.input(1, 1));
+  auto b = q.submit(m.input(2, 1));
+  // Full: a submit with a deadline gives up with kTimeout.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto c = q.submit(m.input(3, 1), {.timeout = 30ms});
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 25ms);
+  EXPECT_EQ(testing::error_kind(c), ErrorKind::kTimeout);
+  // One without a deadline blocks until the executor makes room.
+  std::atomic<bool> returned{false};
+  std::future<nn::HostTensor> d;
+  std::thread t([&] {
+    d = q.submit(m.input(4, 1));
+    returned = true;
+  });
+  std::this_thread::sleep_for(50ms);
+  EXPECT_FALSE(returned.load());
+  m.gate.open();
+  t.join();
+  EXPECT_TRUE(returned.load());
+  expect_rows(m, m.input(4, 1), d.get());
+  expect_rows(m, m.input(1, 1), a.get());
+  expect_rows(m, m.input(2, 1), b.get());
+}
+
+TEST(BatchQueue, StopCancelCompletesQueuedWithCancelledAndRunningWithResults) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {});
+  auto held = hold(q, m);
+  std::vector<std::future<nn::HostTensor>> fs;
+  for (int i = 0; i < 5; ++i) fs.push_back(q.submit(m.input(i, 1)));
+  std::thread stopper([&] { q.stop(StopMode::kCancel); });
+  for (auto& f : fs) {
+    ASSERT_EQ(f.wait_for(5s), std::future_status::ready);
+    EXPECT_EQ(testing::error_kind(f), ErrorKind::kCancelled);
+  }
+  m.gate.open();  // stop() waits for the running batch
+  stopper.join();
+  expect_rows(m, m.input(1000000, 1), held.get());
+  EXPECT_EQ(testing::error_kind(*std::make_unique<std::future<nn::HostTensor>>(q.submit(m.input(9, 1)))),
+            ErrorKind::kCancelled);  // after stop
+  const auto mt = q.metrics();
+  EXPECT_EQ(mt.cancelled, 6u);
+  EXPECT_EQ(mt.completed, 1u);
+  EXPECT_EQ(mt.submitted, mt.finished());
+}
+
+TEST(BatchQueue, StopDrainRunsEverythingQueued) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 2, .max_queue_delay = 10s});
+  auto held = hold(q, m, 1000000, 2);  // a full batch: runs at once
+  std::vector<std::future<nn::HostTensor>> fs;
+  for (int i = 0; i < 5; ++i) fs.push_back(q.submit(m.input(i, 1)));
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread stopper([&] { q.stop(StopMode::kDrain); });
+  m.gate.open();
+  stopper.join();  // the 10 s delay does not hold a drain back
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+  for (int i = 0; i < 5; ++i) expect_rows(m, m.input(i, 1), fs[static_cast<std::size_t>(i)].get());
+  EXPECT_EQ(q.metrics().completed, 6u);
+}
+
+TEST(BatchQueue, DestructorDrainsByDefault) {
+  TestModel m(8, 4);
+  std::vector<std::future<nn::HostTensor>> fs;
+  {
+    BatchQueue q(m.fn(), cpu(), {.max_queue_delay = 10s});
+    for (int i = 0; i < 5; ++i) fs.push_back(q.submit(m.input(i, 1)));
+  }
+  for (int i = 0; i < 5; ++i) expect_rows(m, m.input(i, 1), fs[static_cast<std::size_t>(i)].get());
+}
+
+TEST(BatchQueue, AModelErrorFailsItsWholeBatchAndTheQueueKeepsServing) {
+  for (auto fault : {TestModel::Fault::kThrowInForward, TestModel::Fault::kThrowInKernel}) {
+    TestModel m(8, 4);
+    m.fault = fault;
+    m.poisoned = [](std::int64_t id) { return id == 13; };
+    BatchQueue q(m.fn(), cpu(), {});
+    auto held = hold(q, m);
+    std::vector<std::future<nn::HostTensor>> fs;
+    for (int i = 10; i < 16; ++i) fs.push_back(q.submit(m.input(i, 1)));
+    m.gate.open();
+    (void)held.get();
+    for (auto& f : fs) {
+      try {
+        (void)f.get();
+        ADD_FAILURE() << "a request of the poisoned batch completed";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.kind(), ErrorKind::kKernel);
+        EXPECT_NE(std::string(e.what()).find("poisoned batch"), std::string::npos);
+      }
+    }
+    expect_rows(m, m.input(20, 2), q.submit(m.input(20, 2)).get());  // keeps serving
+    const auto mt = q.metrics();
+    EXPECT_EQ(mt.failed, 6u);
+    EXPECT_EQ(mt.completed, 2u);
+  }
+}
+
+TEST(BatchQueue, MalformedForwardOutputFailsTheBatch) {
+  auto dev = cpu();
+  ForwardFn bad = [dev](const nn::Tensor& x) {
+    return nn::Tensor::zeros(dev, nn::Shape{x.dim(0) + 1, 4});
+  };
+  BatchQueue q(bad, dev, {});
+  auto f = q.submit(nn::HostTensor{"", nn::Shape{1, 4}, std::vector<float>(4)});
+  EXPECT_EQ(testing::error_kind(f), ErrorKind::kInvalidArgument);
+}
+
+TEST(BatchQueue, CallbacksAreCalledExactlyOnceWithValueOrError) {
+  TestModel m(8, 4);
+  m.fault = TestModel::Fault::kThrowInKernel;
+  m.poisoned = [](std::int64_t id) { return id == 3; };
+  std::atomic<int> calls{0}, ok{0}, errors{0};
+  {
+    BatchQueue q(m.fn(), cpu(), {.max_batch_size = 1, .max_queue_size = 4});
+    auto held = hold(q, m);
+    for (int i = 0; i < 8; ++i) {
+      q.submit(m.input(i, 1), [&, i](Result<nn::HostTensor> r) {
+        ++calls;
+        if (r.ok()) {
+          ++ok;
+          expect_rows(m, m.input(i, 1), r.value);
+        } else {
+          ++errors;
+        }
+      });
+    }
+    m.gate.open();
+    EXPECT_THROW(q.submit_callback(m.input(1, 1), std::function<void(Result<nn::HostTensor>)>{}),
+                 Error);
+  }
+  EXPECT_EQ(calls.load(), 8);
+  EXPECT_EQ(ok.load(), 3);      // 0, 1, 2 ran; 3 poisoned
+  EXPECT_EQ(errors.load(), 5);  // 3 failed, 4..7 rejected (queue of 4)
+}
+
+TEST(BatchQueue, StopFromACallbackIsAnErrorNotADeadlock) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {});
+  std::promise<std::string> what;
+  q.submit(m.input(1, 1), [&](Result<nn::HostTensor>) {
+    try {
+      q.stop();
+      what.set_value("no error");
+    } catch (const Error& e) {
+      what.set_value(e.what());
+    }
+  });
+  EXPECT_NE(what.get_future().get().find("own threads"), std::string::npos);
+}
+
+TEST(BatchQueue, InstancesRunBatchesConcurrently) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 1, .instances = 3});
+  m.gate.arm();
+  std::vector<std::future<nn::HostTensor>> fs;
+  for (int i = 0; i < 3; ++i) fs.push_back(q.submit(m.input(i, 1)));
+  m.gate.wait_for_waiters(3);  // three batches in forward at once
+  m.gate.open();
+  for (auto& f : fs) (void)f.get();
+  EXPECT_EQ(m.max_concurrent.load(), 3);
+}
+
+TEST(BatchQueueMetrics, PrometheusTextHasEveryCounterAndQuantile) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {});
+  for (int i = 0; i < 5; ++i) (void)q.submit(m.input(i, 1)).get();
+  q.stop();
+  const std::string text = q.metrics().to_prometheus("tandem_batch", "model=\"test\"");
+  for (const char* s :
+       {"tandem_batch_requests_total{outcome=\"submitted\",model=\"test\"} 5",
+        "tandem_batch_requests_total{outcome=\"completed\",model=\"test\"} 5",
+        "tandem_batch_requests_total{outcome=\"rejected\",model=\"test\"} 0",
+        "tandem_batch_requests_total{outcome=\"timed_out\",model=\"test\"} 0",
+        "tandem_batch_requests_total{outcome=\"failed\",model=\"test\"} 0",
+        "tandem_batch_requests_total{outcome=\"cancelled\",model=\"test\"} 0",
+        "# TYPE tandem_batch_queue_time_seconds summary",
+        "tandem_batch_queue_time_seconds{quantile=\"0.99\",model=\"test\"} ",
+        "tandem_batch_compute_time_seconds_count{model=\"test\"} ",
+        "tandem_batch_batch_size_average{model=\"test\"} "}) {
+    EXPECT_NE(text.find(s), std::string::npos) << s << "\nin:\n" << text;
+  }
+}
+
+TEST(LatencyHistogram, QuantilesAreWithinABucketOfTheTruth) {
+  detail::LatencyHistogram h;
+  for (int i = 1; i <= 10000; ++i) h.record(std::chrono::microseconds(i));  // uniform 1us..10ms
+  const auto s = h.summary();
+  EXPECT_EQ(s.count, 10000u);
+  EXPECT_NEAR(s.p50_ms, 5.0, 5.0 * 0.1);
+  EXPECT_NEAR(s.p90_ms, 9.0, 9.0 * 0.1);
+  EXPECT_NEAR(s.p99_ms, 9.9, 9.9 * 0.1);
+  EXPECT_NEAR(s.sum_ms, 10000.0 * 10001 / 2 / 1000.0, 1e-6);
+  detail::LatencyHistogram empty;
+  EXPECT_EQ(empty.summary().p99_ms, 0.0);
+}
+
+}  // namespace
+}  // namespace tandem::serve
+
+namespace tandem::serve {
+namespace {
+
+// The reference models through the queue: batched results equal a direct forward of each input
+// (within float32 rounding: a GEMM over a batch may sum in another order than over one row).
+void check_model_through_queue(const std::string& name, int threads, int each) {
+  auto dev = cpu();
+  auto model = nn::load_model(name, dev, {.seed = 7});
+  BatchQueue q(model, {.max_batch_size = 16, .instances = 2});
+  std::vector<std::thread> ts;
+  std::atomic<int> mismatches{0};
+  std::atomic<double> worst{0.0};
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([&, t] {
+      std::mt19937 rng(static_cast<unsigned>(t));
+      std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+      std::vector<std::pair<nn::HostTensor, std::future<nn::HostTensor>>> pending;
+      for (int j = 0; j < each; ++j) {
+        nn::HostTensor in{"", model->input_shape(1), {}};
+        in.values.resize(in.shape.numel());
+        for (auto& v : in.values) v = u(rng);
+        auto f = q.submit(in);
+        pending.emplace_back(std::move(in), std::move(f));
+      }
+      for (auto& [in, f] : pending) {
+        const nn::HostTensor out = f.get();
+        const auto want = model->forward(nn::Tensor::from_host(dev, in.shape, in.values)).to_host();
+        if (!(out.shape == model->output_shape(1)) || out.values.size() != want.size()) {
+          ++mismatches;
+          continue;
+        }
+        for (std::size_t i = 0; i < want.size(); ++i) {
+          const double err = std::abs(static_cast<double>(out.values[i]) - want[i]);
+          double w = worst.load();
+          while (err > w && !worst.compare_exchange_weak(w, err)) {
+          }
+          if (err > 1e-4 * (1.0 + std::abs(want[i]))) ++mismatches;
+        }
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  q.stop();
+  const auto mt = q.metrics();
+  std::printf("  %s: %llu requests in %llu batches (avg %.2f rows), max abs error %.3g\n",
+              name.c_str(), (unsigned long long)mt.completed, (unsigned long long)mt.batches,
+              mt.avg_batch_size(), worst.load());
+  EXPECT_EQ(mismatches.load(), 0);
+  EXPECT_EQ(mt.completed, static_cast<std::uint64_t>(threads * each));
+}
+
+TEST(BatchQueueModels, MlpThroughTheQueueMatchesDirectForward) {
+  check_model_through_queue("mlp", 8, testing::under_sanitizer() ? 4 : 16);
+}
+
+TEST(BatchQueueModels, EncoderThroughTheQueueMatchesDirectForward) {
+  check_model_through_queue("encoder", 4, testing::under_sanitizer() ? 2 : 4);
+}
+
+}  // namespace
+}  // namespace tandem::serve
