@@ -42,7 +42,9 @@ TEST_P(CudaModels, MlpAndEncoderEqualTheCpuBackendEagerAndAsAGraph) {
   std::printf("seed %u tf32 %d\n", seed, tf32);
   std::mt19937 rng(seed);
   std::normal_distribution<float> dist;
+  std::uint64_t model_key = 0;
   for (const char* name : {"mlp", "encoder"}) {
+    model_key += 100000;  // graph keys: one per (model, batch)
     auto m_cpu = nn::load_model(name, cpu, {std::nullopt, 7});
     auto m_gpu = nn::load_model(name, gpu, {std::nullopt, 7});
     for (std::size_t batch : {1, 3, 33}) {
@@ -62,7 +64,7 @@ TEST_P(CudaModels, MlpAndEncoderEqualTheCpuBackendEagerAndAsAGraph) {
           Encoder enc(s);  // same buffer, new values (host stays alive until to_host syncs)
           gpu->kernels().copy_from_host(enc, x.data(), host.data(), x.size_bytes());
         }
-        run_graph(s, 1000 + batch, [&] {
+        run_graph(s, model_key + batch, [&] {
           const nn::Tensor y = m_gpu->forward(x);
           Encoder enc(s);
           gpu->kernels().copy(enc, out.data(), y.data(), y.size_bytes());
