@@ -20,11 +20,14 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def torch_point(model, batch, seconds):
+def torch_point(model, batch, seconds, blas_threads):
+    env = dict(os.environ)
+    if blas_threads:
+        env["OPENBLAS_NUM_THREADS"] = str(blas_threads)
     with tempfile.NamedTemporaryFile(suffix=".json") as f:
         subprocess.run([sys.executable, os.path.join(HERE, "torch_models.py"), "--model", model,
                         "--batch", str(batch), "--seconds", str(seconds), "--json", f.name],
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, env=env)
         return json.load(open(f.name))[0]["samples_per_s"]
 
 
@@ -44,11 +47,14 @@ def main():
     ap.add_argument("--batch", default="1,256")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                     help="tandem threads (default: the cores)")
+    ap.add_argument("--torch-blas-threads", type=int, default=0,
+                    help="OPENBLAS_NUM_THREADS for PyTorch (0: OpenBLAS's default, all cores)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args()
     load = os.getloadavg()
-    print(f"model {args.model}, tandem threads {args.threads}, {args.rounds} rounds x "
+    print(f"model {args.model}, tandem threads {args.threads}, PyTorch OpenBLAS threads "
+          f"{args.torch_blas_threads or 'default'}, {args.rounds} rounds x "
           f"{args.seconds:g} s, {os.cpu_count()} cores, load average before "
           f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print("| batch | PyTorch samples/s | tandem samples/s | tandem / PyTorch | PyTorch forwards/s "
@@ -57,7 +63,7 @@ def main():
     for batch in (int(b) for b in args.batch.split(",")):
         tp, tt = [], []
         for _ in range(args.rounds):
-            tp.append(torch_point(args.model, batch, args.seconds))
+            tp.append(torch_point(args.model, batch, args.seconds, args.torch_blas_threads))
             tt.append(tandem_point(args.tandem, args.model, batch, args.threads, args.seconds))
         p, t = statistics.median(tp), statistics.median(tt)
         print(f"| {batch} | {p:,.0f} | {t:,.0f} | {t / p:.2f}x | {p / batch:,.0f} | "
