@@ -102,6 +102,24 @@ void run_clients(int clients, double warmup_s, double seconds, std::vector<doubl
   }
 }
 
+// NoopModel ("noop"): forward returns its input ([batch, 512]). Measures what the queue itself
+// costs per request (merge, copy-out, completion), without a model behind it.
+class NoopModel final : public nn::Model {
+ public:
+  explicit NoopModel(std::shared_ptr<Device> device) : nn::Model(std::move(device)) {}
+  [[nodiscard]] std::string_view name() const override { return "noop"; }
+  [[nodiscard]] nn::Shape input_shape(std::size_t batch) const override { return {batch, 512}; }
+  [[nodiscard]] nn::Shape output_shape(std::size_t batch) const override { return {batch, 512}; }
+  [[nodiscard]] nn::Tensor forward(const nn::Tensor& input) const override { return input; }
+};
+
+std::shared_ptr<const nn::Model> make_model(const std::string& name,
+                                            const std::shared_ptr<Device>& device,
+                                            const nn::ModelOptions& options) {
+  if (name == "noop") return std::make_shared<NoopModel>(device);
+  return nn::load_model(name, device, options);
+}
+
 bool in_window(const Window& w, Clock::time_point t) { return t >= w.start && t < w.end; }
 
 Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients, int in_flight,
@@ -165,7 +183,9 @@ Record measure_direct(const std::string& model_name, const std::shared_ptr<Devic
   const int devices = (clients + per_device - 1) / per_device;
   std::vector<std::shared_ptr<const nn::Model>> models;
   for (int d = 0; d < devices; ++d) {
-    models.push_back(nn::load_model(model_name, Device::open(base->name(), config), model_options));
+    auto device = Device::open(base->name(), config);
+    models.push_back(make_model(model_name, device, model_options));
+    (void)device->current_stream();  // as load_model does: this thread holds one stream
   }
   std::vector<double> latencies;
   long long completed = 0;
@@ -236,8 +256,9 @@ int run_batching_bench(const std::vector<std::string>& args) {
   bool batching = true;
   app.add_flag("--batching", batching, "this benchmark (dynamic batching)");
   app.add_option("--device", device_name, "device (default: TANDEM_BACKEND or best available)");
-  app.add_option("--model", model_name, "mlp | encoder")->capture_default_str()
-      ->check(CLI::IsMember({"mlp", "encoder"}));
+  app.add_option("--model", model_name,
+                 "mlp | encoder | noop (forward returns its input: the queue's own cost)")
+      ->capture_default_str()->check(CLI::IsMember({"mlp", "encoder", "noop"}));
   app.add_option("--seed", seed, "seed of the model's random weights")->capture_default_str();
   app.add_option("--clients", clients_list, "comma-separated client counts, each 1..4096")
       ->capture_default_str();
@@ -283,7 +304,7 @@ int run_batching_bench(const std::vector<std::string>& args) {
   try {
     nn::ModelOptions model_options;
     model_options.seed = seed;
-    auto model = nn::load_model(model_name, device, model_options);
+    auto model = make_model(model_name, device, model_options);
     serve::BatchQueueOptions options;
     options.max_batch_size = max_batch;
     options.max_queue_delay = std::chrono::microseconds(delay_us);

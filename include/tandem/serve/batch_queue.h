@@ -15,10 +15,11 @@
 //   - else when its oldest request has waited max_queue_delay (or the queue is draining): then
 //     with the largest preferred batch size it can fill, or everything it has when it can fill
 //     none.
-// The executor concatenates the inputs into one buffer on its stream (copy kernels, or host
-// uploads straight into the batch), calls the forward once, copies each request's output rows
-// out (to a device buffer of its own, or to host memory), synchronizes its stream, and only then
-// completes the requests: a completed output is ready to read from any stream or thread.
+// The executor concatenates the inputs into one tensor on its stream (a copy kernel per tensor
+// request; host requests gathered on the host and uploaded with one copy per run of consecutive
+// host requests), calls the forward once, copies each request's output rows out (into a new
+// tensor of its own, or back to host memory), synchronizes its stream, and only then completes
+// the requests: a completed output is ready to read from any stream or thread.
 //
 // Request lifecycle (each arrow is taken exactly once; the terminal states complete the
 // request's future or call its callback exactly once):
@@ -36,7 +37,10 @@
 // | rejected  | submit(): queue full under kReject         | (terminal) Error(kQueueFull)        |
 // |           | (kQueueFull), or not runnable: more rows   | or Error(kInvalidArgument)          |
 // |           | than max_batch_size, no batch dimension,   |                                    |
-// |           | zero rows, bad priority (kInvalidArgument) |                                    |
+// |           | zero rows, bad priority or timeout, an     |                                    |
+// |           | undefined tensor, another device, a dtype  |                                    |
+// |           | other than float32, a host tensor whose    |                                    |
+// |           | values do not match its shape              |                                    |
 // A running request is never timed out or cancelled: it completes with its output even when its
 // deadline passes while its batch runs.
 //
@@ -47,7 +51,7 @@
 // Threading: every public method is thread-safe. Callbacks and promise completions run on an
 // executor thread (normal completion, failures), on the queue's timer thread (timeouts), on the
 // thread calling stop() (cancellations), or on the submitting thread before submit() returns
-// (rejections, submit after stop). Callbacks must not block for long and must not call stop() or
+// (rejections, submit after stop, a blocked submit that times out or is cancelled). Callbacks must not block for long and must not call stop() or
 // destroy the queue; an exception a callback throws is caught and dropped.
 //
 // Errors: a model error (an exception from the forward, or a kernel error raised on the stream)
