@@ -5,6 +5,9 @@
 
 #include "bench_workload.h"
 #include "tandem/device.h"
+#include "tandem/encoder.h"
+#include "tandem/graph.h"
+#include "tandem/kernels.h"
 #include "tandem/mutex.h"
 #include "tandem/nn/models.h"
 #include "tandem/stream.h"
@@ -40,12 +43,13 @@ class ModelCache {
 
 }  // namespace
 
-BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t seed) {
+BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t seed,
+                             bool graphs) {
   BenchWorkload w;
-  w.model = model;
+  w.model = graphs ? model + "+graph" : model;
   w.batch = batch;
   auto cache = std::make_shared<ModelCache>(model, seed);
-  w.per_thread = [cache, batch](const std::shared_ptr<Device>& device) {
+  w.per_thread = [cache, batch, graphs](const std::shared_ptr<Device>& device) {
     std::shared_ptr<const nn::Model> m = cache->get(device);
     const nn::Shape shape = m->input_shape(static_cast<std::size_t>(batch));
     std::vector<float> host(shape.numel());
@@ -54,6 +58,22 @@ BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t 
     for (auto& v : host) v = dist(rng);
     nn::Tensor x = nn::Tensor::from_host(device, shape, host);
     Stream* stream = &device->current_stream();
+    if (graphs) {
+      // Static output; the forward's own output and workspace are allocated and freed inside
+      // the recorded work (graph allocations on cuda).
+      auto out = std::make_shared<nn::Tensor>(
+          nn::Tensor::empty(device, m->output_shape(static_cast<std::size_t>(batch))));
+      const Kernels* k = &device->kernels();
+      const auto key = static_cast<std::uint64_t>(batch);
+      return std::function<void()>([m, x, out, stream, k, key] {
+        run_graph(*stream, key, [&] {
+          const nn::Tensor y = m->forward(x);
+          Encoder enc(*stream);
+          k->copy(enc, out->data(), y.data(), y.size_bytes());
+        });
+        stream->synchronize();
+      });
+    }
     return std::function<void()>([m, x, stream] {
       const nn::Tensor y = m->forward(x);
       stream->synchronize();

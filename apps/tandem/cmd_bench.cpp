@@ -18,10 +18,30 @@
 #include "tandem/basic_ops.h"
 #include "tandem/buffer.h"
 #include "tandem/device.h"
+#include "tandem/encoder.h"
+#include "tandem/kernels.h"
 #include "tandem/error.h"
 #include "tandem/stream.h"
 
 namespace tandem::cli {
+
+BenchWorkload empty_workload() {
+  BenchWorkload w;
+  w.model = "empty";
+  w.batch = 1;
+  w.per_thread = [](const std::shared_ptr<Device>& device) {
+    Stream& stream = device->current_stream();
+    const Kernels* k = &device->kernels();
+    return std::function<void()>([k, &stream] {
+      {
+        Encoder enc(stream);
+        k->empty(enc);
+      }
+      stream.synchronize();
+    });
+  };
+  return w;
+}
 
 BenchWorkload seed_workload(std::size_t elements) {
   BenchWorkload w;
@@ -138,8 +158,13 @@ int run_bench(const std::vector<std::string>& args) {
   app.add_option("--size", size, "seed workload: floats per tensor")->capture_default_str()
       ->check(CLI::Range(std::size_t{1}, std::size_t{1} << 28));
   app.add_option("--model", model, "workload: seed, mlp or encoder (reference models, random "
-                                   "weights)")->capture_default_str()
-      ->check(CLI::IsMember({"seed", "mlp", "encoder"}));
+                                   "weights), or empty (one empty kernel; synchronize: the "
+                                   "launch + sync ceiling)")->capture_default_str()
+      ->check(CLI::IsMember({"seed", "mlp", "encoder", "empty"}));
+  bool graphs = false;
+  app.add_flag("--graphs", graphs, "mlp/encoder: replay each thread's forward as a graph "
+                                   "(run_graph; on cuda a CUDA graph per stream and batch, with "
+                                   "static input and output; elsewhere plain forwards)");
   app.add_option("--batch", batch, "samples per forward (mlp, encoder)")->capture_default_str()
       ->check(CLI::Range(1, 65536));
   app.add_option("--json", json_path, "also write the records to this JSON file");
@@ -169,7 +194,9 @@ int run_bench(const std::vector<std::string>& args) {
     return kExitUsage;
   }
   const BenchWorkload workload =
-      model == "seed" ? seed_workload(size) : model_workload(model, batch, /*seed=*/0);
+      model == "seed"    ? seed_workload(size)
+      : model == "empty" ? empty_workload()
+                         : model_workload(model, batch, /*seed=*/0, graphs);
 
   std::printf("tandem bench: %s, model %s, batch %d, %.2f s per point\n", base->name().c_str(),
               workload.model.c_str(), workload.batch, seconds);

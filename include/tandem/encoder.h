@@ -51,6 +51,13 @@ class [[nodiscard]] Encoder {
   // stream's worker thread; on cuda, a host callback). An exception it throws becomes the stream's
   // error, delivered by the next synchronize() or event wait. Precondition: not committed.
   void dispatch(std::function<void()> fn);
+  // defer(fn): records a *release* — `fn` runs on some host thread once the work committed
+  // before it has completed, at the latest before the stream's next synchronize() returns, and
+  // always (also on a faulted stream). Unlike dispatch it may drop the last reference to a
+  // Buffer (on cuda, host functions must not call CUDA) and costs no host callback on cuda (an
+  // event, reaped at the next encode or synchronize of the stream). Use it to keep inputs alive
+  // until the work that reads them has run. Precondition: not committed.
+  void defer(std::function<void()> fn);
   // commit(): ends encoding and submits the command buffer. Idempotent.
   void commit();
 

@@ -73,6 +73,9 @@ class Kernels {
                               std::size_t bytes) const = 0;
   virtual void copy_to_host(Encoder& enc, void* host_dst, const void* src,
                             std::size_t bytes) const = 0;
+  // empty: the smallest unit of stream work (cuda: an empty kernel; cpu: an empty host
+  // function), for measuring the launch + synchronize ceiling (`tandem bench --model empty`).
+  virtual void empty(Encoder& enc) const = 0;
 
   // ---- nn kernels (include/tandem/nn/ops.h) ----
 

@@ -95,7 +95,7 @@ class TransformerEncoder final : public Model {
     // These references die on the stream's worker; they are never the device's last one: the
     // calling thread's stream lease holds the device and synchronizes this stream before
     // releasing it.
-    enc.dispatch([keep_input = x, keep_model = shared_from_this()] {});
+    enc.defer([keep_input = x, keep_model = shared_from_this()] {});
     enc.commit();
     return y;
   }

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -28,6 +29,9 @@ class StreamImpl {
   // Encoding: begin a command buffer, record host functions, submit it.
   virtual void begin_encoding() = 0;
   virtual void dispatch(std::function<void()> fn) = 0;
+  // defer(fn): a release to run once the work encoded before it has completed (Encoder::defer).
+  // Default: dispatch (host backends run it in stream order anyway).
+  virtual void defer(std::function<void()> fn) { dispatch(std::move(fn)); }
   virtual void end_encoding() = 0;
   // submit(fn, always): a one-function command buffer appended to the stream from any thread,
   // outside encoding (frees, event records and waits). `always` runs it even when the stream is
@@ -38,6 +42,8 @@ class StreamImpl {
   virtual void synchronize() = 0;
   [[nodiscard]] virtual bool query() const = 0;
   [[nodiscard]] virtual void* native_handle() const { return nullptr; }
+  // run_graph(key, body): see tandem/graph.h. Default: no graphs, body() every time.
+  virtual void run_graph(std::uint64_t key, const std::function<void()>& body) { body(); }
   // stop(mode): stop taking work; later encoding fails with Error(kDeviceClosed). Idempotent.
   //   kDrain   — run everything submitted, then end the executor (Device::close).
   //   kQuiesce — drop what is queued, let the work in hand finish (bounded wait), park the

@@ -97,7 +97,7 @@ void upload(Stream& stream, Buffer& dst, std::span<const float> host) {
   auto staged = std::make_shared<std::vector<float>>(host.begin(), host.end());
   Encoder enc(stream);
   stream.device().kernels().copy_from_host(enc, dst.data(), staged->data(), host.size_bytes());
-  enc.dispatch([staged] {});
+  enc.defer([staged] {});
 }
 
 void download(Stream& stream, std::span<float> host, const Buffer& src) {

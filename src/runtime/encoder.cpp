@@ -56,6 +56,15 @@ void Encoder::dispatch(std::function<void()> fn) {
   stream_.impl().dispatch(std::move(fn));
 }
 
+void Encoder::defer(std::function<void()> fn) {
+  if (committed_) {
+    throw Error(ErrorKind::kInvalidArgument,
+                "Encoder::defer after commit on stream " + std::to_string(stream_.index()) +
+                    " of " + stream_.device().name() + "; create a new Encoder");
+  }
+  stream_.impl().defer(std::move(fn));
+}
+
 void Encoder::commit() {
   if (committed_) return;
   committed_ = true;

@@ -17,6 +17,7 @@ class CpuKernels : public Kernels {
   void sum(Encoder& enc, float* out, const float* x, std::size_t n) const override;
   void copy_from_host(Encoder& enc, void* dst, const void* host_src,
                       std::size_t bytes) const override;
+  void empty(Encoder& enc) const override;
   void copy_to_host(Encoder& enc, void* host_dst, const void* src,
                     std::size_t bytes) const override;
 

@@ -52,6 +52,7 @@ class CudaDevice : public detail::BackendDevice {
   // describe_pool(): "pool reserved 1.0 GiB (peak ...), used ..., threshold ...; device free ...".
   [[nodiscard]] std::string describe_pool() const;
   [[nodiscard]] LtAlgoCache& lt_algos() { return lt_algos_; }
+  [[nodiscard]] EventPool& events() { return *events_; }
 
  private:
   const int index_;

@@ -49,4 +49,9 @@ void CudaKernels::copy_to_host(Encoder& enc, void* host_dst, const void* src,
                     s.label());
 }
 
+void CudaKernels::empty(Encoder& enc) const {
+  CudaStream& s = stream_of(enc);
+  TANDEM_CUDA_CHECK(launch::empty(s.get()), s.label());
+}
+
 }  // namespace tandem::backends::cuda

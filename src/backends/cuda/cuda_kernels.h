@@ -29,6 +29,7 @@ class CudaKernels : public Kernels {
                       std::size_t bytes) const override;
   void copy_to_host(Encoder& enc, void* host_dst, const void* src,
                     std::size_t bytes) const override;
+  void empty(Encoder& enc) const override;
 
   // nn kernels (cuda_nn_kernels.cpp).
   void gemm(Encoder& enc, const GemmArgs& args) const override;

@@ -39,17 +39,43 @@ struct HostTask {
   bool always;
 };
 
-void CUDART_CB run_host_task(void* arg) {
-  std::unique_ptr<HostTask> task(static_cast<HostTask*>(arg));
-  if (!task->always && task->errors->faulted.load(std::memory_order_acquire)) return;
+void run_task(HostTask& task) {
+  if (!task.always && task.errors->faulted.load(std::memory_order_acquire)) return;
   try {
-    task->fn();
+    task.fn();
   } catch (...) {
-    task->errors->set(std::current_exception());
+    task.errors->set(std::current_exception());
   }
 }
 
+// One-shot: the driver owns the task until it runs.
+void CUDART_CB run_host_task(void* arg) {
+  std::unique_ptr<HostTask> task(static_cast<HostTask*>(arg));
+  run_task(*task);
+}
+
+// A graph's host node: the task lives as long as the graph and runs at every replay.
+void CUDART_CB run_graph_task(void* arg) { run_task(*static_cast<HostTask*>(arg)); }
+
 }  // namespace
+
+struct CudaStream::Graph {
+  cudaGraphExec_t exec = nullptr;
+  std::vector<std::unique_ptr<HostTask>> host_tasks;  // the host nodes' state
+  std::vector<std::function<void()>> kept;            // deferred releases, run at destruction
+  Graph() = default;
+  Graph(const Graph&) = delete;
+  Graph& operator=(const Graph&) = delete;
+  ~Graph() {
+    if (exec) (void)cudaGraphExecDestroy(exec);
+    for (auto& fn : kept) {
+      try {
+        fn();
+      } catch (...) {
+      }
+    }
+  }
+};
 
 CudaStream::CudaStream(CudaDevice& device, int index)
     : device_(device),
@@ -67,9 +93,11 @@ CudaStream::CudaStream(CudaDevice& device, int index)
 
 CudaStream::~CudaStream() {
   // Destroyed with its device (Device::close drained it first). Errors cannot be reported here.
+  if (stream_) (void)cudaStreamSynchronize(stream_);
+  drop_graphs();
+  reap();
   if (lt_) (void)cublasLtDestroy(lt_);
   if (cublas_) (void)cublasDestroy(cublas_);
-  if (stream_) (void)cudaStreamSynchronize(stream_);
   if (workspace_) (void)cudaFree(workspace_);
   if (stream_) (void)cudaStreamDestroy(stream_);
 }
@@ -80,15 +108,125 @@ void CudaStream::begin_encoding() {
                 label_ + " is stopped (device closed or process exiting); the work was not run");
   }
   device_.make_current();
+  if (capture_ == nullptr) reap();
 }
 
 void CudaStream::launch_host(std::function<void()> fn, bool always) {
   auto task = std::make_unique<HostTask>(HostTask{std::move(fn), errors_, always});
+  if (capture_ != nullptr) {
+    TANDEM_CUDA_CHECK(cudaLaunchHostFunc(stream_, run_graph_task, task.get()), label_);
+    capture_->host_tasks.push_back(std::move(task));
+    return;
+  }
   TANDEM_CUDA_CHECK(cudaLaunchHostFunc(stream_, run_host_task, task.get()), label_);
   (void)task.release();  // owned by the driver until run_host_task
 }
 
 void CudaStream::dispatch(std::function<void()> fn) { launch_host(std::move(fn), false); }
+
+void CudaStream::defer(std::function<void()> fn) {
+  if (capture_ != nullptr) {
+    capture_->kept.push_back(std::move(fn));
+    return;
+  }
+  pending_.push_back(std::move(fn));
+}
+
+void CudaStream::end_encoding() {
+  if (pending_.empty()) return;
+  Deferred d{device_.events().acquire(false), std::move(pending_)};
+  pending_.clear();
+  const cudaError_t st = cudaEventRecord(d.event, stream_);
+  if (st != cudaSuccess) {
+    // Nothing marks the end of the work: wait for it here, then release.
+    (void)cudaStreamSynchronize(stream_);
+    device_.events().release(d.event, false);
+    for (auto& fn : d.fns) {
+      try {
+        fn();
+      } catch (...) {
+      }
+    }
+    check(st, "cudaEventRecord(deferred, stream)", label_);
+  }
+  MutexLock lock(deferred_mu_);
+  deferred_.push_back(std::move(d));
+}
+
+void CudaStream::reap() {
+  for (;;) {
+    Deferred d{};
+    {
+      MutexLock lock(deferred_mu_);
+      if (deferred_.empty()) return;
+      // cudaErrorNotReady: still pending. Any other result (done, or an error that the next
+      // synchronize reports) lets the releases run.
+      if (cudaEventQuery(deferred_.front().event) == cudaErrorNotReady) return;
+      d = std::move(deferred_.front());
+      deferred_.pop_front();
+    }
+    device_.events().release(d.event, false);
+    for (auto& fn : d.fns) {
+      try {
+        fn();
+      } catch (...) {
+      }
+    }
+  }
+}
+
+void CudaStream::run_graph(std::uint64_t key, const std::function<void()>& body) {
+  if (!device_.config().cuda_graphs) {
+    body();
+    return;
+  }
+  std::shared_ptr<Graph> graph;
+  {
+    MutexLock lock(graphs_mu_);
+    if (auto it = graphs_.find(key); it != graphs_.end()) graph = it->second;
+  }
+  if (!graph) {
+    // Capture outside the lock. Library handles and their workspace first: cudaMalloc is not
+    // allowed inside a capture.
+    init_blas();
+    device_.make_current();
+    reap();
+    auto fresh = std::make_shared<Graph>();
+    TANDEM_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), label_);
+    capture_ = fresh.get();
+    cudaGraph_t g = nullptr;
+    try {
+      body();
+    } catch (...) {
+      capture_ = nullptr;
+      if (cudaStreamEndCapture(stream_, &g) == cudaSuccess && g) (void)cudaGraphDestroy(g);
+      (void)cudaGetLastError();
+      throw;
+    }
+    capture_ = nullptr;
+    TANDEM_CUDA_CHECK(cudaStreamEndCapture(stream_, &g), label_);
+    const cudaError_t st = cudaGraphInstantiate(&fresh->exec, g, 0);
+    (void)cudaGraphDestroy(g);
+    check(st, "cudaGraphInstantiate(&exec, graph, 0)", label_);
+    MutexLock lock(graphs_mu_);
+    graph = graphs_.try_emplace(key, std::move(fresh)).first->second;  // first finisher wins
+  }
+  TANDEM_CUDA_CHECK(cudaGraphLaunch(graph->exec, stream_), label_);
+}
+
+std::size_t CudaStream::graphs_cached() const {
+  MutexLock lock(graphs_mu_);
+  return graphs_.size();
+}
+
+void CudaStream::drop_graphs() {
+  std::map<std::uint64_t, std::shared_ptr<Graph>> graphs;
+  {
+    MutexLock lock(graphs_mu_);
+    graphs.swap(graphs_);
+  }
+  graphs.clear();  // outside the lock: the releases may free Buffers
+}
 
 void CudaStream::submit(std::function<void()> fn, bool always) noexcept {
   if (accepting_.load(std::memory_order_acquire)) {
@@ -108,7 +246,9 @@ void CudaStream::submit(std::function<void()> fn, bool always) noexcept {
 }
 
 void CudaStream::synchronize() {
-  TANDEM_CUDA_CHECK_KIND(cudaStreamSynchronize(stream_), label_, ErrorKind::kKernel);
+  const cudaError_t st = cudaStreamSynchronize(stream_);
+  reap();  // also after an error: the work is over either way
+  check(st, "cudaStreamSynchronize(stream)", label_, ErrorKind::kKernel);
   if (errors_->faulted.load(std::memory_order_acquire)) {
     if (auto e = errors_->take()) std::rethrow_exception(e);
   }
@@ -121,7 +261,11 @@ bool CudaStream::query() const {
 
 void CudaStream::stop(StopMode mode) {
   accepting_.store(false, std::memory_order_release);
-  if (mode == StopMode::kDrain) (void)cudaStreamSynchronize(stream_);
+  if (mode == StopMode::kDrain) {
+    (void)cudaStreamSynchronize(stream_);
+    drop_graphs();
+    reap();
+  }
   // kQuiesce: the GPU finishes what it has; nothing is joined (Note [Device shutdown]).
 }
 

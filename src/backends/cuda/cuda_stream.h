@@ -15,15 +15,25 @@
 // - Library handles: created on first use by the thread encoding on the stream; only that thread
 //   uses them (exclusive lease; stream 0 is serialized by its encoding mutex), so a cuBLAS handle
 //   is never shared between threads. The workspace (kBlasWorkspaceBytes) is a plain cudaMalloc,
-//   made before any capture on this stream (see begin_capture).
+//   made before any capture on this stream (run_graph creates the handles first).
+// - Encoder::defer(fn) costs no host callback: the command buffer's deferred releases wait
+//   behind one cudaEvent (from the device's pool) recorded at end_encoding, and run on the
+//   thread that next encodes on or synchronizes the stream once the event completed.
+// - Graphs (run_graph, tandem/graph.h): cached per stream by key; capture mode thread-local;
+//   host functions recorded during a capture stay alive with the graph (they run at every
+//   replay), deferred releases too (until the graph is destroyed: stop(kDrain) or destruction).
 #pragma once
 
 #include <atomic>
+#include <cstdint>
+#include <deque>
 #include <exception>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "backends/cuda/cuda_check.h"
 #include "runtime/backend.h"
@@ -61,7 +71,10 @@ class CudaStream : public detail::StreamImpl {
 
   void begin_encoding() override;
   void dispatch(std::function<void()> fn) override;
-  void end_encoding() override {}
+  void defer(std::function<void()> fn) override;
+  void end_encoding() override;
+  void run_graph(std::uint64_t key, const std::function<void()>& body) override
+      TANDEM_EXCLUDES(graphs_mu_);
   void submit(std::function<void()> fn, bool always) noexcept override;
   void synchronize() override;
   [[nodiscard]] bool query() const override;
@@ -82,10 +95,18 @@ class CudaStream : public detail::StreamImpl {
   [[nodiscard]] void* blas_workspace();
   // Whether a capture is in progress on this stream (graph recording).
   [[nodiscard]] bool capturing() const;
+  // graphs_cached(): graphs in this stream's cache (tests).
+  [[nodiscard]] std::size_t graphs_cached() const TANDEM_EXCLUDES(graphs_mu_);
+
+  // Per-capture state: what the graph's host nodes and deferred releases need to outlive.
+  struct Graph;
 
  private:
   void init_blas();
   void launch_host(std::function<void()> fn, bool always);
+  // reap(): runs the deferred releases whose event completed, in order. Any thread.
+  void reap() TANDEM_EXCLUDES(deferred_mu_);
+  void drop_graphs() TANDEM_EXCLUDES(graphs_mu_);
 
   CudaDevice& device_;
   const int index_;
@@ -94,6 +115,21 @@ class CudaStream : public detail::StreamImpl {
   std::shared_ptr<HostErrors> errors_;
   // accepting_: false once stop() ran. Writer: stop() (release); readers: encoding entry points.
   std::atomic<bool> accepting_{true};
+
+  // Deferred releases: pending_ collects the command buffer's (encoding thread only); at
+  // end_encoding they move behind one event into deferred_.
+  std::vector<std::function<void()>> pending_;
+  struct Deferred {
+    cudaEvent_t event;
+    std::vector<std::function<void()>> fns;
+  };
+  Mutex deferred_mu_;
+  std::deque<Deferred> deferred_ TANDEM_GUARDED_BY(deferred_mu_);
+
+  // Graphs by key. capture_ is set while this stream captures (encoding thread only).
+  mutable Mutex graphs_mu_;
+  std::map<std::uint64_t, std::shared_ptr<Graph>> graphs_ TANDEM_GUARDED_BY(graphs_mu_);
+  Graph* capture_ = nullptr;
 
   std::once_flag blas_once_;
   cublasHandle_t cublas_ = nullptr;

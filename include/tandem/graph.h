@@ -1,0 +1,32 @@
+// graph.h — run_graph: record a fixed sequence of stream work once, replay it cheaply.
+//
+// run_graph(stream, key, body):
+//   - on a backend with graphs (cuda, TANDEM_CUDA_GRAPHS=1): the first call for (stream, key)
+//     captures the work that body() encodes on `stream` into a CUDA graph (capture mode
+//     thread-local: other threads' work and API calls are unaffected), instantiates it, caches it
+//     on the stream, and launches it; later calls with the same key launch the cached graph and
+//     do not call body. The graph is launched, not waited for: synchronize as usual.
+//   - elsewhere (cpu, agx_model, TANDEM_CUDA_GRAPHS=0): calls body() every time.
+// Contract for body (what a graph can replay): it encodes only on `stream`, always the same
+// work for the same key, on device memory that stays at the same addresses for every replay
+// (buffers owned by the caller, allocated before the first call); memory it allocates itself
+// must be freed before it returns (Buffers scoped inside body: on cuda they become graph
+// allocation nodes); no synchronize, no host copies (upload/download), no Event waits on other
+// streams. Encoder::dispatch functions become host nodes that run at every replay;
+// Encoder::defer releases are kept until the graph is destroyed (Device::close or process exit).
+// Keys are the caller's: e.g. a model id combined with the batch shape.
+// Thread-safety: like any encoding on `stream` (its owner). The cache is per stream and
+// thread-safe: look-up under a mutex, capture outside it, the first finisher's graph is kept.
+// Errors: a failed capture throws (Error(kBackend) naming the call) and caches nothing.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+
+namespace tandem {
+
+class Stream;
+
+void run_graph(Stream& stream, std::uint64_t key, const std::function<void()>& body);
+
+}  // namespace tandem
