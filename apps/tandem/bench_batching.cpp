@@ -8,12 +8,18 @@
 //           has at most 63 worker streams (one of which the loading thread holds), so C > 62
 //           clients are spread over ceil(C/62) private devices of the same backend
 //           (Device::open), each with its own copy of the model.
+//   direct-batch: after each queue point, ONE thread calling model->forward() itself at the
+//           queue's average batch size B (rounded), host input and output in page-locked
+//           HostBuffers that live across calls (upload, forward, download, synchronize): the
+//           best a single caller gets at that batch size, the yardstick of issue 4's
+//           "queue >= 80% of one direct thread at the same average batch size".
 // Reported per point: samples/s, p50/p99 latency (submit to result in hand), average batch size.
 #include "bench_batching.h"
 
 #include <algorithm>
 #include <atomic>
 #include <barrier>
+#include <cmath>
 #include <chrono>
 #include <cstdio>
 #include <deque>
@@ -29,8 +35,12 @@
 #include "command.h"
 #include "parse.h"
 #include "tandem/device.h"
+#include "tandem/encoder.h"
 #include "tandem/error.h"
+#include "tandem/host_buffer.h"
+#include "tandem/kernels.h"
 #include "tandem/nn/models.h"
+#include "tandem/stream.h"
 #include "tandem/serve/batch_queue.h"
 
 namespace tandem::cli {
@@ -219,6 +229,58 @@ Record measure_direct(const std::string& model_name, const std::shared_ptr<Devic
   return r;
 }
 
+Record measure_direct_batch(const std::shared_ptr<const nn::Model>& model, std::size_t batch,
+                            double warmup_s, double seconds) {
+  const auto& device = model->device();
+  Stream& stream = device->current_stream();
+  const Kernels& k = device->kernels();
+  const nn::Shape in_shape = model->input_shape(batch);
+  const std::size_t out_floats = model->output_shape(batch).numel();
+  HostBuffer in(device, in_shape.numel() * sizeof(float));
+  HostBuffer out(device, out_floats * sizeof(float));
+  {
+    std::mt19937_64 rng(7);
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (std::size_t i = 0; i < in_shape.numel(); ++i) in.floats()[i] = u(rng);
+  }
+  const nn::Tensor x = nn::Tensor::empty(device, in_shape);
+  std::vector<double> latencies;
+  long long completed = 0;
+  const auto t0 = Clock::now();
+  const Window w{t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warmup_s)),
+                 t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(warmup_s + seconds))};
+  for (;;) {
+    const auto start = Clock::now();
+    if (start >= w.end) break;
+    {
+      Encoder enc(stream);
+      k.copy_from_host(enc, x.data(), in.data(), in.size_bytes());
+      enc.commit();
+    }
+    const nn::Tensor y = model->forward(x);
+    {
+      Encoder enc(stream);
+      k.copy_to_host(enc, out.data(), y.data(), out_floats * sizeof(float));
+      enc.commit();
+    }
+    stream.synchronize();
+    const auto now = Clock::now();
+    if (in_window(w, start)) {
+      latencies.push_back(std::chrono::duration<double, std::milli>(now - start).count());
+      completed += static_cast<long long>(batch);
+    }
+  }
+  Record r;
+  r.mode = "direct-batch";
+  r.clients = 1;
+  r.in_flight = 1;
+  r.samples_per_s = static_cast<double>(completed) / seconds;
+  r.p50_ms = percentile(latencies, 0.50);
+  r.p99_ms = percentile(latencies, 0.99);
+  r.avg_batch = static_cast<double>(batch);
+  return r;
+}
+
 std::vector<int> parse_list(const std::string& s, const char* what, int lo, int hi) {
   std::vector<int> out;
   std::stringstream ss(s);
@@ -247,7 +309,8 @@ int run_batching_bench(const std::vector<std::string>& args) {
   CLI::App app{"Dynamic batching against direct calls: C closed-loop clients, each keeping K "
                "batch-1 requests in flight through a BatchQueue (mode queue), next to the same "
                "clients calling the model's forward themselves (mode direct)."};
-  std::string device_name, model_name = "mlp", clients_list = "1,8,64,256", modes_list = "direct,queue",
+  std::string device_name, model_name = "mlp", clients_list = "1,8,64,256",
+              modes_list = "direct,queue,direct-batch",
               json_path;
   int in_flight = 16, instances = 2, max_batch = 256;
   long delay_us = 0;
@@ -264,7 +327,10 @@ int run_batching_bench(const std::vector<std::string>& args) {
       ->capture_default_str();
   app.add_option("--in-flight", in_flight, "requests each queue client keeps in flight (K)")
       ->capture_default_str()->check(CLI::Range(1, 1024));
-  app.add_option("--modes", modes_list, "comma-separated: direct, queue")->capture_default_str();
+  app.add_option("--modes", modes_list,
+                 "comma-separated: direct, queue, direct-batch (one thread at the queue's "
+                 "average batch size; needs queue)")
+      ->capture_default_str();
   app.add_option("--instances", instances, "queue executor threads (each with its own stream)")
       ->capture_default_str()->check(CLI::Range(1, 30));
   app.add_option("--max-batch", max_batch, "queue max_batch_size")->capture_default_str()
@@ -279,7 +345,7 @@ int run_batching_bench(const std::vector<std::string>& args) {
   if (auto code = parse(app, args)) return *code;
 
   std::vector<int> clients;
-  bool run_direct = false, run_queue = false;
+  bool run_direct = false, run_queue = false, run_direct_batch = false;
   std::shared_ptr<Device> device;
   try {
     clients = parse_list(clients_list, "--clients", 1, 4096);
@@ -290,8 +356,11 @@ int run_batching_bench(const std::vector<std::string>& args) {
         run_direct = true;
       } else if (m == "queue") {
         run_queue = true;
+      } else if (m == "direct-batch") {
+        run_direct_batch = true;
       } else {
-        throw Error(ErrorKind::kInvalidArgument, "--modes: '" + m + "' is not one of: direct, queue");
+        throw Error(ErrorKind::kInvalidArgument,
+                    "--modes: '" + m + "' is not one of: direct, queue, direct-batch");
       }
     }
     device = device_name.empty() ? Device::get_default() : Device::get(device_name);
@@ -315,7 +384,7 @@ int run_batching_bench(const std::vector<std::string>& args) {
                 "max_queue_delay %ld us, %d instance(s); direct: 1 in flight per client\n",
                 device->name().c_str(), model_name.c_str(), seconds, warmup, in_flight, max_batch,
                 delay_us, instances);
-    std::printf("%-7s %8s %10s %14s %10s %10s %10s\n", "mode", "clients", "in_flight",
+    std::printf("%-12s %8s %10s %14s %10s %10s %10s\n", "mode", "clients", "in_flight",
                 "samples/s", "p50_ms", "p99_ms", "avg_batch");
     for (int c : clients) {
       for (int pass = 0; pass < 2; ++pass) {
@@ -325,7 +394,7 @@ int run_batching_bench(const std::vector<std::string>& args) {
                           : measure_queue(model, c, in_flight, options, warmup, seconds);
         r.device = device->name();
         r.model = model_name;
-        std::printf("%-7s %8d %10d %14.0f %10.3f %10.3f %10.2f\n", r.mode.c_str(), r.clients,
+        std::printf("%-12s %8d %10d %14.0f %10.3f %10.3f %10.2f\n", r.mode.c_str(), r.clients,
                     r.in_flight, r.samples_per_s, r.p50_ms, r.p99_ms, r.avg_batch);
         std::fflush(stdout);
         records.push_back(r);
@@ -335,6 +404,19 @@ int run_batching_bench(const std::vector<std::string>& args) {
         const auto& q = records.back();
         std::printf("        queue / direct at %d clients: %.2fx samples/s\n", c,
                     d.samples_per_s > 0 ? q.samples_per_s / d.samples_per_s : 0.0);
+      }
+      if (run_queue && run_direct_batch && records.back().avg_batch >= 0.5) {
+        const Record q = records.back();
+        const auto b = static_cast<std::size_t>(std::lround(q.avg_batch));
+        Record r = measure_direct_batch(model, b, warmup, seconds);
+        r.device = device->name();
+        r.model = model_name;
+        std::printf("%-12s %8d %10d %14.0f %10.3f %10.3f %10.2f\n", r.mode.c_str(), r.clients,
+                    r.in_flight, r.samples_per_s, r.p50_ms, r.p99_ms, r.avg_batch);
+        std::printf("        queue / one direct thread at batch %zu: %.0f%% samples/s\n", b,
+                    r.samples_per_s > 0 ? 100.0 * q.samples_per_s / r.samples_per_s : 0.0);
+        std::fflush(stdout);
+        records.push_back(r);
       }
     }
   } catch (const Error& e) {

@@ -15,6 +15,7 @@
 // | TANDEM_CUDA_GRAPHS            | 1                  | 0, 1                                 |
 // | TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD | max (keep all) | max, or 0..2^62 bytes                |
 // | TANDEM_CUDA_TF32              | 0                  | 0, 1 (TF32 tensor cores for fp32 GEMMs) |
+// | TANDEM_CUDA_PDL               | 1                  | 0, 1 (programmatic dependent launch)  |
 #pragma once
 
 #include <cstdint>
@@ -46,6 +47,9 @@ struct RuntimeConfig {
   // Threshold); UINT64_MAX keeps everything (no trimming), 0 returns all free memory at each sync.
   std::uint64_t cuda_mempool_release_threshold = UINT64_MAX;
   bool cuda_tf32 = false;  // fp32 GEMMs on TF32 tensor cores (10-bit mantissa inputs): opt-in
+  // Programmatic dependent launch for the batch-1 GEMV kernels: each may start while the
+  // previous kernel of its stream finishes, and waits for it before touching memory.
+  bool cuda_pdl = true;
 
   // from_environment(): parses the TANDEM_* variables; throws Error(kConfig) on a bad value.
   [[nodiscard]] static RuntimeConfig from_environment();

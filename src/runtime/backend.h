@@ -77,6 +77,11 @@ class BackendDevice {
   virtual void deallocate(void* p, std::size_t bytes, StreamImpl& stream,
                           std::function<void()> on_freed) = 0;
   [[nodiscard]] virtual const Kernels& kernels() const = 0;
+  // allocate_host / deallocate_host: host memory for copies to and from this device (HostBuffer).
+  // Default: plain aligned host memory. cuda: page-locked memory (cudaHostAlloc), which the copy
+  // engines read and write directly. allocate_host throws Error(kOutOfMemory).
+  [[nodiscard]] virtual void* allocate_host(std::size_t bytes);
+  virtual void deallocate_host(void* p, std::size_t bytes) noexcept;
 };
 
 class Backend {

@@ -144,11 +144,14 @@ BatchQueue::BatchQueue(std::shared_ptr<const nn::Model> model, BatchQueueOptions
 
 BatchQueue::BatchQueue(ForwardFn forward, std::shared_ptr<Device> device, BatchQueueOptions options) {
   if (!forward) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: forward function is empty");
-  auto run = [forward = std::move(forward), device](Stream& stream,
-                                                    const std::vector<detail::RequestPtr>& batch) {
-    detail::run_merged_batch(forward, device, stream, batch);
+  // Each executor gets its own staging memory, reused across its batches.
+  auto make_run = [forward = std::move(forward), device]() -> detail::RunBatch {
+    auto staging = std::make_shared<detail::Staging>();
+    return [forward, device, staging](Stream& stream, const std::vector<detail::RequestPtr>& batch) {
+      detail::run_merged_batch(forward, device, stream, *staging, batch);
+    };
   };
-  scheduler_ = std::make_unique<detail::Scheduler>(std::move(run), std::move(device),
+  scheduler_ = std::make_unique<detail::Scheduler>(std::move(make_run), std::move(device),
                                                    std::move(options));
 }
 

@@ -34,10 +34,21 @@ void check_output(const nn::Tensor& out, std::size_t rows, const nn::Shape& in_s
   if (!why.empty()) throw Error(ErrorKind::kInvalidArgument, "BatchQueue forward " + why);
 }
 
+// reserve(buf, device, floats): `buf` holds at least `floats` floats; grows to twice the need
+// (page-locking is a system call: a few growths during warm-up, none afterwards).
+float* reserve(HostBuffer& buf, const std::shared_ptr<Device>& device, std::size_t floats) {
+  const std::size_t bytes = floats * sizeof(float);
+  if (buf.size_bytes() < bytes) {
+    buf = HostBuffer();  // free first: the old and new buffers need not coexist
+    buf = HostBuffer(device, 2 * bytes);
+  }
+  return buf.floats();
+}
+
 }  // namespace
 
 void run_merged_batch(const ForwardFn& forward, const std::shared_ptr<Device>& device,
-                      Stream& stream, const std::vector<RequestPtr>& batch) {
+                      Stream& stream, Staging& staging, const std::vector<RequestPtr>& batch) {
   const Kernels& k = device->kernels();
   const bool lone_tensor = batch.size() == 1 && !batch.front()->host;
   std::size_t total = 0;
@@ -50,11 +61,13 @@ void run_merged_batch(const ForwardFn& forward, const std::shared_ptr<Device>& d
 
   // 1. Merge along dimension 0 (a lone tensor request runs as it is). Host inputs are gathered
   //    into one host staging vector and uploaded with one copy per run of consecutive host
-  //    requests (not one per request: on a GPU each copy is a driver call).
-  std::vector<float> staging_in, staging_out;  // host memory that queued copies use
+  //    requests (not one per request: on a GPU each copy is a driver call), from the executor's
+  //    reused staging memory (page-locked on cuda).
+  float* staging_in = nullptr;   // staging.in, when the batch has host inputs
+  float* staging_out = nullptr;  // staging.out, when the batch has host outputs
   // If anything below throws, the copies already queued on `stream` may still read or write the
-  // staging vectors: wait for them before the vectors go (declared after them, so destroyed
-  // first). The stream's own error, if any, is left for the caller's synchronize.
+  // staging memory: wait for them before it is reused (or freed) by a later batch. The stream's
+  // own error, if any, is left for the caller's synchronize.
   struct DrainOnUnwind {
     Stream& stream;
     int exceptions = std::uncaught_exceptions();
@@ -75,13 +88,13 @@ void run_merged_batch(const ForwardFn& forward, const std::shared_ptr<Device>& d
     const std::size_t row = merged.numel() / total;                           // floats per row
     bool any_host = false;
     for (const auto& r : batch) any_host = any_host || r->host;
-    if (any_host) staging_in.resize(merged.numel());
+    if (any_host) staging_in = reserve(staging.in, device, merged.numel());
     Encoder enc(stream);
     std::size_t at = 0, run_begin = 0;
     bool in_run = false;
     auto end_run = [&](std::size_t end) {
       if (in_run && end > run_begin) {
-        k.copy_from_host(enc, merged.data() + run_begin, staging_in.data() + run_begin,
+        k.copy_from_host(enc, merged.data() + run_begin, staging_in + run_begin,
                          (end - run_begin) * sizeof(float));
       }
       in_run = false;
@@ -89,7 +102,7 @@ void run_merged_batch(const ForwardFn& forward, const std::shared_ptr<Device>& d
     for (const auto& r : batch) {
       const std::size_t n = r->rows() * row;
       if (r->host) {
-        std::copy(r->host_in.values.begin(), r->host_in.values.end(), staging_in.begin() + static_cast<std::ptrdiff_t>(at));
+        std::copy(r->host_in.values.begin(), r->host_in.values.end(), staging_in + at);
         if (!in_run) run_begin = at;
         in_run = true;
       } else {
@@ -123,13 +136,13 @@ void run_merged_batch(const ForwardFn& forward, const std::shared_ptr<Device>& d
         r->device_out = nn::Tensor::empty(device, out.shape().with(0, r->rows()));
       }
     }
-    if (any_host) staging_out.resize(out.numel());
+    if (any_host) staging_out = reserve(staging.out, device, out.numel());
     Encoder enc(stream);
     std::size_t at = 0, run_begin = 0;
     bool in_run = false;
     auto end_run = [&](std::size_t end) {
       if (in_run && end > run_begin) {
-        k.copy_to_host(enc, staging_out.data() + run_begin, out.data() + run_begin,
+        k.copy_to_host(enc, staging_out + run_begin, out.data() + run_begin,
                        (end - run_begin) * sizeof(float));
       }
       in_run = false;
@@ -151,14 +164,18 @@ void run_merged_batch(const ForwardFn& forward, const std::shared_ptr<Device>& d
 
   // 4. Outputs are ready (and kernel errors raised) before anyone completes.
   stream.synchronize();
-  if (!staging_out.empty()) {
-    const std::size_t row = staging_out.size() / total;
+  if (staging_out) {
+    const std::size_t row = out.numel() / total;
     std::size_t at = 0;
     for (const auto& r : batch) {
       const std::size_t n = r->rows() * row;
       if (r->host) {
-        const auto first = staging_out.begin() + static_cast<std::ptrdiff_t>(at);
-        r->host_out.values.assign(first, first + static_cast<std::ptrdiff_t>(n));
+        // The output takes over the input's storage when it is large enough (the input was
+        // consumed by the upload above), so no host memory is allocated per request.
+        std::vector<float>& values = r->host_out.values;
+        if (r->host_in.values.capacity() >= n) values = std::move(r->host_in.values);
+        const float* first = staging_out + at;
+        values.assign(first, first + n);
       }
       at += n;
     }

@@ -24,6 +24,29 @@ void LatencyHistogram::record(std::chrono::nanoseconds d) noexcept {
   sum_ns_.fetch_add(static_cast<std::uint64_t>(ns), std::memory_order_relaxed);
 }
 
+void LatencyHistogram::record_all(std::span<const std::chrono::nanoseconds> ds) noexcept {
+  if (ds.empty()) return;
+  std::array<std::uint32_t, kBuckets> local{};
+  int lo = kBuckets, hi = -1;
+  std::uint64_t sum = 0;
+  for (const auto d : ds) {
+    const auto ns = std::max<std::int64_t>(d.count(), 0);
+    const int b = bucket_of(static_cast<double>(ns) / 1000.0);
+    ++local[static_cast<std::size_t>(b)];
+    lo = std::min(lo, b);
+    hi = std::max(hi, b);
+    sum += static_cast<std::uint64_t>(ns);
+  }
+  for (int b = lo; b <= hi; ++b) {
+    if (local[static_cast<std::size_t>(b)] != 0) {
+      counts_[static_cast<std::size_t>(b)].fetch_add(local[static_cast<std::size_t>(b)],
+                                                     std::memory_order_relaxed);
+    }
+  }
+  count_.fetch_add(ds.size(), std::memory_order_relaxed);
+  sum_ns_.fetch_add(sum, std::memory_order_relaxed);
+}
+
 LatencySummary LatencyHistogram::summary() const noexcept {
   LatencySummary s;
   std::vector<std::uint64_t> c(kBuckets);

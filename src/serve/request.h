@@ -50,6 +50,7 @@ class Request {
   nn::Shape shape;                  // input shape, shape[0] = rows (validated by the scheduler)
   std::vector<std::size_t> sample;  // shape[1..]: requests merge only when these are equal
   int priority = 0;
+  std::uint64_t submitter = 0;  // the submitting thread (a per-thread number): completion order
   Clock::time_point submitted{};
   std::optional<Clock::time_point> deadline;
   bool host = false;                // host input (host_in), host output (host_out)
@@ -60,6 +61,12 @@ class Request {
   // Under Scheduler::mu_ only (no annotation: the mutex belongs to another object).
   std::uint64_t seq = 0;
   Clock::time_point enqueued{};
+
+  // The intake (Note [Batch queue intake] in scheduler.h): written by the submitting thread
+  // before the release CAS that publishes the request, read and cleared by the thread that
+  // drains the intake (under Scheduler::mu_) after its acquire exchange.
+  Request* intake_next = nullptr;
+  std::shared_ptr<Request> intake_self;  // the intake's reference, dropped when drained
 
   // Written by the running executor, read by deliver().
   nn::Tensor device_out;

@@ -3,6 +3,7 @@
 #include "serve/scheduler.h"
 
 #include <algorithm>
+#include <numeric>
 #include <string>
 #include <typeinfo>
 
@@ -31,6 +32,13 @@ namespace {
 
 std::exception_ptr error(ErrorKind kind, const std::string& message) {
   return std::make_exception_ptr(Error(kind, message));
+}
+
+// this_thread_number(): a number per thread, distinct among live threads (for grouping).
+std::uint64_t this_thread_number() noexcept {
+  static std::atomic<std::uint64_t> next{1};  // relaxed: only distinctness matters
+  thread_local const std::uint64_t mine = next.fetch_add(1, std::memory_order_relaxed);
+  return mine;
 }
 
 double us_between(Clock::time_point a, Clock::time_point b) {
@@ -100,8 +108,9 @@ std::int64_t largest_preferred_at_most(const BatchQueueOptions& o, std::int64_t 
 
 // ---- construction and stop ---------------------------------------------------------------------
 
-Scheduler::Scheduler(RunBatch run, std::shared_ptr<Device> device, BatchQueueOptions options)
-    : run_(std::move(run)),
+Scheduler::Scheduler(MakeRunBatch make_run, std::shared_ptr<Device> device,
+                     BatchQueueOptions options)
+    : make_run_(std::move(make_run)),
       device_(std::move(device)),
       options_((check_options(options), std::move(options))),
       dispatch_rows_(options_.preferred_batch_sizes.empty()
@@ -109,7 +118,7 @@ Scheduler::Scheduler(RunBatch run, std::shared_ptr<Device> device, BatchQueueOpt
                          : *std::max_element(options_.preferred_batch_sizes.begin(),
                                              options_.preferred_batch_sizes.end())) {
   if (!device_) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: device is null");
-  if (!run_) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: forward function is empty");
+  if (!make_run_) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: forward function is empty");
   {
     MutexLock join(join_mu_);
     MutexLock lock(mu_);
@@ -159,6 +168,9 @@ void Scheduler::stop(StopMode mode) {
   {
     MutexLock lock(mu_);
     stopping_ = true;
+    if (!stop_mode_ || mode == StopMode::kCancel) stop_mode_ = mode;
+    stopping_flag_.store(true, std::memory_order_seq_cst);  // before the drain: Note [Batch queue intake]
+    drain_intake();
     if (mode == StopMode::kCancel) cancel_queued(done);
     work_cv_.notify_all();
     space_cv_.notify_all();
@@ -176,7 +188,7 @@ void Scheduler::cancel_queued(std::vector<Finish>& done) {
     for (auto& level : q.levels) {
       for (auto& r : level) {
         if (r->transition(RequestState::kQueued, RequestState::kCancelled)) {
-          --queued_;
+          dequeued();
           done.push_back({r, RequestState::kCancelled,
                           error(ErrorKind::kCancelled,
                                 "request cancelled: the BatchQueue was stopped (StopMode::kCancel) "
@@ -197,6 +209,7 @@ void Scheduler::complete_now(const RequestPtr& r, RequestState to, std::exceptio
 void Scheduler::submit(const RequestPtr& r, const SubmitOptions& so) {
   counters_.submitted.fetch_add(1, std::memory_order_relaxed);
   r->submitted = Clock::now();
+  r->submitter = this_thread_number();
   r->priority = so.priority;
   const auto timeout = so.timeout ? so.timeout : options_.default_timeout;
   if (timeout) r->deadline = r->submitted + *timeout;
@@ -238,14 +251,36 @@ void Scheduler::submit(const RequestPtr& r, const SubmitOptions& so) {
   const auto dims = r->shape.dims();
   r->sample.assign(dims.begin() + 1, dims.end());
 
+  // Fast path, without mu_ (Note [Batch queue intake]): no deadline, not stopping, room.
+  if (!r->deadline && !stopping_flag_.load(std::memory_order_seq_cst) && try_admit()) {
+    r->intake_self = r;
+    Request* head = intake_.load(std::memory_order_relaxed);
+    do {
+      r->intake_next = head;
+    } while (!intake_.compare_exchange_weak(head, r.get(), std::memory_order_seq_cst,
+                                            std::memory_order_relaxed));
+    if (stopping_flag_.load(std::memory_order_seq_cst)) {
+      settle_after_stop();
+    } else if (idle_executors_.load(std::memory_order_seq_cst) > 0) {
+      MutexLock lock(mu_);
+      work_cv_.notify_one();
+    }
+    return;
+  }
+
   std::exception_ptr fail;
   RequestState fail_state = RequestState::kRejected;
   {
     MutexLock lock(mu_);
-    if (!stopping_ && queued_ >= options_.max_queue_size && options_.overflow == Overflow::kBlock) {
+    drain_intake();  // earlier fast-path submissions (of this thread too) go first
+    bool admitted = !stopping_ && try_admit();
+    if (!admitted && !stopping_ && options_.overflow == Overflow::kBlock) {
       (void)r->transition(RequestState::kNew, RequestState::kBlocked);
+      // Returns true with a place reserved, or when stopping (then nothing is reserved).
       auto room = [&]() TANDEM_REQUIRES(mu_) {
-        return stopping_ || queued_ < options_.max_queue_size;
+        if (stopping_) return true;
+        admitted = try_admit();
+        return admitted;
       };
       if (r->deadline) {
         (void)space_cv_.wait_until(mu_, *r->deadline, room);
@@ -254,12 +289,14 @@ void Scheduler::submit(const RequestPtr& r, const SubmitOptions& so) {
       }
     }
     if (stopping_) {
+      if (admitted) admitted_.fetch_sub(1, std::memory_order_seq_cst);
       fail_state = RequestState::kCancelled;
       fail = error(ErrorKind::kCancelled, "request cancelled: the BatchQueue is stopped");
-    } else if (queued_ >= options_.max_queue_size) {
+    } else if (!admitted) {
       if (options_.overflow == Overflow::kReject) {
         fail = error(ErrorKind::kQueueFull,
-                     "BatchQueue is full (" + std::to_string(queued_) + " queued, max_queue_size = " +
+                     "BatchQueue is full (" + std::to_string(admitted_.load()) +
+                         " queued, max_queue_size = " +
                          std::to_string(options_.max_queue_size) +
                          "); retry later, raise max_queue_size, or use Overflow::kBlock");
       } else {  // blocked until the deadline
@@ -271,16 +308,66 @@ void Scheduler::submit(const RequestPtr& r, const SubmitOptions& so) {
                          std::to_string(options_.max_queue_size) + ")");
       }
     } else {
-      enqueue(r);
+      place(r, Clock::now());
       return;
     }
   }
   complete_now(r, fail_state, std::move(fail));
 }
 
-void Scheduler::enqueue(const RequestPtr& r) {
+bool Scheduler::try_admit() noexcept {
+  // A CAS loop, not fetch_add-and-undo: the count never exceeds max_queue_size, not even for an
+  // instant (metrics().queued reads it).
+  std::size_t n = admitted_.load(std::memory_order_seq_cst);
+  do {
+    if (n >= options_.max_queue_size) return false;
+  } while (!admitted_.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst,
+                                            std::memory_order_seq_cst));
+  return true;
+}
+
+void Scheduler::dequeued() {
+  --queued_;
+  admitted_.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+void Scheduler::drain_intake() {
+  Request* top = intake_.exchange(nullptr, std::memory_order_seq_cst);
+  if (!top) return;
+  // The stack is LIFO: reverse it into push order.
+  Request* fifo = nullptr;
+  while (top) {
+    Request* next = top->intake_next;
+    top->intake_next = fifo;
+    fifo = top;
+    top = next;
+  }
+  while (fifo) {
+    Request* next = fifo->intake_next;
+    fifo->intake_next = nullptr;
+    RequestPtr r = std::move(fifo->intake_self);
+    place(r, r->submitted);
+    fifo = next;
+  }
+}
+
+void Scheduler::settle_after_stop() {
+  std::vector<Finish> done;
+  {
+    MutexLock lock(mu_);
+    drain_intake();
+    if (running_executors_ == 0 || stop_mode_ == StopMode::kCancel) {
+      cancel_queued(done);  // no executor will run them, or the stop cancels
+    } else {
+      work_cv_.notify_all();  // the executors still running drain them
+    }
+  }
+  finish_all(done);
+}
+
+void Scheduler::place(const RequestPtr& r, Clock::time_point enqueued) {
   r->seq = next_seq_++;
-  r->enqueued = Clock::now();
+  r->enqueued = enqueued;
   auto& q = queues_[r->sample];
   if (q.levels.empty()) q.levels.resize(static_cast<std::size_t>(options_.priority_levels));
   q.levels[static_cast<std::size_t>(r->priority)].push_back(r);
@@ -312,6 +399,16 @@ void Scheduler::compact_deadlines() {
 std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock::time_point now,
                                         std::vector<Finish>& done) {
   std::vector<RequestPtr> batch;
+  batch.reserve(static_cast<std::size_t>(std::min<std::int64_t>(target, 4096)));
+  // The requests taken leave admitted_ with one atomic subtraction when take() returns (not one
+  // per request: submitters contend on that counter).
+  struct ReleaseAdmitted {
+    std::atomic<std::size_t>& admitted;
+    std::size_t taken = 0;
+    ~ReleaseAdmitted() {
+      if (taken) admitted.fetch_sub(taken, std::memory_order_seq_cst);
+    }
+  } release{admitted_};
   std::int64_t rows = 0;
   for (auto& level : q.levels) {
     while (!level.empty()) {
@@ -323,7 +420,7 @@ std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock:
       if (rows + r->nrows() > target) return batch;
       if (r->deadline && *r->deadline <= now) {
         if (r->transition(RequestState::kQueued, RequestState::kTimedOut)) {
-          --queued_;
+          dequeued();
           done.push_back({r, RequestState::kTimedOut,
                           timeout_error(*r, now)});
         }
@@ -332,6 +429,7 @@ std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock:
       }
       if (r->transition(RequestState::kQueued, RequestState::kRunning)) {
         --queued_;
+        ++release.taken;
         rows += r->nrows();
         batch.push_back(std::move(r));
       }
@@ -344,6 +442,7 @@ std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock:
 
 std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& exit) {
   for (;;) {
+    drain_intake();
     if (stopping_ && queued_ == 0) {
       exit = true;
       return {};
@@ -370,7 +469,11 @@ std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& e
         }
         return true;
       });
-      work_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return queued_ > 0 || stopping_; });
+      idle_executors_.fetch_add(1, std::memory_order_seq_cst);
+      work_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) {
+        return queued_ > 0 || stopping_ || !intake_empty();
+      });
+      idle_executors_.fetch_sub(1, std::memory_order_seq_cst);
       continue;
     }
     // Rows available to this batch, in take() order, up to dispatch_rows_.
@@ -396,14 +499,19 @@ std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& e
         if (p > 0) target = p;
       }
       auto batch = take(*head_q, target, now, done);
-      if (queued_ < options_.max_queue_size) space_cv_.notify_all();
+      if (admitted_.load(std::memory_order_seq_cst) < options_.max_queue_size) {
+        space_cv_.notify_all();
+      }
       return batch;  // may be empty when everything at the front had expired: look again
     }
     // Wait for a fuller batch until the head's delay runs out (new requests wake us earlier).
     const std::uint64_t seen = next_seq_;
+    idle_executors_.fetch_add(1, std::memory_order_seq_cst);
     (void)work_cv_.wait_until(mu_, due, [&]() TANDEM_REQUIRES(mu_) {
-      return stopping_ || next_seq_ != seen || head->state() != RequestState::kQueued;
+      return stopping_ || next_seq_ != seen || head->state() != RequestState::kQueued ||
+             !intake_empty();
     });
+    idle_executors_.fetch_sub(1, std::memory_order_seq_cst);
     return {};
   }
 }
@@ -412,8 +520,12 @@ std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& e
 
 void Scheduler::executor_main(int instance) {
   Stream* stream = nullptr;
+  RunBatch run;
+  std::vector<std::chrono::nanoseconds> waits;  // queue times of the batch in hand
+  std::vector<std::size_t> order;               // its completion order
   try {
     stream = &device_->current_stream();  // leased for this thread's lifetime
+    run = make_run_();
   } catch (...) {
     MutexLock lock(mu_);
     if (!startup_error_) startup_error_ = std::current_exception();
@@ -445,13 +557,15 @@ void Scheduler::executor_main(int instance) {
 
     const auto start = Clock::now();
     std::int64_t rows = 0;
+    waits.clear();
     for (const auto& r : batch) {
-      queue_time_.record(start - r->submitted);
+      waits.push_back(start - r->submitted);
       rows += r->nrows();
     }
+    queue_time_.record_all(waits);
     std::exception_ptr err;
     try {
-      run_(*stream, batch);
+      run(*stream, batch);
     } catch (...) {
       err = std::current_exception();
       try {
@@ -464,8 +578,23 @@ void Scheduler::executor_main(int instance) {
     counters_.batch_rows.fetch_add(static_cast<std::uint64_t>(rows), std::memory_order_relaxed);
     counters_.batch_requests.fetch_add(batch.size(), std::memory_order_relaxed);
     const auto to = err ? RequestState::kFailed : RequestState::kCompleted;
-    for (const auto& r : batch) {
-      if (r->transition(RequestState::kRunning, to)) finish({r, to, err ? own_copy(err) : nullptr});
+    // Completion order (Note [Dynamic batching]): grouped by submitting thread, newest first, so
+    // a client blocked on its oldest request is woken once, after the rest of its requests in
+    // this batch are ready.
+    order.resize(batch.size());
+    std::iota(order.begin(), order.end(), std::size_t{0});
+    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+      const std::uint64_t sa = batch[a]->submitter, sb = batch[b]->submitter;
+      return sa != sb ? sa < sb : a > b;
+    });
+    // Only this executor moves its requests out of kRunning, so every transition below wins:
+    // a success is counted once for the whole batch (before any delivery, as finish() would).
+    if (!err) counters_.completed.fetch_add(batch.size(), std::memory_order_relaxed);
+    for (const std::size_t i : order) {
+      const RequestPtr& r = batch[i];
+      if (r->transition(RequestState::kRunning, to)) {
+        finish({r, to, err ? own_copy(err) : nullptr, /*counted=*/!err});
+      }
     }
     (void)instance;
   }
@@ -483,7 +612,7 @@ void Scheduler::timer_main() {
         RequestPtr r = deadlines_.back().request.lock();
         deadlines_.pop_back();
         if (r && r->transition(RequestState::kQueued, RequestState::kTimedOut)) {
-          --queued_;
+          dequeued();
           done.push_back({r, RequestState::kTimedOut,
                           timeout_error(*r, now)});
         }
@@ -511,13 +640,13 @@ void Scheduler::timer_main() {
 
 void Scheduler::finish(Finish&& f) noexcept {
   auto& c = counters_;
-  switch (f.state) {
+  switch (f.counted ? RequestState::kNew : f.state) {
     case RequestState::kCompleted: c.completed.fetch_add(1, std::memory_order_relaxed); break;
     case RequestState::kFailed: c.failed.fetch_add(1, std::memory_order_relaxed); break;
     case RequestState::kTimedOut: c.timed_out.fetch_add(1, std::memory_order_relaxed); break;
     case RequestState::kCancelled: c.cancelled.fetch_add(1, std::memory_order_relaxed); break;
     case RequestState::kRejected: c.rejected.fetch_add(1, std::memory_order_relaxed); break;
-    default: break;  // not terminal: never passed here
+    default: break;  // counted already (kNew stands for that), or not terminal (never)
   }
   // The error is moved on, not copied: the exception object then belongs to the caller alone
   // (see own_copy()).
@@ -542,10 +671,7 @@ BatchQueueMetrics Scheduler::metrics() const {
   m.batches = c.batches.load(std::memory_order_relaxed);
   m.batch_rows = c.batch_rows.load(std::memory_order_relaxed);
   m.batch_requests = c.batch_requests.load(std::memory_order_relaxed);
-  {
-    MutexLock lock(mu_);
-    m.queued = queued_;
-  }
+  m.queued = admitted_.load(std::memory_order_seq_cst);
   m.queue_time = queue_time_.summary();
   m.compute_time = compute_time_.summary();
   return m;

@@ -5,6 +5,8 @@
 
 #include "tandem/encoder.h"
 #include "tandem/event.h"
+#include "tandem/host_buffer.h"
+#include "tandem/kernels.h"
 #include "test_util.h"
 
 namespace tandem {
@@ -187,6 +189,32 @@ TEST(Buffer, StatsCountAllocationsAndStreamOrderedFrees) {
   EXPECT_EQ(m.current_bytes, 0);
   EXPECT_EQ(m.peak_bytes, 1024);
   EXPECT_EQ(m.frees, 2);
+}
+
+TEST(HostBuffer, HoldsAlignedMemoryForCopiesAndMovesOwnership) {
+  auto d = open_cpu();
+  HostBuffer h(d, 4096);
+  ASSERT_NE(h.data(), nullptr);
+  EXPECT_EQ(h.size_bytes(), 4096u);
+  EXPECT_EQ(reinterpret_cast<std::uintptr_t>(h.data()) % 64, 0u);
+  for (int i = 0; i < 1024; ++i) h.floats()[i] = static_cast<float>(i);
+  Stream& s = d->current_stream();
+  Buffer b(d, 4096, s);
+  HostBuffer back(d, 4096);
+  {
+    Encoder enc(s);
+    d->kernels().copy_from_host(enc, b.data(), h.data(), 4096);
+    d->kernels().copy_to_host(enc, back.data(), b.data(), 4096);
+  }
+  s.synchronize();
+  for (int i = 0; i < 1024; ++i) ASSERT_EQ(back.floats()[i], static_cast<float>(i));
+  HostBuffer moved = std::move(h);
+  EXPECT_EQ(h.data(), nullptr);
+  EXPECT_TRUE(h.empty());
+  EXPECT_EQ(moved.floats()[1023], 1023.0f);
+  EXPECT_TRUE(HostBuffer(d, 0).empty());
+  d->close();
+  EXPECT_TRUE(throws_error([&] { HostBuffer late(d, 64); }, ErrorKind::kDeviceClosed, {"closed"}));
 }
 
 TEST(Device, UseAfterCloseIsADeviceClosedError) {

@@ -19,7 +19,13 @@
 // request; host requests gathered on the host and uploaded with one copy per run of consecutive
 // host requests), calls the forward once, copies each request's output rows out (into a new
 // tensor of its own, or back to host memory), synchronizes its stream, and only then completes
-// the requests: a completed output is ready to read from any stream or thread.
+// the requests: a completed output is ready to read from any stream or thread. Within a batch,
+// requests are completed grouped by submitting thread, each thread's newest first: a client that
+// waits for its oldest request then wakes once per batch, not once per request (each wake-up is
+// a system call on the executor, and the queue's rate at many clients was bound by them).
+//  - HostTensor outputs reuse the input's host storage when it is large enough (the output of a
+//    request is written over its input's values, which the queue no longer needs), so the
+//    executor allocates no host memory per request.
 //
 // Request lifecycle (each arrow is taken exactly once; the terminal states complete the
 // request's future or call its callback exactly once):

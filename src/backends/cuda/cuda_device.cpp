@@ -114,4 +114,24 @@ void CudaDevice::deallocate(void* p, std::size_t, detail::StreamImpl& stream,
   on_freed();
 }
 
+void* CudaDevice::allocate_host(std::size_t bytes) {
+  make_current();
+  void* p = nullptr;
+  const cudaError_t st = cudaHostAlloc(&p, bytes, cudaHostAllocPortable);
+  if (st == cudaErrorMemoryAllocation) {
+    (void)cudaGetLastError();
+    throw Error(ErrorKind::kOutOfMemory,
+                "allocating " + std::to_string(bytes) + " bytes (" + bytes_str(bytes) +
+                    ") of page-locked host memory for " + name_ +
+                    " failed (cudaHostAlloc); free host memory or use smaller batches");
+  }
+  check(st, "cudaHostAlloc(&p, bytes, cudaHostAllocPortable)", name_);
+  return p;
+}
+
+void CudaDevice::deallocate_host(void* p, std::size_t) noexcept {
+  // noexcept: a failure (a context already torn down at process exit) leaks the block.
+  if (cudaFreeHost(p) != cudaSuccess) (void)cudaGetLastError();
+}
+
 }  // namespace tandem::backends::cuda

@@ -41,6 +41,9 @@ class CudaDevice : public detail::BackendDevice {
   void deallocate(void* p, std::size_t bytes, detail::StreamImpl& stream,
                   std::function<void()> on_freed) override;
   [[nodiscard]] const Kernels& kernels() const override { return kernels_; }
+  // Page-locked, portable host memory (cudaHostAlloc / cudaFreeHost).
+  [[nodiscard]] void* allocate_host(std::size_t bytes) override;
+  void deallocate_host(void* p, std::size_t bytes) noexcept override;
 
   [[nodiscard]] int index() const { return index_; }
   [[nodiscard]] const std::string& name() const { return name_; }

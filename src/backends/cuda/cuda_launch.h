@@ -35,10 +35,14 @@ cudaError_t bias_act(cudaStream_t stream, float* y, const float* x, const float*
                      std::size_t rows, std::size_t cols, int act);
 // gemv_bias_act: the batch-1 (rows <= kGemvMaxRows) linear: y[r][o] = act(w[o] . x[r] + bias[o]),
 // w out x in row-major; a warp per output, 16-byte loads when in % 4 == 0 and pointers align.
+// pdl: launched with programmatic stream serialization (Note [GEMV and PDL] in nn_kernels.cu):
+// the kernel may be scheduled while the previous kernel of `stream` is still running; it waits
+// for that kernel's completion (griddepcontrol.wait) before its first memory access, so stream
+// order is kept exactly. Also under graph capture (a programmatic edge).
 inline constexpr std::size_t kGemvMaxRows = 4;
 cudaError_t gemv_bias_act(cudaStream_t stream, float* y, const float* x, const float* w,
                           const float* bias, std::size_t rows, std::size_t in, std::size_t out,
-                          int act);
+                          int act, bool pdl);
 // layer_norm / softmax: a block per row; see kernels.h for the contracts (in place allowed).
 cudaError_t layer_norm(cudaStream_t stream, float* y, const float* x, const float* residual,
                        const float* gamma, const float* beta, std::size_t rows, std::size_t cols,

@@ -153,7 +153,8 @@ void CudaKernels::linear(Encoder& enc, float* y, const float* x, const float* w,
     return;
   }
   if (rows <= launch::kGemvMaxRows) {
-    TANDEM_CUDA_CHECK(launch::gemv_bias_act(s.get(), y, x, w, bias, rows, in, out, act_code(act)),
+    TANDEM_CUDA_CHECK(launch::gemv_bias_act(s.get(), y, x, w, bias, rows, in, out, act_code(act),
+                                                s.device().config().cuda_pdl),
                       where);
     return;
   }

@@ -60,11 +60,29 @@ __global__ void bias_act_kernel(float* y, const float* x, const float* __restric
   }
 }
 
+// Note [GEMV and PDL]
+// With programmatic dependent launch (launch attribute programmaticStreamSerialization), a
+// kernel may be scheduled before the previous kernel of its stream has finished. Every GEMV
+// therefore begins with griddepcontrol.wait (cudaGridDependencySynchronize: returns once all
+// preceding work of the stream has completed and its memory is visible; a no-op when the kernel
+// was launched without the attribute) before touching memory, and then signals
+// griddepcontrol.launch_dependents so that the next PDL kernel may be scheduled in turn. What
+// overlaps is only the launch latency and block scheduling of the next kernel with the tail of
+// this one: the order of memory effects is exactly the stream's. Dependents launch only once
+// every block of this kernel has signalled or exited, so waiting blocks never starve it.
+__device__ __forceinline__ void pdl_wait_then_release() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("griddepcontrol.wait;" ::: "memory");
+  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
 // A warp per output column o; ROWS input rows share each weight load.
 template <int ROWS, bool VEC>
 __global__ void gemv_kernel(float* __restrict__ y, const float* __restrict__ x,
                             const float* __restrict__ w, const float* __restrict__ bias,
                             std::size_t in, std::size_t out, int act) {
+  pdl_wait_then_release();
   const std::size_t o = blockIdx.x * std::size_t{blockDim.x / 32} + threadIdx.x / 32;
   const int lane = threadIdx.x % 32;
   if (o >= out) return;
@@ -232,17 +250,27 @@ unsigned row_threads(std::size_t cols) {
 }
 
 template <int ROWS>
-void launch_gemv(cudaStream_t stream, float* y, const float* x, const float* w, const float* bias,
-                 std::size_t in, std::size_t out, int act) {
+cudaError_t launch_gemv(cudaStream_t stream, float* y, const float* x, const float* w,
+                        const float* bias, std::size_t in, std::size_t out, int act, bool pdl) {
   constexpr int kWarps = 8;
   const auto blocks = static_cast<unsigned>((out + kWarps - 1) / kWarps);
   const bool vec = in % 4 == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
                    reinterpret_cast<std::uintptr_t>(w) % 16 == 0;
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(blocks);
+  config.blockDim = dim3(kWarps * 32);
+  config.dynamicSmemBytes = 0;
+  config.stream = stream;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  config.attrs = attr;
+  config.numAttrs = pdl ? 1 : 0;
+  const float* xc = x;
   if (vec) {
-    gemv_kernel<ROWS, true><<<blocks, kWarps * 32, 0, stream>>>(y, x, w, bias, in, out, act);
-  } else {
-    gemv_kernel<ROWS, false><<<blocks, kWarps * 32, 0, stream>>>(y, x, w, bias, in, out, act);
+    return cudaLaunchKernelEx(&config, gemv_kernel<ROWS, true>, y, xc, w, bias, in, out, act);
   }
+  return cudaLaunchKernelEx(&config, gemv_kernel<ROWS, false>, y, xc, w, bias, in, out, act);
 }
 
 }  // namespace
@@ -256,14 +284,19 @@ cudaError_t bias_act(cudaStream_t stream, float* y, const float* x, const float*
 
 cudaError_t gemv_bias_act(cudaStream_t stream, float* y, const float* x, const float* w,
                           const float* bias, std::size_t rows, std::size_t in, std::size_t out,
-                          int act) {
+                          int act, bool pdl) {
   if (rows == 0 || out == 0) return cudaSuccess;
+  cudaError_t st = cudaErrorInvalidValue;
   switch (rows) {
-    case 1: launch_gemv<1>(stream, y, x, w, bias, in, out, act); break;
-    case 2: launch_gemv<2>(stream, y, x, w, bias, in, out, act); break;
-    case 3: launch_gemv<3>(stream, y, x, w, bias, in, out, act); break;
-    case 4: launch_gemv<4>(stream, y, x, w, bias, in, out, act); break;
+    case 1: st = launch_gemv<1>(stream, y, x, w, bias, in, out, act, pdl); break;
+    case 2: st = launch_gemv<2>(stream, y, x, w, bias, in, out, act, pdl); break;
+    case 3: st = launch_gemv<3>(stream, y, x, w, bias, in, out, act, pdl); break;
+    case 4: st = launch_gemv<4>(stream, y, x, w, bias, in, out, act, pdl); break;
     default: return cudaErrorInvalidValue;
+  }
+  if (st != cudaSuccess) {
+    (void)cudaGetLastError();  // clear it: the caller reports `st`
+    return st;
   }
   return cudaGetLastError();
 }

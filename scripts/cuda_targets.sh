@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# scripts/cuda_targets.sh — the open targets of issues 3 and 4 measured side by side in one run on
+# the GPU machine (one device lease; docs/benchmarks.md records the output):
+#   build -> the new GPU tests -> batching (issue 4) -> plain cuBLASLt vs tandem at batch
+#   1024/4096 (issue 3) -> batch-1 MLP with and without PDL, empty-kernel ceiling, PyTorch ->
+#   encoder table -> all GPU tests -> compute-sanitizer on the changed kernels.
+# Each step has its own timeout, so one hang loses only that step. Logs: $OUT/log.txt, JSON
+# records in $OUT. Steps: scripts/cuda_targets.sh [step...] (default: all).
+set -uo pipefail
+OUT=${OUT:-/tmp/cuda_targets}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+cd "$(dirname "$0")/.."
+export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1
+steps=" ${*:-build newtests batching blas batch1 encoder tests sanitize} "
+has() { [[ $steps == *" $1 "* ]]; }
+section() { echo; echo "=== $* ($(date +%T))"; }
+T=build/cuda/apps/tandem/tandem
+S=${SECONDS_PER_POINT:-1}
+run() { echo "+ $*"; timeout -k 5 "$@"; local rc=$?; [[ $rc != 0 ]] && echo "(rc=$rc)"; return 0; }
+b() { run 60 "$T" bench --device cuda --seconds "$S" "$@" | grep -v "^efficiency ="; }
+
+section machine
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+nproc; python3 -c 'import torch; print("torch", torch.__version__)' 2>/dev/null
+
+if has build; then
+  section build
+  gen=(); command -v ninja >/dev/null || gen=(-G "Unix Makefiles")
+  cmake --preset cuda "${gen[@]}" -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
+    >"$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; exit 1; }
+  if ! timeout 400 cmake --build build/cuda -j"$(nproc)" --target tandem cuda_gpu_tests cuda_unit_tests \
+      cublas_mlp >>"$OUT/build.txt" 2>&1; then
+    grep -E "error|Error" -A6 "$OUT/build.txt" | head -60; exit 1
+  fi
+  echo built
+fi
+G=build/cuda/tests/cuda/cuda_gpu_tests
+
+if has newtests; then
+  section "new GPU tests"
+  run 120 "$G" --gtest_filter='CudaHostBuffer*:CudaPdl*:CudaBatchQueue*:CudaModels*' 2>&1 | grep -E "^\[|seed|Failure|Expected|Which|rror" | head -40
+fi
+
+if has batching; then
+  section "batching (issue 4)"
+  bq() { run 60 "$T" bench --batching --device cuda --in-flight 16 --max-batch 1024 --seconds "$S" --warmup 0.3 "$@"; }
+  bq --model noop --instances 8 --clients 1,8,64,256 --modes queue,direct-batch --json "$OUT/batching_noop.json"
+  echo "--- the issue's command (4 instances, no delay)"
+  bq --model mlp --instances 4 --clients 1,8,64,256 --json "$OUT/batching_cuda.json"
+  echo "--- 8 instances, max_queue_delay 100 us"
+  bq --model mlp --instances 8 --delay-us 100 --clients 1,8,64,256 --json "$OUT/batching_cuda_i8d100.json"
+  echo "--- sweep at 64 clients: instances x max_queue_delay"
+  for inst in 4 8 12; do
+    for delay in 0 100 200; do
+      echo "instances $inst delay_us $delay"
+      bq --model mlp --instances "$inst" --delay-us "$delay" --clients 64 --modes queue,direct-batch | grep -E "^(queue|direct-batch)|%"
+    done
+  done
+  echo "--- TF32, 64 clients, instances 8, delay 100 us"
+  TANDEM_CUDA_TF32=1 bq --model mlp --instances 8 --delay-us 100 --clients 64 --modes queue,direct-batch | grep -E "^(queue|direct-batch)|%"
+fi
+
+if has blas; then
+  section "batched MLP: plain cuBLASLt vs tandem (issue 3), two rounds"
+  for round in 1 2; do
+    run 30 build/cuda/bench/cublas_mlp --batch 1024,4096 --seconds "$S"
+    b --model mlp --batch 1024 --threads 1 --policies none
+    b --model mlp --batch 4096 --threads 1 --policies none
+    run 30 build/cuda/bench/cublas_mlp --batch 1024,4096 --seconds "$S" --tf32
+    TANDEM_CUDA_TF32=1 b --model mlp --batch 1024 --threads 1 --policies none
+    TANDEM_CUDA_TF32=1 b --model mlp --batch 4096 --threads 1 --policies none
+    TANDEM_CUDA_TF32=1 b --model mlp --batch 1024 --graphs --threads 1 --policies none
+    b --model mlp --batch 1024 --graphs --threads 1 --policies none
+  done
+fi
+
+if has batch1; then
+  section "batch 1 MLP (issue 3): empty-kernel ceiling, graphs with and without PDL, PyTorch"
+  b --model empty --threads 1,8,16 --policies none,global --json "$OUT/t_empty.json"
+  b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none,global --json "$OUT/t_mlp1g.json"
+  TANDEM_CUDA_PDL=0 b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none
+  b --model mlp --batch 1 --threads 1,8 --policies none
+  TANDEM_CUDA_PDL=0 b --model mlp --batch 1 --threads 1,8 --policies none
+  run 60 python3 bench/torch_reference.py --model mlp --batch 1 --threads 1,8,16 --modes eager,graph --seconds "$S"
+  b --model empty --threads 8 --policies none
+  b --model mlp --batch 1 --graphs --threads 8 --policies none
+fi
+
+if has encoder; then
+  section "encoder (issue 3)"
+  b --model encoder --batch 1 --threads 1,8 --policies none
+  b --model encoder --batch 1 --graphs --threads 1,8,16 --policies none
+  b --model encoder --batch 64 --threads 1 --policies none
+  b --model encoder --batch 256 --threads 1 --policies none
+  TANDEM_CUDA_TF32=1 b --model encoder --batch 256 --threads 1 --policies none
+  run 60 python3 bench/torch_reference.py --model encoder --batch 1 --threads 1,8 --modes eager,graph --seconds "$S"
+  run 60 python3 bench/torch_reference.py --model encoder --batch 64,256 --threads 1 --modes eager --seconds "$S"
+  run 60 python3 bench/torch_reference.py --model mlp --batch 1024,4096 --threads 1 --modes eager --seconds "$S"
+fi
+
+if has tests; then
+  section "all GPU tests"
+  run 240 "$G" 2>&1 | tee "$OUT/gpu_tests.txt" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |FAILED|Failure" | head -30
+  run 30 build/cuda/tests/cuda/cuda_unit_tests 2>&1 | tail -1
+fi
+
+if has sanitize; then
+  section compute-sanitizer
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  run 120 "$cs" --tool memcheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaPdl*:CudaHostBuffer*:CudaNnKernels*' 2>&1 | grep -E "ERROR SUMMARY|Invalid|PASSED|FAILED" | head
+  run 120 "$cs" --tool racecheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaPdl*:CudaNnKernels*' 2>&1 | grep -E "RACECHECK SUMMARY|ERROR SUMMARY|Race|PASSED|FAILED" | head
+  run 60 "$cs" --tool synccheck --error-exitcode=9 "$G" --gtest_filter='CudaPdl*' 2>&1 | grep -E "ERROR SUMMARY|PASSED|FAILED" | head
+fi
+section done
