@@ -8,6 +8,9 @@
 //           has at most 63 worker streams (one of which the loading thread holds), so C > 62
 //           clients are spread over ceil(C/62) private devices of the same backend
 //           (Device::open), each with its own copy of the model.
+//           With --client callback the clients use the callback form of submit() instead of
+//           futures (a std::promise costs its completer a system call per request in
+//           libstdc++, and a sleeping client a wake-up per completed future).
 //   direct-batch: after each queue point, ONE thread calling model->forward() itself at the
 //           queue's average batch size B (rounded), host input and output in page-locked
 //           HostBuffers that live across calls (upload, forward, download, synchronize): the
@@ -39,6 +42,7 @@
 #include "tandem/error.h"
 #include "tandem/host_buffer.h"
 #include "tandem/kernels.h"
+#include "tandem/mutex.h"
 #include "tandem/nn/models.h"
 #include "tandem/stream.h"
 #include "tandem/serve/batch_queue.h"
@@ -132,8 +136,63 @@ std::shared_ptr<const nn::Model> make_model(const std::string& name,
 
 bool in_window(const Window& w, Clock::time_point t) { return t >= w.start && t < w.end; }
 
+// CallbackClient: what one --client callback client shares with the executors that complete its
+// requests. `completed`: writers are the callbacks (release fetch_add, then notify_one); the
+// client reads it (acquire) and waits on it.
+struct CallbackClient {
+  std::atomic<std::uint32_t> completed{0};
+  Mutex mu;
+  std::vector<double> lat TANDEM_GUARDED_BY(mu);
+  long long done TANDEM_GUARDED_BY(mu) = 0;
+  std::exception_ptr error TANDEM_GUARDED_BY(mu);
+};
+
+// callback_client(queue, input, in_flight, w, stop, lat, done): a closed-loop client keeping
+// in_flight requests in flight through the callback form; returns after all of them completed.
+void callback_client(serve::BatchQueue& queue, const nn::HostTensor& input, int in_flight,
+                     const Window& w, const std::atomic<bool>& stop, std::vector<double>& lat,
+                     long long& done) {
+  CallbackClient st;
+  std::uint32_t submitted = 0, consumed = 0;
+  auto submit_one = [&] {
+    queue.submit(nn::HostTensor(input), [&st, &w, t0 = Clock::now()](serve::Result<nn::HostTensor> r) {
+      const auto now = Clock::now();
+      {
+        MutexLock lock(st.mu);
+        if (!r.ok()) {
+          if (!st.error) st.error = r.error;
+        } else if (in_window(w, now)) {
+          st.lat.push_back(std::chrono::duration<double, std::milli>(now - t0).count());
+          ++st.done;
+        }
+      }
+      st.completed.fetch_add(1, std::memory_order_release);
+      st.completed.notify_one();
+    });
+    ++submitted;
+  };
+  while (!stop.load(std::memory_order_relaxed)) {
+    while (submitted - consumed < static_cast<std::uint32_t>(in_flight)) submit_one();
+    std::uint32_t c = st.completed.load(std::memory_order_acquire);
+    while (c == consumed) {
+      st.completed.wait(c, std::memory_order_acquire);
+      c = st.completed.load(std::memory_order_acquire);
+    }
+    consumed = c;
+  }
+  for (std::uint32_t c = st.completed.load(std::memory_order_acquire); c != submitted;
+       c = st.completed.load(std::memory_order_acquire)) {
+    st.completed.wait(c, std::memory_order_acquire);
+  }
+  MutexLock lock(st.mu);
+  if (st.error) std::rethrow_exception(st.error);
+  lat = std::move(st.lat);
+  done = st.done;
+}
+
 Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients, int in_flight,
-                     const serve::BatchQueueOptions& options, double warmup_s, double seconds) {
+                     const serve::BatchQueueOptions& options, double warmup_s, double seconds,
+                     bool callbacks) {
   serve::BatchQueue queue(model, options);
   std::vector<double> latencies;
   long long completed = 0;
@@ -144,6 +203,29 @@ Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients,
               [&](int c, const Window& w, std::atomic<bool>& stop, std::vector<double>& lat,
                   long long& done) {
                 const nn::HostTensor input = random_input(*model, static_cast<std::uint64_t>(c) + 1);
+                // Batch statistics over the window: one client samples the metrics at its edges
+                // (a thread of its own for callback clients, which block in a wait).
+                if (callbacks) {
+                  std::thread sampler;
+                  if (c == 0) {
+                    sampler = std::thread([&] {
+                      std::this_thread::sleep_until(w.start);
+                      at_start = queue.metrics();
+                      started = true;
+                      std::this_thread::sleep_until(w.end);
+                      at_end = queue.metrics();
+                      ended = true;
+                    });
+                  }
+                  try {
+                    callback_client(queue, input, in_flight, w, stop, lat, done);
+                  } catch (...) {
+                    if (sampler.joinable()) sampler.join();
+                    throw;
+                  }
+                  if (sampler.joinable()) sampler.join();
+                  return;
+                }
                 std::deque<std::pair<Clock::time_point, std::future<nn::HostTensor>>> pending;
                 while (!stop.load(std::memory_order_relaxed)) {
                   while (static_cast<int>(pending.size()) < in_flight) {
@@ -171,7 +253,7 @@ Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients,
   if (!ended) at_end = queue.metrics();
   queue.stop();
   Record r;
-  r.mode = "queue";
+  r.mode = callbacks ? "queue-cb" : "queue";
   r.clients = clients;
   r.in_flight = in_flight;
   r.samples_per_s = static_cast<double>(completed) / seconds;
@@ -317,6 +399,7 @@ int run_batching_bench(const std::vector<std::string>& args) {
   double seconds = 2.0, warmup = 0.3;
   std::uint64_t seed = 0;
   bool batching = true;
+  std::string client_kind = "future";
   app.add_flag("--batching", batching, "this benchmark (dynamic batching)");
   app.add_option("--device", device_name, "device (default: TANDEM_BACKEND or best available)");
   app.add_option("--model", model_name,
@@ -341,6 +424,9 @@ int run_batching_bench(const std::vector<std::string>& args) {
       ->check(CLI::Range(0.05, 600.0));
   app.add_option("--warmup", warmup, "warm-up time per point (not measured)")->capture_default_str()
       ->check(CLI::Range(0.0, 60.0));
+  app.add_option("--client", client_kind,
+                 "queue clients wait on futures, or use the callback form of submit()")
+      ->capture_default_str()->check(CLI::IsMember({"future", "callback"}));
   app.add_option("--json", json_path, "also write the records to this JSON file");
   if (auto code = parse(app, args)) return *code;
 
@@ -391,7 +477,8 @@ int run_batching_bench(const std::vector<std::string>& args) {
         const bool direct = pass == 0;
         if (direct ? !run_direct : !run_queue) continue;
         Record r = direct ? measure_direct(model_name, device, model_options, c, warmup, seconds)
-                          : measure_queue(model, c, in_flight, options, warmup, seconds);
+                          : measure_queue(model, c, in_flight, options, warmup, seconds,
+                                          client_kind == "callback");
         r.device = device->name();
         r.model = model_name;
         std::printf("%-12s %8d %10d %14.0f %10.3f %10.3f %10.2f\n", r.mode.c_str(), r.clients,
