@@ -8,7 +8,8 @@
 
 namespace tandem::backends {
 
-HostStream::HostStream(std::string label) : label_(std::move(label)) {
+HostStream::HostStream(std::string label, bool caller_runs)
+    : label_(std::move(label)), caller_runs_(caller_runs) {
   MutexLock lock(worker_mu_);
   worker_ = std::thread([this] { run(); });
 }
@@ -63,12 +64,32 @@ bool HostStream::enqueue(CommandBuffer cb) {
   return true;
 }
 
+// Note [Caller runs]
+// A thread waiting for its stream would otherwise sleep while the worker wakes up, runs the
+// buffer and wakes it again: on a small forward the two wake-ups cost more than the work. So
+// synchronize() first runs queued buffers itself while no buffer is running. It only takes
+// buffers submitted before the call (`target`), so a stream fed by another thread cannot keep it
+// forever. The worker may be woken for a buffer a helper took; it finds the queue empty and
+// sleeps again.
 void HostStream::synchronize() {
+  std::uint64_t target = 0;
+  {
+    MutexLock lock(mu_);
+    target = submitted_;
+  }
+  while (caller_runs_) {
+    CommandBuffer cb;
+    bool faulted = false;
+    {
+      MutexLock lock(mu_);
+      if (completed_ >= target || halt_ || !take_next(cb, faulted)) break;
+    }
+    execute(cb, faulted);
+  }
   std::exception_ptr err;
   bool park = false;
   {
     MutexLock lock(mu_);
-    const std::uint64_t target = submitted_;
     done_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return completed_ >= target || halt_; });
     if (completed_ < target && !quiesced_) {
       throw Error(ErrorKind::kDeviceClosed,
@@ -134,40 +155,55 @@ void HostStream::stop(StopMode mode) {
   }
 }
 
+bool HostStream::take_next(CommandBuffer& cb, bool& faulted) {
+  if (queue_.empty() || running_) return false;
+  cb = std::move(queue_.front());
+  queue_.pop_front();
+  running_ = true;
+  faulted = error_ != nullptr;
+  return true;
+}
+
+void HostStream::execute(CommandBuffer& cb, bool faulted) {
+  std::exception_ptr err;
+  if (!faulted || cb.always) {
+    for (auto& fn : cb.fns) {
+      try {
+        fn();
+      } catch (...) {
+        err = std::current_exception();
+        break;
+      }
+    }
+  }
+  cb.fns.clear();  // destroy captured state outside the lock
+  MutexLock lock(mu_);
+  if (err && !error_) error_ = err;
+  ++completed_;
+  running_ = false;
+  done_cv_.notify_all();
+  // A buffer queued while this one ran waits for the worker, which slept through it if a helper
+  // ran this one.
+  if (!queue_.empty()) work_cv_.notify_one();
+}
+
 void HostStream::run() {
   for (;;) {
     CommandBuffer cb;
     bool faulted = false;
     {
       MutexLock lock(mu_);
-      work_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return !queue_.empty() || halt_; });
+      work_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) {
+        return (!queue_.empty() && !running_) || (halt_ && queue_.empty());
+      });
       if (queue_.empty()) {  // halted: drained, or quiesced and the frees kept have run
         worker_gone_ = true;
         done_cv_.notify_all();
         return;
       }
-      cb = std::move(queue_.front());
-      queue_.pop_front();
-      running_ = true;
-      faulted = error_ != nullptr;
+      (void)take_next(cb, faulted);
     }
-    std::exception_ptr err;
-    if (!faulted || cb.always) {
-      for (auto& fn : cb.fns) {
-        try {
-          fn();
-        } catch (...) {
-          err = std::current_exception();
-          break;
-        }
-      }
-    }
-    cb.fns.clear();  // destroy captured state outside the lock
-    MutexLock lock(mu_);
-    if (err && !error_) error_ = err;
-    ++completed_;
-    running_ = false;
-    done_cv_.notify_all();
+    execute(cb, faulted);
   }
 }
 
