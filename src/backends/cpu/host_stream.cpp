@@ -34,15 +34,18 @@ void HostStream::submit(std::function<void()> fn, bool always) noexcept {
   std::function<void()> inline_fn;
   {
     MutexLock lock(mu_);
-    if (accepting_) {
+    // While the process exits (quiesced), frees and markers still go to the worker, which runs
+    // them after the buffer in hand: dropping a free would lose its memory.
+    if (accepting_ || (always && quiesced_ && !worker_gone_)) {
       queue_.push_back(std::move(cb));
       ++submitted_;
       work_cv_.notify_one();
       return;
     }
-    if (always && drained_) inline_fn = std::move(cb.fns.front());
+    if (always && (drained_ || worker_gone_)) inline_fn = std::move(cb.fns.front());
   }
-  // Drained: nothing else can run on this stream, so stream order is trivially kept.
+  // Drained, or the worker has left: nothing else can run on this stream, so stream order is
+  // trivially kept.
   if (inline_fn) {
     try {
       inline_fn();
@@ -92,6 +95,9 @@ std::exception_ptr HostStream::error() const {
 }
 
 void HostStream::stop(StopMode mode) {
+  // Work dropped by kQuiesce, destroyed outside mu_: its captures may free buffers, whose frees
+  // are submitted to this stream (or another) and take mu_.
+  std::deque<CommandBuffer> dropped;
   {
     MutexLock lock(mu_);
     accepting_ = false;
@@ -99,17 +105,25 @@ void HostStream::stop(StopMode mode) {
       done_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return completed_ == submitted_ || halt_; });
       drained_ = !halt_;
     } else {
-      // Quiesce: drop the queue (it will never run), let the buffer in hand finish (bounded).
-      queue_.clear();
+      // Quiesce: drop the queued work (it will never run) but keep the `always` buffers (frees,
+      // event markers): they touch no user data and are cheap, and a dropped free would lose its
+      // memory (LeakSanitizer reports it at exit).
+      std::deque<CommandBuffer> kept;
+      for (auto& cb : queue_) (cb.always ? kept : dropped).push_back(std::move(cb));
+      queue_ = std::move(kept);
       quiesced_ = true;
     }
     halt_ = true;
     work_cv_.notify_all();
     done_cv_.notify_all();
-    if (mode == StopMode::kQuiesce) {
-      (void)done_cv_.wait_until(mu_, std::chrono::steady_clock::now() + std::chrono::seconds(1),
-                                [&]() TANDEM_REQUIRES(mu_) { return !running_; });
-    }
+  }
+  if (mode == StopMode::kQuiesce) {
+    dropped.clear();
+    // Let the buffer in hand and the frees finish (bounded: a kernel may never return).
+    MutexLock lock(mu_);
+    (void)done_cv_.wait_until(
+        mu_, std::chrono::steady_clock::now() + std::chrono::seconds(1),
+        [&]() TANDEM_REQUIRES(mu_) { return worker_gone_ || (!running_ && queue_.empty()); });
   }
   MutexLock lock(worker_mu_);
   if (!worker_.joinable()) return;
@@ -127,7 +141,11 @@ void HostStream::run() {
     {
       MutexLock lock(mu_);
       work_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return !queue_.empty() || halt_; });
-      if (queue_.empty()) return;  // halted: drained, or quiesced (queue dropped)
+      if (queue_.empty()) {  // halted: drained, or quiesced and the frees kept have run
+        worker_gone_ = true;
+        done_cv_.notify_all();
+        return;
+      }
       cb = std::move(queue_.front());
       queue_.pop_front();
       running_ = true;

@@ -68,6 +68,7 @@ class HostStream : public detail::StreamImpl {
   bool drained_ TANDEM_GUARDED_BY(mu_) = false;  // stopped by kDrain: nothing can run anymore
   bool quiesced_ TANDEM_GUARDED_BY(mu_) = false;  // stopped by kQuiesce: the process is exiting
   bool running_ TANDEM_GUARDED_BY(mu_) = false;  // a buffer is in the worker's hands
+  bool worker_gone_ TANDEM_GUARDED_BY(mu_) = false;  // run() has returned
   Mutex worker_mu_ TANDEM_ACQUIRED_AFTER(mu_);
   // Started in the constructor; joined by kDrain, detached by kQuiesce (never joined at exit).
   std::thread worker_ TANDEM_GUARDED_BY(worker_mu_);
