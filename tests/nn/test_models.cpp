@@ -3,24 +3,18 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <random>
 #include <vector>
 
 #include "tandem/device.h"
 #include "tandem/error.h"
 #include "tandem/nn/models.h"
 #include "tandem/stream.h"
+#include "test_util.h"
 
 namespace tandem::nn {
 namespace {
 
-std::vector<float> random_input(std::size_t n, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist;
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
+using test_util::random_input;
 
 TEST(Models, MlpHasPyTorchsParameterNamesShapesAndCount) {
   const auto m = load_model("mlp", Device::get("cpu"));

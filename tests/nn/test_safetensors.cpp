@@ -11,6 +11,7 @@
 #include "tandem/error.h"
 #include "tandem/nn/models.h"
 #include "tandem/nn/safetensors.h"
+#include "test_util.h"
 
 namespace tandem::nn {
 namespace {
@@ -58,7 +59,7 @@ TEST(Safetensors, RoundTripsTensorsAndMetadata) {
 }
 
 TEST(Safetensors, WritesAndReadsFiles) {
-  const auto path = std::filesystem::temp_directory_path() / "tandem_test_rw.safetensors";
+  const auto path = test_util::unique_temp_path("tandem_test_rw");
   write_safetensors(path.string(), {{"x", Shape{3}, {1, 2, 3}}});
   const auto f = SafetensorsFile::read(path.string());
   EXPECT_EQ(f.floats("x"), (std::vector<float>{1, 2, 3}));
@@ -169,8 +170,7 @@ TEST(SafetensorsHostile, OtherDtypesParseButAreNotReadAsFloat) {
 // Model loading is strict (load_state_dict(strict=True)): errors name the tensor.
 class ModelWeights : public ::testing::Test {
  protected:
-  std::string path_ =
-      (std::filesystem::temp_directory_path() / "tandem_test_weights.safetensors").string();
+  std::string path_ = test_util::unique_temp_path("tandem_test_weights").string();
   void TearDown() override { std::filesystem::remove(path_); }
   std::vector<HostTensor> mlp_state() {
     return load_model("mlp", Device::get("cpu"), {std::nullopt, 7})->state_dict();

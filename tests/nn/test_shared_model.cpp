@@ -3,24 +3,18 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "tandem/device.h"
 #include "tandem/nn/models.h"
+#include "test_util.h"
 
 namespace tandem::nn {
 namespace {
 
-std::vector<float> random_input(std::size_t n, std::uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist;
-  std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
-  return v;
-}
+using test_util::random_input;
 
 // Many threads call forward on one shared model at once; every result must equal, bit for bit,
 // the single-threaded result for the same input (same kernels, no shared mutable state).

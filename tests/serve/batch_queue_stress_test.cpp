@@ -105,6 +105,25 @@ class Ledger {
     EXPECT_EQ(callbacks_in_flight.load(), 0) << "callbacks never called";
   }
 
+  // run_client(q, m, t, each, window, request): client thread t's loop. Submits ids t * each ..
+  // t * each + each - 1, request(id) giving {rows, options}; drains whenever `window` requests
+  // are outstanding (0: open loop, everything at once), and at the end.
+  template <class Request>
+  void run_client(BatchQueue& q, const TestModel& m, int t, int each, int window,
+                  Request request) {
+    std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>> pending;
+    std::atomic<int> in_flight{0};
+    for (int j = 0; j < each; ++j) {
+      const std::int64_t id = static_cast<std::int64_t>(t) * each + j;
+      const auto [rows, options] = request(id);
+      submit(q, m, id, rows, options, pending, in_flight);
+      if (window > 0 && static_cast<int>(pending.size()) + in_flight.load() >= window) {
+        drain(pending, in_flight);
+      }
+    }
+    drain(pending, in_flight);
+  }
+
   // check(): every submitted request delivered exactly once; completed ones carry their own rows
   // (checked against a direct forward of their input); returns outcome counts by kind.
   std::map<std::string, int> check(const TestModel& m) {
@@ -184,16 +203,11 @@ TEST_P(BatchQueueStress, EveryRequestCompletesExactlyOnceWithItsOwnRows) {
                 .max_queue_delay = 100us, .priority_levels = 3, .instances = 2});
   Ledger ledger(static_cast<std::size_t>(threads * each));
   run_clients(threads, seed, [&](int t, std::mt19937_64& rng) {
-    std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>> pending;
-    std::atomic<int> in_flight{0};
     const int window = 1 + static_cast<int>(rng() % 8);  // closed loop: 1..8 in flight
-    for (int j = 0; j < each; ++j) {
-      const std::int64_t id = static_cast<std::int64_t>(t) * each + j;
-      ledger.submit(q, m, id, 1 + static_cast<std::int64_t>(rng() % 3),
-                    {.priority = static_cast<int>(rng() % 3)}, pending, in_flight);
-      if (static_cast<int>(pending.size()) + in_flight.load() >= window) ledger.drain(pending, in_flight);
-    }
-    ledger.drain(pending, in_flight);
+    ledger.run_client(q, m, t, each, window, [&](std::int64_t) {
+      const auto rows = 1 + static_cast<std::int64_t>(rng() % 3);
+      return std::pair{rows, SubmitOptions{.priority = static_cast<int>(rng() % 3)}};
+    });
   });
   q.stop();
   const auto counts = ledger.check(m);
@@ -223,13 +237,9 @@ TEST_P(BatchQueueStress, QueueTenTimesOverCapacityRejectsTheRestAndLosesNothing)
     }
   });
   run_clients(threads, seed, [&](int t, std::mt19937_64& rng) {
-    std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>> pending;
-    std::atomic<int> in_flight{0};
-    for (int j = 0; j < each; ++j) {  // open loop: all at once
-      const std::int64_t id = static_cast<std::int64_t>(t) * each + j;
-      ledger.submit(q, m, id, 1 + static_cast<std::int64_t>(rng() % 2), {}, pending, in_flight);
-    }
-    ledger.drain(pending, in_flight);
+    ledger.run_client(q, m, t, each, /*window=*/0, [&](std::int64_t) {  // open loop: all at once
+      return std::pair{1 + static_cast<std::int64_t>(rng() % 2), SubmitOptions{}};
+    });
   });
   done = true;
   monitor.join();
@@ -249,15 +259,10 @@ TEST_P(BatchQueueStress, TimeoutsExpireWhileBatchesRunAndExpiredRequestsNeverRun
   BatchQueue q(m.fn(), cpu(), {.max_batch_size = 8, .max_queue_delay = 200us});
   Ledger ledger(static_cast<std::size_t>(threads * each));
   run_clients(threads, seed, [&](int t, std::mt19937_64& rng) {
-    std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>> pending;
-    std::atomic<int> in_flight{0};
-    for (int j = 0; j < each; ++j) {
-      const std::int64_t id = static_cast<std::int64_t>(t) * each + j;
+    ledger.run_client(q, m, t, each, /*window=*/4, [&](std::int64_t) {
       const auto timeout = std::chrono::microseconds(100 + rng() % 5000);
-      ledger.submit(q, m, id, 1, {.timeout = timeout}, pending, in_flight);
-      if (pending.size() + static_cast<std::size_t>(in_flight.load()) >= 4) ledger.drain(pending, in_flight);
-    }
-    ledger.drain(pending, in_flight);
+      return std::pair{std::int64_t{1}, SubmitOptions{.timeout = timeout}};
+    });
   });
   q.stop();
   const auto counts = ledger.check(m);
@@ -305,14 +310,9 @@ TEST_P(BatchQueueStopRace, StopRacingSubmissionsLeavesNoFutureUnfulfilled) {
     q.stop(mode);
   });
   run_clients(threads, seed, [&](int t, std::mt19937_64& r) {
-    std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>> pending;
-    std::atomic<int> in_flight{0};
-    for (int j = 0; j < each; ++j) {
-      const std::int64_t id = static_cast<std::int64_t>(t) * each + j;
-      ledger.submit(q, m, id, 1 + static_cast<std::int64_t>(r() % 2), {}, pending, in_flight);
-      if (pending.size() + static_cast<std::size_t>(in_flight.load()) >= 8) ledger.drain(pending, in_flight);
-    }
-    ledger.drain(pending, in_flight);
+    ledger.run_client(q, m, t, each, /*window=*/8, [&](std::int64_t) {
+      return std::pair{1 + static_cast<std::int64_t>(r() % 2), SubmitOptions{}};
+    });
   });
   stopper.join();
   const auto counts = ledger.check(m);
@@ -333,14 +333,9 @@ TEST_P(BatchQueueStress, AModelThatThrowsOnSomeBatchesFailsExactlyThoseBatches) 
   BatchQueue q(m.fn(), cpu(), {.max_batch_size = 16, .instances = 2});
   Ledger ledger(static_cast<std::size_t>(threads * each));
   run_clients(threads, seed, [&](int t, std::mt19937_64& rng) {
-    std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>> pending;
-    std::atomic<int> in_flight{0};
-    for (int j = 0; j < each; ++j) {
-      const std::int64_t id = static_cast<std::int64_t>(t) * each + j;
-      ledger.submit(q, m, id, 1 + static_cast<std::int64_t>(rng() % 2), {}, pending, in_flight);
-      if (pending.size() + static_cast<std::size_t>(in_flight.load()) >= 4) ledger.drain(pending, in_flight);
-    }
-    ledger.drain(pending, in_flight);
+    ledger.run_client(q, m, t, each, /*window=*/4, [&](std::int64_t) {
+      return std::pair{1 + static_cast<std::int64_t>(rng() % 2), SubmitOptions{}};
+    });
   });
   q.stop();
   const auto counts = ledger.check(m);

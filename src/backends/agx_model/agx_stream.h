@@ -22,7 +22,7 @@ namespace tandem::backends::agx {
 class AgxStream : public HostStream {
  public:
   AgxStream(std::string label, std::shared_ptr<ContextTable> table)
-      : HostStream(std::move(label)), table_(std::move(table)) {}
+      : HostStream(std::move(label), /*caller_runs=*/false), table_(std::move(table)) {}
 
   void begin_encoding() override;
   void dispatch(std::function<void()> fn) override;

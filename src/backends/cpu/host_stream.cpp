@@ -8,7 +8,8 @@
 
 namespace tandem::backends {
 
-HostStream::HostStream(std::string label) : label_(std::move(label)) {
+HostStream::HostStream(std::string label, bool caller_runs)
+    : label_(std::move(label)), caller_runs_(caller_runs) {
   MutexLock lock(worker_mu_);
   worker_ = std::thread([this] { run(); });
 }
@@ -34,15 +35,18 @@ void HostStream::submit(std::function<void()> fn, bool always) noexcept {
   std::function<void()> inline_fn;
   {
     MutexLock lock(mu_);
-    if (accepting_) {
+    // While the process exits (quiesced), frees and markers still go to the worker, which runs
+    // them after the buffer in hand: dropping a free would lose its memory.
+    if (accepting_ || (always && quiesced_ && !worker_gone_)) {
       queue_.push_back(std::move(cb));
       ++submitted_;
       work_cv_.notify_one();
       return;
     }
-    if (always && drained_) inline_fn = std::move(cb.fns.front());
+    if (always && (drained_ || worker_gone_)) inline_fn = std::move(cb.fns.front());
   }
-  // Drained: nothing else can run on this stream, so stream order is trivially kept.
+  // Drained, or the worker has left: nothing else can run on this stream, so stream order is
+  // trivially kept.
   if (inline_fn) {
     try {
       inline_fn();
@@ -60,12 +64,32 @@ bool HostStream::enqueue(CommandBuffer cb) {
   return true;
 }
 
+// Note [Caller runs]
+// A thread waiting for its stream would otherwise sleep while the worker wakes up, runs the
+// buffer and wakes it again: on a small forward the two wake-ups cost more than the work. So
+// synchronize() first runs queued buffers itself while no buffer is running. It only takes
+// buffers submitted before the call (`target`), so a stream fed by another thread cannot keep it
+// forever. The worker may be woken for a buffer a helper took; it finds the queue empty and
+// sleeps again.
 void HostStream::synchronize() {
+  std::uint64_t target = 0;
+  {
+    MutexLock lock(mu_);
+    target = submitted_;
+  }
+  while (caller_runs_) {
+    CommandBuffer cb;
+    bool faulted = false;
+    {
+      MutexLock lock(mu_);
+      if (completed_ >= target || halt_ || !take_next(cb, faulted)) break;
+    }
+    execute(cb, faulted);
+  }
   std::exception_ptr err;
   bool park = false;
   {
     MutexLock lock(mu_);
-    const std::uint64_t target = submitted_;
     done_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return completed_ >= target || halt_; });
     if (completed_ < target && !quiesced_) {
       throw Error(ErrorKind::kDeviceClosed,
@@ -92,6 +116,9 @@ std::exception_ptr HostStream::error() const {
 }
 
 void HostStream::stop(StopMode mode) {
+  // Work dropped by kQuiesce, destroyed outside mu_: its captures may free buffers, whose frees
+  // are submitted to this stream (or another) and take mu_.
+  std::deque<CommandBuffer> dropped;
   {
     MutexLock lock(mu_);
     accepting_ = false;
@@ -99,17 +126,25 @@ void HostStream::stop(StopMode mode) {
       done_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return completed_ == submitted_ || halt_; });
       drained_ = !halt_;
     } else {
-      // Quiesce: drop the queue (it will never run), let the buffer in hand finish (bounded).
-      queue_.clear();
+      // Quiesce: drop the queued work (it will never run) but keep the `always` buffers (frees,
+      // event markers): they touch no user data and are cheap, and a dropped free would lose its
+      // memory (LeakSanitizer reports it at exit).
+      std::deque<CommandBuffer> kept;
+      for (auto& cb : queue_) (cb.always ? kept : dropped).push_back(std::move(cb));
+      queue_ = std::move(kept);
       quiesced_ = true;
     }
     halt_ = true;
     work_cv_.notify_all();
     done_cv_.notify_all();
-    if (mode == StopMode::kQuiesce) {
-      (void)done_cv_.wait_until(mu_, std::chrono::steady_clock::now() + std::chrono::seconds(1),
-                                [&]() TANDEM_REQUIRES(mu_) { return !running_; });
-    }
+  }
+  if (mode == StopMode::kQuiesce) {
+    dropped.clear();
+    // Let the buffer in hand and the frees finish (bounded: a kernel may never return).
+    MutexLock lock(mu_);
+    (void)done_cv_.wait_until(
+        mu_, std::chrono::steady_clock::now() + std::chrono::seconds(1),
+        [&]() TANDEM_REQUIRES(mu_) { return worker_gone_ || (!running_ && queue_.empty()); });
   }
   MutexLock lock(worker_mu_);
   if (!worker_.joinable()) return;
@@ -120,36 +155,55 @@ void HostStream::stop(StopMode mode) {
   }
 }
 
+bool HostStream::take_next(CommandBuffer& cb, bool& faulted) {
+  if (queue_.empty() || running_) return false;
+  cb = std::move(queue_.front());
+  queue_.pop_front();
+  running_ = true;
+  faulted = error_ != nullptr;
+  return true;
+}
+
+void HostStream::execute(CommandBuffer& cb, bool faulted) {
+  std::exception_ptr err;
+  if (!faulted || cb.always) {
+    for (auto& fn : cb.fns) {
+      try {
+        fn();
+      } catch (...) {
+        err = std::current_exception();
+        break;
+      }
+    }
+  }
+  cb.fns.clear();  // destroy captured state outside the lock
+  MutexLock lock(mu_);
+  if (err && !error_) error_ = err;
+  ++completed_;
+  running_ = false;
+  done_cv_.notify_all();
+  // A buffer queued while this one ran waits for the worker, which slept through it if a helper
+  // ran this one.
+  if (!queue_.empty()) work_cv_.notify_one();
+}
+
 void HostStream::run() {
   for (;;) {
     CommandBuffer cb;
     bool faulted = false;
     {
       MutexLock lock(mu_);
-      work_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return !queue_.empty() || halt_; });
-      if (queue_.empty()) return;  // halted: drained, or quiesced (queue dropped)
-      cb = std::move(queue_.front());
-      queue_.pop_front();
-      running_ = true;
-      faulted = error_ != nullptr;
-    }
-    std::exception_ptr err;
-    if (!faulted || cb.always) {
-      for (auto& fn : cb.fns) {
-        try {
-          fn();
-        } catch (...) {
-          err = std::current_exception();
-          break;
-        }
+      work_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) {
+        return (!queue_.empty() && !running_) || (halt_ && queue_.empty());
+      });
+      if (queue_.empty()) {  // halted: drained, or quiesced and the frees kept have run
+        worker_gone_ = true;
+        done_cv_.notify_all();
+        return;
       }
+      (void)take_next(cb, faulted);
     }
-    cb.fns.clear();  // destroy captured state outside the lock
-    MutexLock lock(mu_);
-    if (err && !error_) error_ = err;
-    ++completed_;
-    running_ = false;
-    done_cv_.notify_all();
+    execute(cb, faulted);
   }
 }
 
