@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 cd "$(dirname "$0")/.."
 export NCCL_NVLS_ENABLE=0 PYTHONUNBUFFERED=1
-steps=" ${*:-build newtests batching blas batch1 encoder tests sanitize} "
+steps=" ${*:-build newtests batching batchingcb blas batch1 encoder tests sanitize} "
 has() { [[ $steps == *" $1 "* ]]; }
 section() { echo; echo "=== $* ($(date +%T))"; }
 T=build/cuda/apps/tandem/tandem
@@ -59,6 +59,23 @@ if has batching; then
   done
   echo "--- TF32, 64 clients, instances 8, delay 100 us"
   TANDEM_CUDA_TF32=1 bq --model mlp --instances 8 --delay-us 100 --clients 64 --modes queue,direct-batch | grep -E "^(queue|direct-batch)|%"
+fi
+
+if has batchingcb; then
+  section "batching (issue 4), callback clients (--client callback)"
+  bc() { run 60 "$T" bench --batching --device cuda --client callback --in-flight 16 --max-batch 1024 --seconds "$S" --warmup 0.3 "$@"; }
+  bc --model noop --instances 8 --clients 1,8,64,256 --modes queue,direct-batch --json "$OUT/batching_cb_noop.json"
+  echo "--- the issue's command (4 instances, no delay)"
+  bc --model mlp --instances 4 --clients 1,8,64,256 --json "$OUT/batching_cb_cuda.json"
+  echo "--- sweep at 64 clients: instances x max_queue_delay"
+  for inst in 4 8 12; do
+    for delay in 0 100; do
+      echo "instances $inst delay_us $delay"
+      bc --model mlp --instances "$inst" --delay-us "$delay" --clients 64 --modes queue,direct-batch | grep -E "^(queue|direct-batch)|%"
+    done
+  done
+  echo "--- futures again, same run (I = 8, D = 100 us)"
+  run 60 "$T" bench --batching --device cuda --in-flight 16 --max-batch 1024 --seconds "$S" --warmup 0.3 --model mlp --instances 8 --delay-us 100 --clients 64 --modes queue,direct-batch | grep -E "^(queue|direct-batch)|%"
 fi
 
 if has blas; then

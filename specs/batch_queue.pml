@@ -4,16 +4,16 @@
  *
  * Mirrors (checked by specs/check_mirrors.py; update the hashes with --update only after
  * re-reading the model against the code):
- *   mirrors src/serve/scheduler.cpp Scheduler::submit sha256:5e5627a32a084b1e
+ *   mirrors src/serve/scheduler.cpp Scheduler::submit sha256:4b341e0c50d531a9
  *   mirrors src/serve/scheduler.cpp Scheduler::complete_now sha256:b1561dc0ee7ca391
  *   mirrors src/serve/scheduler.cpp Scheduler::enqueue sha256:d8ea54e659bb78f6
- *   mirrors src/serve/scheduler.cpp Scheduler::take sha256:738a9f5b8fa99efd
+ *   mirrors src/serve/scheduler.cpp Scheduler::take sha256:4f821b58b413f077
  *   mirrors src/serve/scheduler.cpp Scheduler::next_batch sha256:49b8a879300eb3b1
- *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:10c05f384dacbba5
+ *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:9a2a7318b9a2182b
  *   mirrors src/serve/scheduler.cpp Scheduler::timer_main sha256:6bc670720aadcbda
  *   mirrors src/serve/scheduler.cpp Scheduler::stop sha256:c61bfd267394a43f
  *   mirrors src/serve/scheduler.cpp Scheduler::cancel_queued sha256:1b31e5f8724a843a
- *   mirrors src/serve/scheduler.cpp Scheduler::finish sha256:7b68bcb05ae979f2
+ *   mirrors src/serve/scheduler.cpp Scheduler::finish sha256:eed7d46185bb1f03
  * (and Request::transition in src/serve/request.h: a compare-and-swap of the request's state,
  * modelled as one atomic test-and-set of st[i]; a one-line function, not hashed.)
  *
@@ -90,6 +90,9 @@
  *                them next to the transition commutes with every step of every other thread.
  *   run_         running a batch (forward + copies + synchronize) is one step outside mu_ that
  *                completes (or, with FAIL, fails) every request of the batch.
+ *                (The executor completes a batch's requests grouped by submitting thread and
+ *                counts a successful batch's completions with one increment before delivering
+ *                any: orders and counts inside this one step, so the step models them as is.)
  *   submitters   submit() one request, then future.get() (block until delivered), then exit.
  *   stopper      the main thread: stop(MODE) at any moment (or, with STOP_LAST, after the last
  *                result), racing with every submit; then it joins the submitting threads and
