@@ -4,15 +4,19 @@
  *
  * Mirrors (checked by specs/check_mirrors.py; update the hashes with --update only after
  * re-reading the model against the code):
- *   mirrors src/serve/scheduler.cpp Scheduler::submit sha256:4b341e0c50d531a9
+ *   mirrors src/serve/scheduler.cpp Scheduler::submit sha256:422f1a9c3bb10292
  *   mirrors src/serve/scheduler.cpp Scheduler::complete_now sha256:b1561dc0ee7ca391
- *   mirrors src/serve/scheduler.cpp Scheduler::enqueue sha256:d8ea54e659bb78f6
- *   mirrors src/serve/scheduler.cpp Scheduler::take sha256:4f821b58b413f077
- *   mirrors src/serve/scheduler.cpp Scheduler::next_batch sha256:49b8a879300eb3b1
+ *   mirrors src/serve/scheduler.cpp Scheduler::place sha256:f8d8b9af725d353f
+ *   mirrors src/serve/scheduler.cpp Scheduler::drain_intake sha256:245fbedadd0e5366
+ *   mirrors src/serve/scheduler.cpp Scheduler::settle_after_stop sha256:87e06d3dc1270d28
+ *   mirrors src/serve/scheduler.cpp Scheduler::try_admit sha256:6c6bbc35223c7028
+ *   mirrors src/serve/scheduler.cpp Scheduler::dequeued sha256:2ef4366b1a1c947a
+ *   mirrors src/serve/scheduler.cpp Scheduler::take sha256:fefc519b56e62d65
+ *   mirrors src/serve/scheduler.cpp Scheduler::next_batch sha256:2dd4c7adb77cd8e2
  *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:9a2a7318b9a2182b
- *   mirrors src/serve/scheduler.cpp Scheduler::timer_main sha256:6bc670720aadcbda
- *   mirrors src/serve/scheduler.cpp Scheduler::stop sha256:c61bfd267394a43f
- *   mirrors src/serve/scheduler.cpp Scheduler::cancel_queued sha256:1b31e5f8724a843a
+ *   mirrors src/serve/scheduler.cpp Scheduler::timer_main sha256:f681e04d156b5644
+ *   mirrors src/serve/scheduler.cpp Scheduler::stop sha256:eb647e4707f4f59d
+ *   mirrors src/serve/scheduler.cpp Scheduler::cancel_queued sha256:143f228f2c2a209a
  *   mirrors src/serve/scheduler.cpp Scheduler::finish sha256:eed7d46185bb1f03
  * (and Request::transition in src/serve/request.h: a compare-and-swap of the request's state,
  * modelled as one atomic test-and-set of st[i]; a one-line function, not hashed.)
@@ -28,7 +32,9 @@
  *   check: -DNSUB=4 -DOVERFLOW=BLOCK -DMODE=CANCEL -DDEADLINES=5
  *   check: -DNSUB=4 -DOVERFLOW=BLOCK -DMODE=DRAIN -DDEADLINES=15 -DROWS2=2
  *   check: -DNSUB=4 -DNEXEC=2 -DOVERFLOW=BLOCK -DMODE=CANCEL -DSTOP_LAST -DDEADLINES=1
- *   violation: -DNSUB=2 -DOVERFLOW=REJECT -DBUG_FULL_CHECK_OUTSIDE_LOCK
+ *   violation: -DNSUB=2 -DOVERFLOW=REJECT -DDEADLINES=3 -DBUG_FULL_CHECK_OUTSIDE_LOCK
+ *   violation: -DNSUB=2 -DMODE=DRAIN -DBUG_INTAKE_NO_STOP_RECHECK
+ *   violation: -DNSUB=2 -DMODE=DRAIN -DSTOP_LAST -DBUG_INTAKE_NO_IDLE_WAKE
  *   violation: -DNSUB=2 -DMODE=DRAIN -DBUG_DRAIN_DROPS_QUEUED
  *   violation: -DNSUB=2 -DMODE=CANCEL -DDEADLINES=3 -DBUG_CANCEL_WITHOUT_CAS
  *   violation: -DNSUB=2 -DMODE=DRAIN -DBUG_EXIT_WITHOUT_TIMER_NOTIFY
@@ -50,6 +56,15 @@
  * one, and the STOP_LAST runs have no stop() to wake everybody up); NEXEC=2 exercises
  * notify_one on work_cv_ reaching an executor that waits for a batch's delay instead of the idle
  * one.
+ *
+ * The intake (Note [Batch queue intake] in scheduler.h): a request without a deadline is
+ * admitted by a CAS on `admitted` (admitted_) and pushed on the intake without mu_, each of
+ * these, and the submitter's later reads of the stop flag and of idle_executors_, one atomic
+ * step of its own; the intake is an array in push order (the code's LIFO stack, reversed when
+ * drained); every critical section that drains it (next_batch, stop, a locked submit, a
+ * settle after stop) moves it into the deque in one step. The idle count changes in the
+ * executor's critical sections (before a wait, after it). spin's interleavings are
+ * sequentially consistent, as the code's seq_cst atomics of this protocol are.
  *
  * What is modelled, with the C++:
  *   mu_          every critical section of Scheduler (from MutexLock to its end, or to a wait)
@@ -140,6 +155,11 @@
  *                                 timer sleeps forever and stop() never returns.
  *   BUG_NO_SPACE_NOTIFY           next_batch() takes a batch without notifying space_cv_: a
  *                                 submitter blocked on a full queue sleeps forever (lost wake-up).
+ *   BUG_INTAKE_NO_STOP_RECHECK    a fast-path submitter does not re-read the stop flag after its
+ *                                 push: a push after the last executor left is never run or
+ *                                 cancelled (its submitter blocks forever).
+ *   BUG_INTAKE_NO_IDLE_WAKE       a fast-path submitter never wakes an idle executor: its request
+ *                                 sits in the intake while every executor sleeps.
  */
 
 #ifndef NSUB
@@ -217,6 +237,11 @@ byte running_ex = NEXEC;
 byte ew, sw;                          /* work_cv_ (bit per executor), space_cv_ (bit per submitter) */
 bool tw;                              /* timer_cv_ */
 byte n_submitted, n_completed, n_rejected, n_timed_out, n_failed, n_cancelled;
+byte admitted;                        /* admitted_: queued + in the intake + reserved for a push */
+byte iq[NR];                          /* intake_, in push order: request id + 1 */
+byte ilen;
+byte n_idle;                          /* idle_executors_ */
+bool stop_cancel;                     /* stop_mode_ == kCancel */
 byte finished;                        /* submitting threads that returned from future.get() */
 byte left;                            /* threads of the queue (executors, timer) that returned */
 
@@ -263,7 +288,7 @@ inline notify_one_work() {
   fi
 }
 
-/* Scheduler::enqueue (under mu_) */
+/* Scheduler::place (under mu_): an admitted request into the deque */
 inline enqueue(i) {
   q[qlen] = i + 1; qlen++;
   assert(st[i] == NEW || st[i] == BLOCKED);
@@ -282,6 +307,16 @@ inline enqueue(i) {
   notify_one_work()
 }
 
+/* Scheduler::drain_intake (under mu_): every pushed request into the deque, in push order */
+inline drain_intake(k, j) {
+  j = 0;
+  do
+  :: j < ilen -> k = iq[j] - 1; iq[j] = 0; enqueue(k); j++
+  :: else -> break
+  od;
+  ilen = 0; j = 0; k = 0
+}
+
 /* Scheduler::cancel_queued (under mu_) */
 inline cancel_queued(k, j) {
   j = 0;
@@ -289,11 +324,11 @@ inline cancel_queued(k, j) {
   :: j < qlen ->
      k = q[j] - 1;
 #ifdef BUG_CANCEL_WITHOUT_CAS
-     if :: st[k] == QUEUED -> queued-- :: else -> skip fi;
+     if :: st[k] == QUEUED -> queued--; admitted-- :: else -> skip fi;
      st[k] = CANCELLED; deliver(k, CANCELLED);
 #else
      if
-     :: st[k] == QUEUED -> st[k] = CANCELLED; queued--; deliver(k, CANCELLED)
+     :: st[k] == QUEUED -> st[k] = CANCELLED; queued--; admitted--; deliver(k, CANCELLED)
      :: else -> skip
      fi;
 #endif
@@ -303,14 +338,22 @@ inline cancel_queued(k, j) {
   qlen = 0; j = 0; k = 0
 }
 
+/* Scheduler::drain_intake_settled (under mu_): drain; when stopping and no executor will run
+ * what was drained (none left, or the stop cancels), cancel the queue */
+inline drain_intake_settled(k, j) {
+  drain_intake(k, j);
+  if
+  :: stopping && (running_ex == 0 || stop_cancel) -> cancel_queued(k, j)
+  :: else -> skip
+  fi
+}
+
 /* ---- the submitting threads: Scheduler::submit, then future.get() ------------------------- */
 active [NSUB] proctype submitter() {
   byte k, n;
+  bool res;                                      /* a place in admitted_ is reserved */
 #ifdef BUG_FULL_CHECK_OUTSIDE_LOCK
   bool was_full;
-#define FULL was_full
-#else
-#define FULL (queued >= MAXQ)
 #endif
   atomic {
     n_submitted++;                               /* counters_.submitted.fetch_add */
@@ -320,13 +363,23 @@ active [NSUB] proctype submitter() {
     :: else -> skip
     fi;
 #ifdef BUG_FULL_CHECK_OUTSIDE_LOCK
-    was_full = (queued >= MAXQ)                  /* the bug: tested before taking mu_ */
-  };
-  atomic {
+    was_full = (admitted >= MAXQ);               /* the bug: tested before taking mu_ */
 #endif
-    /* MutexLock lock(mu_) */
+    /* the fast path: no deadline, and stopping_flag_ reads false */
+    if :: !HAS_DEADLINE(_pid) && !stopping -> goto fast :: else -> skip fi
+  };
+slow:
+  atomic {
+    /* MutexLock lock(mu_); drain_intake_settled(); admitted = !stopping_ && try_admit() */
+    drain_intake_settled(k, n);
+    res = false;
+#ifdef BUG_FULL_CHECK_OUTSIDE_LOCK
+    if :: !stopping && !was_full -> admitted++; res = true :: else -> skip fi;
+#else
+    if :: !stopping && admitted < MAXQ -> admitted++; res = true :: else -> skip fi;
+#endif
     if
-    :: !stopping && FULL && OVERFLOW == BLOCK ->
+    :: !res && !stopping && OVERFLOW == BLOCK ->
        st[_pid] = BLOCKED;                       /* (void)r->transition(kNew, kBlocked) */
        sw = sw | BIT(_pid);                      /* space_cv_.wait(_until)(mu_, room) */
        goto blocked
@@ -335,29 +388,28 @@ active [NSUB] proctype submitter() {
 decide:
     if
     :: stopping ->                               /* complete_now(r, kCancelled) */
+       if :: res -> admitted--; res = false :: else -> skip fi;
        st[_pid] = CANCELLED; deliver(_pid, CANCELLED)
-    :: !stopping && FULL && OVERFLOW == REJECT ->
+    :: !stopping && !res && OVERFLOW == REJECT ->
        st[_pid] = REJECTED; deliver(_pid, REJECTED)
-    :: !stopping && FULL && OVERFLOW == BLOCK -> /* blocked until the deadline */
+    :: !stopping && !res && OVERFLOW == BLOCK -> /* blocked until the deadline */
        assert(HAS_DEADLINE(_pid));
        st[_pid] = TIMEDOUT; deliver(_pid, TIMEDOUT)
-    :: !stopping && !FULL ->
-       enqueue(_pid)
+    :: !stopping && res ->
+       enqueue(_pid)                             /* place(r, now) */
     fi;
     check_queued(k, n);
-#ifdef BUG_FULL_CHECK_OUTSIDE_LOCK
-    was_full = false;
-#endif
     goto get
   };
 blocked:
   /* Woken by notify_all (bit cleared), or, with a deadline, at any moment (wait_until's
-   * timeout). The predicate room = stopping_ || queued_ < max_queue_size, under mu_. */
+   * timeout). The predicate room: stopping_, or try_admit() succeeds (reserving), under mu_. */
   atomic {
     ((sw & BIT(_pid)) == 0 || HAS_DEADLINE(_pid)) ->
     sw = sw & ~BIT(_pid);
     if
-    :: stopping || queued < MAXQ -> goto decide
+    :: stopping -> goto decide
+    :: !stopping && admitted < MAXQ -> admitted++; res = true; goto decide
     :: else ->
        if
        :: sw = sw | BIT(_pid); goto blocked       /* not room: wait again */
@@ -365,9 +417,37 @@ blocked:
        fi
     fi
   };
+fast:
+  atomic {                                       /* try_admit(): the CAS below the limit */
+    if :: admitted < MAXQ -> admitted++ :: else -> goto slow fi
+  };
+  atomic { iq[ilen] = _pid + 1; ilen++ };        /* the push (CAS on intake_) */
+#ifndef BUG_INTAKE_NO_STOP_RECHECK
+  atomic { if :: stopping -> goto settle :: else -> skip fi };   /* stopping_flag_ again */
+#endif
+#ifndef BUG_INTAKE_NO_IDLE_WAKE
+  atomic { if :: n_idle > 0 -> goto wake :: else -> goto get fi }; /* idle_executors_ */
+wake:
+  atomic { notify_one_work(); goto get };        /* MutexLock lock(mu_); notify_one */
+#endif
+  goto get;
+settle:
+  atomic {                                       /* settle_after_stop(), under mu_ */
+    drain_intake_settled(k, n);
+    ew = 0;                                      /* work_cv_.notify_all() */
+    check_queued(k, n);
+    goto get
+  };
 get:
   atomic { (delivered & BIT(_pid)) -> finished++ }   /* future.get() returns */
 }
+
+/* the exit of an executor, inside next_batch's critical section */
+#ifndef BUG_EXIT_WITHOUT_TIMER_NOTIFY
+#define leave_now() running_ex--; tw = false; goto leave   /* + timer_cv_.notify_all() */
+#else
+#define leave_now() running_ex--; goto leave
+#endif
 
 /* ---- the executors: Scheduler::executor_main with next_batch and take ---------------------- */
 active [NEXEC] proctype executor() {
@@ -376,17 +456,21 @@ active [NEXEC] proctype executor() {
   byte k, rows, target, n;
 next:
   atomic {                                       /* MutexLock lock(mu_); next_batch(done, exit) */
+    drain_intake(k, n);
+    /* Leaving: the code decrements running_executors_ and notifies the timer in the same
+     * critical section as the exit decision (executor_main, under the lock of next_batch). */
 #ifdef BUG_DRAIN_DROPS_QUEUED
-    if :: stopping -> goto leave :: else -> skip fi;
+    if :: stopping -> leave_now() :: else -> skip fi;
 #else
-    if :: stopping && queued == 0 -> goto leave :: else -> skip fi;
+    if :: stopping && queued == 0 -> leave_now() :: else -> skip fi;
 #endif
     /* the head: drop tombstones at the front */
     do :: qlen > 0 && st[q[0] - 1] != QUEUED -> pop_front() :: else -> break od;
     if
     :: qlen == 0 ->
        assert(queued == 0);                      /* every queued request is in the deque */
-       ew = ew | BIT(me);                        /* work_cv_.wait(queued_ > 0 || stopping_) */
+       n_idle++;                                 /* idle_executors_.fetch_add, then the wait */
+       ew = ew | BIT(me);                        /* work_cv_.wait(queued_ > 0 || stopping_ || intake) */
        goto idle
     :: else -> skip
     fi;
@@ -409,6 +493,7 @@ next:
     :: skip
     :: DELAY && n < MAXB && !stopping ->
        n = 0;
+       n_idle++;
        ew = ew | BIT(me);                        /* work_cv_.wait_until(due, ...) */
        goto delay
     fi;
@@ -424,9 +509,9 @@ next:
        :: st[k] == QUEUED && rows + ROWS(k) <= target ->
           if
           :: HAS_DEADLINE(k) ->                  /* *r->deadline <= now */
-             st[k] = TIMEDOUT; queued--; deliver(k, TIMEDOUT); pop_front()
+             st[k] = TIMEDOUT; queued--; admitted--; deliver(k, TIMEDOUT); pop_front()
           :: true ->
-             st[k] = RUNNING; queued--; rows = rows + ROWS(k); batch = batch | BIT(k);
+             st[k] = RUNNING; queued--; admitted--; rows = rows + ROWS(k); batch = batch | BIT(k);
              pop_front();
              if :: rows == target -> break :: else -> skip fi
           fi
@@ -434,7 +519,7 @@ next:
     od;
     k = 0; rows = 0; target = 0;
 #ifndef BUG_NO_SPACE_NOTIFY
-    if :: queued < MAXQ -> sw = 0 :: else -> skip fi;   /* space_cv_.notify_all() */
+    if :: admitted < MAXQ -> sw = 0 :: else -> skip fi;   /* space_cv_.notify_all() */
 #endif
     check_queued(k, n);
     if :: batch == 0 -> goto next :: else -> skip fi   /* empty: look again */
@@ -461,24 +546,18 @@ next:
     goto next
   };
 idle:
-  /* notified: re-evaluate the predicate queued_ > 0 || stopping_ under mu_ */
+  /* notified: re-evaluate the predicate queued_ > 0 || stopping_ || intake under mu_ */
   atomic {
     (ew & BIT(me)) == 0 ->
     if
-    :: queued > 0 || stopping -> goto next       /* the next round of next_batch's loop */
+    :: queued > 0 || stopping || ilen > 0 -> n_idle--; goto next   /* next round of the loop */
     :: else -> ew = ew | BIT(me); goto idle      /* wait again */
     fi
   };
 delay:
-  atomic { ew = ew & ~BIT(me); goto next };      /* notified or due: return {} */
+  atomic { ew = ew & ~BIT(me); n_idle--; goto next };   /* notified or due: return {} */
 leave:
-  atomic {
-    running_ex--;
-#ifndef BUG_EXIT_WITHOUT_TIMER_NOTIFY
-    tw = false;                                  /* timer_cv_.notify_all() */
-#endif
-    left++
-  }
+  atomic { left++ }                              /* the thread returns */
 }
 
 /* ---- the timer thread: Scheduler::timer_main ----------------------------------------------- */
@@ -497,7 +576,7 @@ top:
           if
           :: dl = dl & ~BIT(k);
              if
-             :: st[k] == QUEUED -> st[k] = TIMEDOUT; queued--; deliver(k, TIMEDOUT); done = true
+             :: st[k] == QUEUED -> st[k] = TIMEDOUT; queued--; admitted--; deliver(k, TIMEDOUT); done = true
              :: else -> skip
              fi
           :: skip                                /* not yet */
@@ -547,9 +626,11 @@ active [NSTOP] proctype stopper() {
   finished == NSUB;                              /* the queue is destroyed after the last result */
 #endif
   atomic {                                       /* Scheduler::stop: MutexLock lock(mu_) */
-    stopping = true;
-    if
-    :: MODE == CANCEL || _pid != NSUB + NEXEC + 1 -> cancel_queued(k, n)
+    stopping = true;                             /* stopping_ and stopping_flag_ */
+    if :: MODE == CANCEL || _pid != NSUB + NEXEC + 1 -> stop_cancel = true :: else -> skip fi;
+    drain_intake(k, n);
+    if                                           /* kCancel, or a stop after the executors left */
+    :: MODE == CANCEL || _pid != NSUB + NEXEC + 1 || running_ex == 0 -> cancel_queued(k, n)
     :: else -> skip
     fi;
     check_queued(k, n);
@@ -567,6 +648,7 @@ active [NSTOP] proctype stopper() {
   };
   finished == NSUB;                              /* the submitting threads are joined */
   assert(delivered == ALL);
+  assert(ilen == 0 && admitted == 0);            /* nothing left in the intake or admitted */
   assert(n_submitted == NR);
   assert(n_submitted == n_completed + n_rejected + n_timed_out + n_failed + n_cancelled)
 }

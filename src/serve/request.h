@@ -62,6 +62,12 @@ class Request {
   std::uint64_t seq = 0;
   Clock::time_point enqueued{};
 
+  // The intake (Note [Batch queue intake] in scheduler.h): written by the submitting thread
+  // before the release CAS that publishes the request, read and cleared by the thread that
+  // drains the intake (under Scheduler::mu_) after its acquire exchange.
+  Request* intake_next = nullptr;
+  std::shared_ptr<Request> intake_self;  // the intake's reference, dropped when drained
+
   // Written by the running executor, read by deliver().
   nn::Tensor device_out;
   nn::HostTensor host_out;

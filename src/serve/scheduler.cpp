@@ -168,7 +168,11 @@ void Scheduler::stop(StopMode mode) {
   {
     MutexLock lock(mu_);
     stopping_ = true;
-    if (mode == StopMode::kCancel) cancel_queued(done);
+    if (!stop_mode_ || mode == StopMode::kCancel) stop_mode_ = mode;
+    stopping_flag_.store(true, std::memory_order_seq_cst);  // before the drain: Note [Batch queue intake]
+    drain_intake();
+    // Cancel what no executor will run: on kCancel, or on a repeated stop after they all left.
+    if (mode == StopMode::kCancel || running_executors_ == 0) cancel_queued(done);
     work_cv_.notify_all();
     space_cv_.notify_all();
     timer_cv_.notify_all();
@@ -185,7 +189,7 @@ void Scheduler::cancel_queued(std::vector<Finish>& done) {
     for (auto& level : q.levels) {
       for (auto& r : level) {
         if (r->transition(RequestState::kQueued, RequestState::kCancelled)) {
-          --queued_;
+          dequeued();
           done.push_back({r, RequestState::kCancelled,
                           error(ErrorKind::kCancelled,
                                 "request cancelled: the BatchQueue was stopped (StopMode::kCancel) "
@@ -248,14 +252,37 @@ void Scheduler::submit(const RequestPtr& r, const SubmitOptions& so) {
   const auto dims = r->shape.dims();
   r->sample.assign(dims.begin() + 1, dims.end());
 
+  // Fast path, without mu_ (Note [Batch queue intake]): no deadline, not stopping, room.
+  if (!r->deadline && !stopping_flag_.load(std::memory_order_seq_cst) && try_admit()) {
+    r->intake_self = r;
+    Request* head = intake_.load(std::memory_order_relaxed);
+    do {
+      r->intake_next = head;
+    } while (!intake_.compare_exchange_weak(head, r.get(), std::memory_order_seq_cst,
+                                            std::memory_order_relaxed));
+    if (stopping_flag_.load(std::memory_order_seq_cst)) {
+      settle_after_stop();
+    } else if (idle_executors_.load(std::memory_order_seq_cst) > 0) {
+      MutexLock lock(mu_);
+      work_cv_.notify_one();
+    }
+    return;
+  }
+
   std::exception_ptr fail;
   RequestState fail_state = RequestState::kRejected;
+  std::vector<Finish> done;
   {
     MutexLock lock(mu_);
-    if (!stopping_ && queued_ >= options_.max_queue_size && options_.overflow == Overflow::kBlock) {
+    drain_intake_settled(done);  // earlier fast-path submissions (of this thread too) go first
+    bool admitted = !stopping_ && try_admit();
+    if (!admitted && !stopping_ && options_.overflow == Overflow::kBlock) {
       (void)r->transition(RequestState::kNew, RequestState::kBlocked);
+      // Returns true with a place reserved, or when stopping (then nothing is reserved).
       auto room = [&]() TANDEM_REQUIRES(mu_) {
-        return stopping_ || queued_ < options_.max_queue_size;
+        if (stopping_) return true;
+        admitted = try_admit();
+        return admitted;
       };
       if (r->deadline) {
         (void)space_cv_.wait_until(mu_, *r->deadline, room);
@@ -264,12 +291,14 @@ void Scheduler::submit(const RequestPtr& r, const SubmitOptions& so) {
       }
     }
     if (stopping_) {
+      if (admitted) admitted_.fetch_sub(1, std::memory_order_seq_cst);
       fail_state = RequestState::kCancelled;
       fail = error(ErrorKind::kCancelled, "request cancelled: the BatchQueue is stopped");
-    } else if (queued_ >= options_.max_queue_size) {
+    } else if (!admitted) {
       if (options_.overflow == Overflow::kReject) {
         fail = error(ErrorKind::kQueueFull,
-                     "BatchQueue is full (" + std::to_string(queued_) + " queued, max_queue_size = " +
+                     "BatchQueue is full (" + std::to_string(admitted_.load()) +
+                         " queued, max_queue_size = " +
                          std::to_string(options_.max_queue_size) +
                          "); retry later, raise max_queue_size, or use Overflow::kBlock");
       } else {  // blocked until the deadline
@@ -281,16 +310,69 @@ void Scheduler::submit(const RequestPtr& r, const SubmitOptions& so) {
                          std::to_string(options_.max_queue_size) + ")");
       }
     } else {
-      enqueue(r);
-      return;
+      place(r, Clock::now());
     }
   }
-  complete_now(r, fail_state, std::move(fail));
+  finish_all(done);
+  if (fail) complete_now(r, fail_state, std::move(fail));
 }
 
-void Scheduler::enqueue(const RequestPtr& r) {
+bool Scheduler::try_admit() noexcept {
+  // A CAS loop, not fetch_add-and-undo: the count never exceeds max_queue_size, not even for an
+  // instant (metrics().queued reads it).
+  std::size_t n = admitted_.load(std::memory_order_seq_cst);
+  do {
+    if (n >= options_.max_queue_size) return false;
+  } while (!admitted_.compare_exchange_weak(n, n + 1, std::memory_order_seq_cst,
+                                            std::memory_order_seq_cst));
+  return true;
+}
+
+void Scheduler::dequeued() {
+  --queued_;
+  admitted_.fetch_sub(1, std::memory_order_seq_cst);
+}
+
+void Scheduler::drain_intake() {
+  Request* top = intake_.exchange(nullptr, std::memory_order_seq_cst);
+  if (!top) return;
+  // The stack is LIFO: reverse it into push order.
+  Request* fifo = nullptr;
+  while (top) {
+    Request* next = top->intake_next;
+    top->intake_next = fifo;
+    fifo = top;
+    top = next;
+  }
+  while (fifo) {
+    Request* next = fifo->intake_next;
+    fifo->intake_next = nullptr;
+    RequestPtr r = std::move(fifo->intake_self);
+    place(r, r->submitted);
+    fifo = next;
+  }
+}
+
+void Scheduler::drain_intake_settled(std::vector<Finish>& done) {
+  drain_intake();
+  if (stopping_ && (running_executors_ == 0 || stop_mode_ == StopMode::kCancel)) {
+    cancel_queued(done);  // no executor will run them, or the stop cancels
+  }
+}
+
+void Scheduler::settle_after_stop() {
+  std::vector<Finish> done;
+  {
+    MutexLock lock(mu_);
+    drain_intake_settled(done);
+    work_cv_.notify_all();  // executors still running (a kDrain stop) drain them
+  }
+  finish_all(done);
+}
+
+void Scheduler::place(const RequestPtr& r, Clock::time_point enqueued) {
   r->seq = next_seq_++;
-  r->enqueued = Clock::now();
+  r->enqueued = enqueued;
   auto& q = queues_[r->sample];
   if (q.levels.empty()) q.levels.resize(static_cast<std::size_t>(options_.priority_levels));
   q.levels[static_cast<std::size_t>(r->priority)].push_back(r);
@@ -323,6 +405,15 @@ std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock:
                                         std::vector<Finish>& done) {
   std::vector<RequestPtr> batch;
   batch.reserve(static_cast<std::size_t>(std::min<std::int64_t>(target, 4096)));
+  // The requests taken leave admitted_ with one atomic subtraction when take() returns (not one
+  // per request: submitters contend on that counter).
+  struct ReleaseAdmitted {
+    std::atomic<std::size_t>& admitted;
+    std::size_t taken = 0;
+    ~ReleaseAdmitted() {
+      if (taken) admitted.fetch_sub(taken, std::memory_order_seq_cst);
+    }
+  } release{admitted_};
   std::int64_t rows = 0;
   for (auto& level : q.levels) {
     while (!level.empty()) {
@@ -334,7 +425,7 @@ std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock:
       if (rows + r->nrows() > target) return batch;
       if (r->deadline && *r->deadline <= now) {
         if (r->transition(RequestState::kQueued, RequestState::kTimedOut)) {
-          --queued_;
+          dequeued();
           done.push_back({r, RequestState::kTimedOut,
                           timeout_error(*r, now)});
         }
@@ -343,6 +434,7 @@ std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock:
       }
       if (r->transition(RequestState::kQueued, RequestState::kRunning)) {
         --queued_;
+        ++release.taken;
         rows += r->nrows();
         batch.push_back(std::move(r));
       }
@@ -355,6 +447,7 @@ std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock:
 
 std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& exit) {
   for (;;) {
+    drain_intake();
     if (stopping_ && queued_ == 0) {
       exit = true;
       return {};
@@ -381,7 +474,11 @@ std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& e
         }
         return true;
       });
-      work_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) { return queued_ > 0 || stopping_; });
+      idle_executors_.fetch_add(1, std::memory_order_seq_cst);
+      work_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) {
+        return queued_ > 0 || stopping_ || !intake_empty();
+      });
+      idle_executors_.fetch_sub(1, std::memory_order_seq_cst);
       continue;
     }
     // Rows available to this batch, in take() order, up to dispatch_rows_.
@@ -407,14 +504,19 @@ std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& e
         if (p > 0) target = p;
       }
       auto batch = take(*head_q, target, now, done);
-      if (queued_ < options_.max_queue_size) space_cv_.notify_all();
+      if (admitted_.load(std::memory_order_seq_cst) < options_.max_queue_size) {
+        space_cv_.notify_all();
+      }
       return batch;  // may be empty when everything at the front had expired: look again
     }
     // Wait for a fuller batch until the head's delay runs out (new requests wake us earlier).
     const std::uint64_t seen = next_seq_;
+    idle_executors_.fetch_add(1, std::memory_order_seq_cst);
     (void)work_cv_.wait_until(mu_, due, [&]() TANDEM_REQUIRES(mu_) {
-      return stopping_ || next_seq_ != seen || head->state() != RequestState::kQueued;
+      return stopping_ || next_seq_ != seen || head->state() != RequestState::kQueued ||
+             !intake_empty();
     });
+    idle_executors_.fetch_sub(1, std::memory_order_seq_cst);
     return {};
   }
 }
@@ -515,7 +617,7 @@ void Scheduler::timer_main() {
         RequestPtr r = deadlines_.back().request.lock();
         deadlines_.pop_back();
         if (r && r->transition(RequestState::kQueued, RequestState::kTimedOut)) {
-          --queued_;
+          dequeued();
           done.push_back({r, RequestState::kTimedOut,
                           timeout_error(*r, now)});
         }
@@ -574,10 +676,7 @@ BatchQueueMetrics Scheduler::metrics() const {
   m.batches = c.batches.load(std::memory_order_relaxed);
   m.batch_rows = c.batch_rows.load(std::memory_order_relaxed);
   m.batch_requests = c.batch_requests.load(std::memory_order_relaxed);
-  {
-    MutexLock lock(mu_);
-    m.queued = queued_;
-  }
+  m.queued = admitted_.load(std::memory_order_seq_cst);
   m.queue_time = queue_time_.summary();
   m.compute_time = compute_time_.summary();
   return m;

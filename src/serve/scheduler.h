@@ -6,11 +6,31 @@
 //
 // Locks (outer first): join_mu_ -> mu_. mu_ is a leaf with respect to the rest of tandem: it is
 // never held while running a batch, calling into the device, or delivering a result.
+//
+// Note [Batch queue intake]
+// One mutex taken by every submit() capped the queue near 1M requests/s on a 16-core host (64
+// submitters convoying on mu_ with the executors). So a request without a deadline is admitted
+// without mu_: submit() reserves a place in `admitted_` (an atomic count of requests admitted and
+// not yet taken, timed out or cancelled: the capacity check, exact for both paths) and pushes the
+// request onto `intake_`, a lock-free LIFO stack. Whoever next holds mu_ for batch work
+// (executors before choosing a batch, the timer, stop(), a slow-path submit) drains the stack into
+// the priority FIFOs in push order (drain_intake()). Requests with a deadline, and any submit
+// that finds the queue full, take the locked path, which drains the intake first (so one
+// thread's requests keep their order). Wake-ups: an executor that is about to wait counts itself
+// in `idle_executors_` (seq_cst) and re-checks `intake_` in its wait predicate; a submitter reads
+// `idle_executors_` (seq_cst) after its push and, when an executor may be waiting, notifies
+// under mu_. Either the submitter sees the count or the executor sees the push: no lost wake-up.
+// Stop: stop() sets `stopping_flag_` (seq_cst) and then drains; a submitter re-reads the flag
+// after its push and, when set, settles the intake itself (settle_after_stop()): queued for the
+// executors still running, cancelled when none is left or the stop cancels. Either stop()'s
+// drain sees the push or the submitter sees the flag: no request is stranded.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <optional>
 #include <memory>
 #include <deque>
 #include <thread>
@@ -83,7 +103,23 @@ class Scheduler {
   std::vector<RequestPtr> take(KeyQueue& q, std::int64_t target, Clock::time_point now,
                                std::vector<Finish>& done) TANDEM_REQUIRES(mu_);
   void cancel_queued(std::vector<Finish>& done) TANDEM_REQUIRES(mu_);
-  void enqueue(const RequestPtr& r) TANDEM_REQUIRES(mu_);
+  // place(r, enqueued): puts an admitted request (counted in admitted_) into its FIFO.
+  void place(const RequestPtr& r, Clock::time_point enqueued) TANDEM_REQUIRES(mu_);
+  // drain_intake(): moves every pushed request into its FIFO, in push order.
+  void drain_intake() TANDEM_REQUIRES(mu_);
+  // drain_intake_settled(done): drain_intake(); then, when stopping and no executor will run
+  // them (none left, or the stop cancels), cancels what is queued (into `done`).
+  void drain_intake_settled(std::vector<Finish>& done) TANDEM_REQUIRES(mu_);
+  // dequeued(): one request left the queued state (taken, timed out, cancelled).
+  void dequeued() TANDEM_REQUIRES(mu_);
+  // try_admit(): reserves a place in admitted_; false when the queue is full.
+  [[nodiscard]] bool try_admit() noexcept;
+  // settle_after_stop(): a submitter that pushed and then saw stopping_flag_ (Note [Batch queue
+  // intake]).
+  void settle_after_stop() TANDEM_EXCLUDES(mu_);
+  [[nodiscard]] bool intake_empty() const noexcept {
+    return intake_.load(std::memory_order_seq_cst) == nullptr;
+  }
   void compact_deadlines() TANDEM_REQUIRES(mu_);
   // finish(): counts the outcome, then delivers. Precondition: the caller won the transition.
   void finish(Finish&& f) noexcept;
@@ -104,7 +140,24 @@ class Scheduler {
   CondVar ready_cv_;  // the constructor: an executor started (or failed to)
 
   std::map<std::vector<std::size_t>, KeyQueue> queues_ TANDEM_GUARDED_BY(mu_);
-  std::size_t queued_ TANDEM_GUARDED_BY(mu_) = 0;  // requests in state kQueued
+  std::size_t queued_ TANDEM_GUARDED_BY(mu_) = 0;  // requests in state kQueued (in queues_)
+  std::optional<StopMode> stop_mode_ TANDEM_GUARDED_BY(mu_);  // set by the first stop()
+
+  // Note [Batch queue intake]. intake_: pushers are fast-path submitters (CAS, release on
+  // success; seq_cst, paired with their later seq_cst read of stopping_flag_ and
+  // idle_executors_); the drainer exchanges it to null under mu_ (seq_cst: acquire of the
+  // pushers' writes to the requests).
+  std::atomic<Request*> intake_{nullptr};
+  // admitted_: requests admitted (in the intake or queued) and not yet taken, timed out or
+  // cancelled. Writers: try_admit() (any submitter, a seq_cst CAS below the limit) and
+  // dequeued() (under mu_). A capacity count: it never exceeds max_queue_size.
+  std::atomic<std::size_t> admitted_{0};
+  // idle_executors_: executors inside a work_cv_ wait (or about to enter one). Writers: the
+  // executors under mu_, seq_cst; read (seq_cst) by fast-path submitters after their push.
+  std::atomic<int> idle_executors_{0};
+  // stopping_flag_: stopping_ for readers without mu_. Written once by stop() under mu_
+  // (seq_cst), before it drains the intake; read (seq_cst) by fast-path submitters.
+  std::atomic<bool> stopping_flag_{false};
   std::vector<DeadlineEntry> deadlines_ TANDEM_GUARDED_BY(mu_);  // heap order: later()
   bool timer_wake_ TANDEM_GUARDED_BY(mu_) = false;  // an earlier deadline than the timer's
   std::uint64_t next_seq_ TANDEM_GUARDED_BY(mu_) = 1;
