@@ -62,8 +62,8 @@ class HostStream : public detail::StreamImpl {
 
  private:
   void run() TANDEM_EXCLUDES(mu_);
-  // take_next(): pops the next buffer for the worker or a helper and marks it running; nullopt
-  // when the queue is empty or a buffer is already running.
+  // take_next(cb, faulted): pops the next buffer for the worker or a helper and marks it running;
+  // false when the queue is empty or a buffer is already running.
   [[nodiscard]] bool take_next(CommandBuffer& cb, bool& faulted) TANDEM_REQUIRES(mu_);
   // execute(cb, faulted): runs cb's functions (skipped when faulted, unless `always`), then
   // records completion and the first error. Called without mu_.
