@@ -62,6 +62,9 @@ class [[nodiscard]] Encoder {
   void commit();
 
  private:
+  // throw_if_committed(call): the precondition of dispatch and defer; `call` names the caller.
+  void throw_if_committed(const char* call) const;
+
   Stream& stream_;
   EncodingLockGuard lock_;
   bool committed_ = false;

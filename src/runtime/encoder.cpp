@@ -1,5 +1,6 @@
 #include "tandem/encoder.h"
 
+#include <string>
 #include <utility>
 
 #include "runtime/backend.h"
@@ -47,21 +48,22 @@ Encoder::~Encoder() {
   }
 }
 
-void Encoder::dispatch(std::function<void()> fn) {
+void Encoder::throw_if_committed(const char* call) const {
   if (committed_) {
     throw Error(ErrorKind::kInvalidArgument,
-                "Encoder::dispatch after commit on stream " + std::to_string(stream_.index()) +
-                    " of " + stream_.device().name() + "; create a new Encoder");
+                std::string("Encoder::") + call + " after commit on stream " +
+                    std::to_string(stream_.index()) + " of " + stream_.device().name() +
+                    "; create a new Encoder");
   }
+}
+
+void Encoder::dispatch(std::function<void()> fn) {
+  throw_if_committed("dispatch");
   stream_.impl().dispatch(std::move(fn));
 }
 
 void Encoder::defer(std::function<void()> fn) {
-  if (committed_) {
-    throw Error(ErrorKind::kInvalidArgument,
-                "Encoder::defer after commit on stream " + std::to_string(stream_.index()) +
-                    " of " + stream_.device().name() + "; create a new Encoder");
-  }
+  throw_if_committed("defer");
   stream_.impl().defer(std::move(fn));
 }
 
