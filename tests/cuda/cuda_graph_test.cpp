@@ -14,10 +14,7 @@ namespace {
 
 using testing::download_all;
 
-class CudaGraphs : public ::testing::Test {
- protected:
-  void SetUp() override { TANDEM_REQUIRE_GPU(); }
-};
+class CudaGraphs : public testing::GpuTest<> {};
 
 TEST_F(CudaGraphs, ADeferredReleaseRunsByTheNextSynchronizeAndMayFreeTheLastBuffer) {
   auto dev = testing::open_cuda();

@@ -13,10 +13,7 @@ namespace {
 
 using testing::download_all;
 
-class CudaKernelsTest : public ::testing::TestWithParam<std::size_t> {
- protected:
-  void SetUp() override { TANDEM_REQUIRE_GPU(); }
-};
+class CudaKernelsTest : public testing::GpuTest<::testing::TestWithParam<std::size_t>> {};
 
 std::vector<float> random_floats(std::size_t n, std::uint32_t seed) {
   std::mt19937 rng(seed);

@@ -26,10 +26,7 @@ double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
   return m;
 }
 
-class CudaModels : public ::testing::TestWithParam<bool> {  // param: TF32
- protected:
-  void SetUp() override { TANDEM_REQUIRE_GPU(); }
-};
+class CudaModels : public testing::GpuTest<::testing::TestWithParam<bool>> {};  // param: TF32
 
 TEST_P(CudaModels, MlpAndEncoderEqualTheCpuBackendEagerAndAsAGraph) {
   const bool tf32 = GetParam();

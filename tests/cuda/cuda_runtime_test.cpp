@@ -17,10 +17,7 @@ namespace {
 
 using testing::download_all;
 
-class CudaRuntime : public ::testing::Test {
- protected:
-  void SetUp() override { TANDEM_REQUIRE_GPU(); }
-};
+class CudaRuntime : public testing::GpuTest<> {};
 
 TEST_F(CudaRuntime, WorkerStreamsAreDistinctNonBlockingCudaStreamsWithTheGreatestPriority) {
   auto dev = testing::open_cuda();

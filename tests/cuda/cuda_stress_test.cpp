@@ -16,10 +16,7 @@ namespace {
 
 using testing::download_all;
 
-class CudaChurn : public ::testing::TestWithParam<int> {
- protected:
-  void SetUp() override { TANDEM_REQUIRE_GPU(); }
-};
+class CudaChurn : public testing::GpuTest<::testing::TestWithParam<int>> {};
 
 // Each thread, many times: lease a stream, allocate, fill/scale/add/sum with values of its own,
 // download, check exactly, release. Threads exceed the pool's 63 workers at 64, so leases wait.
@@ -68,10 +65,7 @@ TEST_P(CudaChurn, ThreadsLeaseComputeAndReleaseWithoutCrossTalk) {
 
 INSTANTIATE_TEST_SUITE_P(Threads, CudaChurn, ::testing::Values(1, 2, 4, 8, 64));
 
-class CudaSeed : public ::testing::Test {
- protected:
-  void SetUp() override { TANDEM_REQUIRE_GPU(); }
-};
+class CudaSeed : public testing::GpuTest<> {};
 
 // The seed's workload: 8 threads, each `y = t * 2.0; synchronize()` between two barriers, 1000
 // iterations, results exact. Every thread uses its own (thread-local) stream.
@@ -104,9 +98,8 @@ TEST_F(CudaSeed, EightThreadsScaleAndSynchronizeAThousandTimesExactly) {
   EXPECT_EQ(wrong.load(), 0);
 }
 
-class CudaExhaustion : public ::testing::Test {
+class CudaExhaustion : public testing::GpuTest<> {
  protected:
-  void SetUp() override { TANDEM_REQUIRE_GPU(); }
   static std::shared_ptr<Device> small_pool(std::int64_t wait_ms) {
     RuntimeConfig c = RuntimeConfig::process();
     c.stream_pool_size = 4;  // 3 worker streams

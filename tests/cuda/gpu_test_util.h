@@ -49,3 +49,15 @@ inline std::vector<float> download_all(Stream& stream, const Buffer& b) {
       GTEST_SKIP() << "no CUDA GPU on this machine, GPU test skipped: " << why;         \
     }                                                                                   \
   } while (0)
+
+namespace tandem::testing {
+
+// GpuTest<Base>: a fixture whose tests skip, with the reason, on a machine without a CUDA GPU.
+// Base is ::testing::Test or a ::testing::TestWithParam<T>.
+template <class Base = ::testing::Test>
+class GpuTest : public Base {
+ protected:
+  void SetUp() override { TANDEM_REQUIRE_GPU(); }
+};
+
+}  // namespace tandem::testing
