@@ -69,8 +69,20 @@ TEST(CrashTiming, AgxModelCrashesWithoutTheGlobalLockInTheLoopInDriverFrames) {
     EXPECT_GT(r["crash"].get<int>(), global["crash"].get<int>());
     ASSERT_FALSE(r["p_vs_reference"].is_null());
     EXPECT_LT(r["p_vs_reference"].get<double>(), 0.01);
-    // Phase attribution: every crash died between barrier 1 and barrier 2.
-    EXPECT_EQ(r["crashes_in_loop"], r["crash"]) << r["crash_phases"].dump();
+    // Phase attribution: threads encode concurrently while making their tensors (after [3]
+    // threads created, some already at [4] barrier 1) and in the loop ([5] past barrier 1).
+    // Every crash died in one of those phases, most of them in the loop, where each thread
+    // opens the window 5,000 times (a fresh clone's run had 2 of 40 die making tensors).
+    int in_encoding_phases = 0;
+    for (const auto& [phase, n] : r["crash_phases"].items()) {
+      if (phase == "[3] threads created" || phase == "[4] waiting at barrier 1" ||
+          phase == "[5] past barrier 1") {
+        in_encoding_phases += n.get<int>();
+      }
+    }
+    EXPECT_EQ(in_encoding_phases, r["crash"].get<int>()) << r["crash_phases"].dump();
+    EXPECT_GT(2 * r["crashes_in_loop"].get<int>(), r["crash"].get<int>())
+        << r["crash_phases"].dump();
     // Frames: every crash's innermost application frame is a driver-model function.
     EXPECT_EQ(r["crashes_with_stack"], r["crash"]) << "crashes without a stack: see the log";
     EXPECT_EQ(r["driver_frame_crashes"], r["crash"]) << r["top_frames"].dump();
