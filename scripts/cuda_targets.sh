@@ -4,6 +4,8 @@
 #   build -> the new GPU tests -> batching (issue 4) -> plain cuBLASLt vs tandem at batch
 #   1024/4096 (issue 3) -> batch-1 MLP with and without PDL, empty-kernel ceiling, PyTorch ->
 #   encoder table -> all GPU tests -> compute-sanitizer on the changed kernels.
+#   Step `arena` (not in the default list): graph-owned memory, its tests, memcheck and the
+#   batch-1 graph bench next to the empty-kernel ceiling.
 # Each step has its own timeout, so one hang loses only that step. Logs: $OUT/log.txt, JSON
 # records in $OUT. Steps: scripts/cuda_targets.sh [step...] (default: all).
 set -uo pipefail
@@ -116,10 +118,27 @@ if has encoder; then
   run 60 python3 bench/torch_reference.py --model mlp --batch 1024,4096 --threads 1 --modes eager --seconds "$S"
 fi
 
+if has arena; then
+  section "graph-owned memory: tests, batch-1 graphs (kernel-only) next to the ceiling"
+  run 180 "$G" --gtest_filter='CudaGraph*:CudaModels*:CudaServe*' 2>&1 | grep -E "^\[  |seed|Failure|Expected|Which|rror|capturer|eager" | head -60
+  b --model empty --threads 1,8,16 --policies none --json "$OUT/t_empty_arena.json"
+  b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none --json "$OUT/t_mlp1g_arena.json"
+  TANDEM_CUDA_PDL=0 b --model mlp --batch 1 --graphs --threads 1,8 --policies none
+  b --model encoder --batch 1 --graphs --threads 1,8 --policies none
+  b --model empty --threads 8 --policies none
+  b --model mlp --batch 1 --graphs --threads 8 --policies none
+fi
+
 if has tests; then
   section "all GPU tests"
   run 240 "$G" 2>&1 | tee "$OUT/gpu_tests.txt" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |FAILED|Failure" | head -30
   run 30 build/cuda/tests/cuda/cuda_unit_tests 2>&1 | tail -1
+fi
+
+if has arenasan; then
+  section "compute-sanitizer memcheck on the graph tests"
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  run 200 "$cs" --tool memcheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaGraph*' 2>&1 | grep -E "ERROR SUMMARY|Invalid|^\[  |Failure" | head -40
 fi
 
 if has sanitize; then

@@ -60,7 +60,8 @@ BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t 
     Stream* stream = &device->current_stream();
     if (graphs) {
       // Static output; the forward's own output and workspace are allocated and freed inside
-      // the recorded work (graph allocations on cuda).
+      // the recorded work (on cuda from the graph's arena, and the copy is a kernel: the graph
+      // holds kernels only, Note [Graph-owned memory]).
       auto out = std::make_shared<nn::Tensor>(
           nn::Tensor::empty(device, m->output_shape(static_cast<std::size_t>(batch))));
       const Kernels* k = &device->kernels();

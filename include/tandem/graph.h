@@ -10,14 +10,23 @@
 // Contract for body (what a graph can replay): it encodes only on `stream`, always the same
 // work for the same key, on device memory that stays at the same addresses for every replay
 // (buffers owned by the caller, allocated before the first call); memory it allocates itself
-// must be freed before it returns (Buffers scoped inside body: on cuda they become graph
-// allocation nodes); no synchronize, no host copies (upload/download), no Event waits on other
-// streams. Encoder::dispatch functions become host nodes that run at every replay;
-// Encoder::defer releases are kept until the graph is destroyed (Device::close or process exit).
+// must be freed before it returns (Buffers and Tensors scoped inside body); no synchronize, no
+// host copies (upload/download), no Event waits on other streams. Encoder::dispatch functions
+// become host nodes that run at every replay; Encoder::defer releases are kept until the graph
+// is destroyed (Device::close or process exit).
+// Graph-owned memory (cuda): what body allocates on `stream` comes from an arena that the graph
+// owns (one device allocation, outside the device's memory pool, freed with the graph), so the
+// graph holds kernels (and host nodes) only. Its size is measured by capturing body once, so
+// **body runs twice on the first call for a key that allocates** (then never again); it must
+// allocate the same each time. A body that returns with memory it allocated still allocated:
+// Error(kInvalidArgument) naming the stream and the bytes, nothing cached (the
+// escaped blocks must not be used; freeing them is harmless); a body whose
+// second capture allocates more than its first: Error(kInvalidArgument), nothing cached.
 // Keys are the caller's: e.g. a model id combined with the batch shape.
 // Thread-safety: like any encoding on `stream` (its owner). The cache is per stream and
 // thread-safe: look-up under a mutex, capture outside it, the first finisher's graph is kept.
-// Errors: a failed capture throws (Error(kBackend) naming the call) and caches nothing.
+// Errors: a failed capture throws (Error(kBackend) naming the call) and caches nothing; a
+// stopped stream (Device::close) throws Error(kDeviceClosed).
 #pragma once
 
 #include <cstdint>

@@ -1,5 +1,6 @@
 #include "backends/cuda/cuda_device.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "backends/cuda/cuda_stream.h"
@@ -42,6 +43,24 @@ CudaDevice::CudaDevice(int index, const RuntimeConfig& config)
 CudaDevice::~CudaDevice() {
   // Streams (and their frees) are gone by now: DeviceState destroys the pool before this.
   if (pool_) (void)cudaMemPoolDestroy(pool_);
+  MutexLock lock(orphans_mu_);
+  for (void* arena : orphan_arenas_) (void)cudaFree(arena);
+}
+
+void CudaDevice::adopt_orphans(const std::vector<CaptureMemory::Block>& blocks, void* arena) {
+  MutexLock lock(orphans_mu_);
+  for (const auto& b : blocks) orphans_.push_back(b.p);
+  if (arena) orphan_arenas_.push_back(arena);
+  orphan_count_.store(orphans_.size(), std::memory_order_release);
+}
+
+bool CudaDevice::take_orphan(void* p) {
+  MutexLock lock(orphans_mu_);
+  const auto it = std::find(orphans_.begin(), orphans_.end(), p);
+  if (it == orphans_.end()) return false;
+  orphans_.erase(it);
+  orphan_count_.store(orphans_.size(), std::memory_order_release);
+  return true;
 }
 
 void CudaDevice::make_current() const {
@@ -91,6 +110,12 @@ std::string CudaDevice::describe_pool() const {
 
 void* CudaDevice::allocate(std::size_t bytes, detail::StreamImpl& stream) {
   auto& cs = static_cast<CudaStream&>(stream);
+  // A capture of this thread on this stream: from its graph's arena (Note [Graph-owned memory]).
+  CaptureMemory* capture = current_capture();
+  if (capture != nullptr && &capture->stream() != &cs) capture = nullptr;
+  if (capture != nullptr) {
+    if (void* p = capture->allocate(bytes)) return p;
+  }
   make_current();
   void* p = nullptr;
   const cudaError_t st = cudaMallocFromPoolAsync(&p, bytes, pool_, cs.get());
@@ -103,12 +128,25 @@ void* CudaDevice::allocate(std::size_t bytes, detail::StreamImpl& stream) {
                     "TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD if other processes need the memory");
   }
   check(st, "cudaMallocFromPoolAsync(&p, bytes, pool, stream)", cs.label());
+  if (capture != nullptr) capture->note_fallback(p, bytes);  // the arena overflowed
   return p;
 }
 
 void CudaDevice::deallocate(void* p, std::size_t, detail::StreamImpl& stream,
                             std::function<void()> on_freed) {
   auto& cs = static_cast<CudaStream&>(stream);
+  // An arena block of this thread's capture on this stream: nothing to free until the graph goes.
+  // A block of the capture that fell back to the pool is freed there (a graph free node).
+  if (CaptureMemory* capture = current_capture();
+      capture != nullptr && &capture->stream() == &cs &&
+      capture->release(p) == CaptureMemory::Owner::kArena) {
+    on_freed();
+    return;
+  }
+  if (orphan_count_.load(std::memory_order_acquire) != 0 && take_orphan(p)) {
+    on_freed();
+    return;
+  }
   // Called from Buffer::release (noexcept): a failure (a lost context) leaks the block.
   if (cudaFreeAsync(p, cs.get()) != cudaSuccess) (void)cudaGetLastError();
   on_freed();

@@ -7,17 +7,23 @@
 // device's free memory; nothing is left broken (the failed call has no effect), so the runtime
 // keeps serving. Free statistics (MemoryStats::frees) count a free when it is enqueued: from then
 // on the pool reuses the memory in stream order, and no host callback is paid per free.
+// Allocations made on a stream while its owner captures a graph come from the graph's arena
+// instead (Note [Graph-owned memory] in graph_arena.h); arenas are outside the pool.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/cuda_event.h"
 #include "backends/cuda/cuda_kernels.h"
+#include "backends/cuda/graph_arena.h"
 #include "backends/cuda/lt_cache.h"
 #include "runtime/backend.h"
+#include "tandem/mutex.h"
 
 namespace tandem::backends::cuda {
 
@@ -57,7 +63,16 @@ class CudaDevice : public detail::BackendDevice {
   [[nodiscard]] LtAlgoCache& lt_algos() { return lt_algos_; }
   [[nodiscard]] EventPool& events() { return *events_; }
 
+  // adopt_orphans(blocks, arena): blocks that escaped a failed capture (Note [Graph-owned
+  // memory]): their later deallocate() is a no-op (beyond the stats); `arena` (may be null), the
+  // arena they lie in, is kept until this device is destroyed. Any thread.
+  void adopt_orphans(const std::vector<CaptureMemory::Block>& blocks, void* arena)
+      TANDEM_EXCLUDES(orphans_mu_);
+
  private:
+  // take_orphan(p): whether p is an orphan block (and forgets it).
+  [[nodiscard]] bool take_orphan(void* p) TANDEM_EXCLUDES(orphans_mu_);
+
   const int index_;
   const std::string name_;
   const RuntimeConfig config_;
@@ -66,6 +81,14 @@ class CudaDevice : public detail::BackendDevice {
   std::shared_ptr<EventPool> events_;
   CudaKernels kernels_;
   LtAlgoCache lt_algos_;
+
+  Mutex orphans_mu_;
+  std::vector<void*> orphans_ TANDEM_GUARDED_BY(orphans_mu_);
+  std::vector<void*> orphan_arenas_ TANDEM_GUARDED_BY(orphans_mu_);
+  // orphan_count_: orphans_.size(). Writers: adopt_orphans and take_orphan, under orphans_mu_
+  // (release); deallocate() reads it (acquire) and takes the mutex only when it is not 0, so
+  // frees pay one load while no capture ever leaked.
+  std::atomic<std::size_t> orphan_count_{0};
 };
 
 }  // namespace tandem::backends::cuda

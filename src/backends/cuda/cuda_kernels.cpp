@@ -1,5 +1,6 @@
 #include "backends/cuda/cuda_kernels.h"
 
+#include "backends/cuda/cuda_device.h"
 #include "backends/cuda/cuda_launch.h"
 #include "backends/cuda/cuda_stream.h"
 #include "tandem/encoder.h"
@@ -25,7 +26,8 @@ void CudaKernels::add(Encoder& enc, float* y, const float* a, const float* b,
 void CudaKernels::copy(Encoder& enc, void* dst, const void* src, std::size_t bytes) const {
   if (bytes == 0) return;
   CudaStream& s = stream_of(enc);
-  TANDEM_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s.get()), s.label());
+  TANDEM_CUDA_CHECK(launch::copy(s.get(), dst, src, bytes, s.device().config().cuda_pdl),
+                    s.label());
 }
 
 void CudaKernels::sum(Encoder& enc, float* out, const float* x, std::size_t n) const {

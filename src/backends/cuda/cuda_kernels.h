@@ -1,5 +1,6 @@
 // cuda_kernels.h (private) — CudaKernels: the Kernels table of the cuda backend: own kernels
-// (cuda_launch.h), cudaMemcpyAsync, and cuBLAS / cuBLASLt for the GEMMs, launched on the
+// (cuda_launch.h; device-to-device copy too, so that a captured forward is kernels only),
+// cudaMemcpyAsync for host <-> device, and cuBLAS / cuBLASLt for the GEMMs, launched on the
 // encoder's cudaStream_t, every call checked (TANDEM_CUDA_CHECK). Stateless; per-stream state
 // (cuBLAS handles, workspace) lives in CudaStream, the cuBLASLt algorithm cache in CudaDevice.
 //

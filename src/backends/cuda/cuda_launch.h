@@ -18,6 +18,10 @@ cudaError_t fill(cudaStream_t stream, float* y, std::size_t n, float value);
 cudaError_t scale(cudaStream_t stream, float* y, const float* x, std::size_t n, float a);
 // y[i] = a[i] + b[i]  (y may alias a or b)
 cudaError_t add(cudaStream_t stream, float* y, const float* a, const float* b, std::size_t n);
+// copy: `bytes` from src to dst (device memory, not overlapping), as a kernel (a graph of a
+// forward stays kernel-only): 16-byte elements when both pointers allow it, else 4 or 1.
+// pdl: launched with programmatic stream serialization, like gemv_bias_act (Note [GEMV and PDL]).
+cudaError_t copy(cudaStream_t stream, void* dst, const void* src, std::size_t bytes, bool pdl);
 // out[0] = sum of x[0..n): one block, double accumulators, a fixed tree order (deterministic and
 // exact for integer-valued data below 2^53).
 cudaError_t sum(cudaStream_t stream, float* out, const float* x, std::size_t n);

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "backends/cuda/cuda_device.h"
+#include "backends/cuda/graph_arena.h"
 #include "tandem/encoder.h"
 #include "tandem/error.h"
 #include "tandem/stream.h"
@@ -60,10 +61,14 @@ void CUDART_CB run_graph_task(void* arg) { run_task(*static_cast<HostTask*>(arg)
 }  // namespace
 
 struct CudaStream::Graph {
+  const cudaStream_t stream;
   cudaGraphExec_t exec = nullptr;
   std::vector<std::unique_ptr<HostTask>> host_tasks;  // the host nodes' state
   std::vector<std::function<void()>> kept;            // deferred releases, run at destruction
-  Graph() = default;
+  void* arena = nullptr;                              // Note [Graph-owned memory]
+  GraphInfo info;
+
+  explicit Graph(cudaStream_t s) : stream(s) {}
   Graph(const Graph&) = delete;
   Graph& operator=(const Graph&) = delete;
   ~Graph() {
@@ -73,6 +78,12 @@ struct CudaStream::Graph {
         fn();
       } catch (...) {
       }
+    }
+    if (arena) {
+      // Graphs are dropped after a synchronize; synchronize again so that no replay can still
+      // use the arena, whoever drops the graph.
+      (void)cudaStreamSynchronize(stream);
+      (void)cudaFree(arena);
     }
   }
 };
@@ -103,10 +114,7 @@ CudaStream::~CudaStream() {
 }
 
 void CudaStream::begin_encoding() {
-  if (!accepting_.load(std::memory_order_acquire)) {
-    throw Error(ErrorKind::kDeviceClosed,
-                label_ + " is stopped (device closed or process exiting); the work was not run");
-  }
+  throw_if_stopped();
   device_.make_current();
   if (capture_ == nullptr) reap();
 }
@@ -175,26 +183,108 @@ void CudaStream::reap() {
   }
 }
 
+void CudaStream::throw_if_stopped() const {
+  if (!accepting_.load(std::memory_order_acquire)) {
+    throw Error(ErrorKind::kDeviceClosed,
+                label_ + " is stopped (device closed or process exiting); the work was not run");
+  }
+}
+
 void CudaStream::run_graph(std::uint64_t key, const std::function<void()>& body) {
   if (!device_.config().cuda_graphs) {
     body();
     return;
   }
+  throw_if_stopped();
   std::shared_ptr<Graph> graph;
   {
     MutexLock lock(graphs_mu_);
     if (auto it = graphs_.find(key); it != graphs_.end()) graph = it->second;
   }
   if (!graph) {
-    // Capture outside the lock. Library handles and their workspace first: cudaMalloc is not
-    // allowed inside a capture.
-    init_blas();
-    device_.make_current();
-    reap();
-    auto fresh = std::make_shared<Graph>();
-    TANDEM_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), label_);
-    capture_ = fresh.get();
-    cudaGraph_t g = nullptr;
+    std::shared_ptr<Graph> fresh = capture(body);  // outside the lock
+    MutexLock lock(graphs_mu_);
+    graph = graphs_.try_emplace(key, std::move(fresh)).first->second;  // first finisher wins
+  }
+  TANDEM_CUDA_CHECK(cudaGraphLaunch(graph->exec, stream_), label_);
+}
+
+namespace {
+
+// Owns a cudaGraph_t until the end of the scope.
+struct GraphHolder {
+  cudaGraph_t g = nullptr;
+  GraphHolder() = default;
+  GraphHolder(const GraphHolder&) = delete;
+  GraphHolder& operator=(const GraphHolder&) = delete;
+  ~GraphHolder() {
+    if (g) (void)cudaGraphDestroy(g);
+  }
+};
+
+std::string bytes_text(std::size_t bytes) { return std::to_string(bytes) + " bytes"; }
+
+}  // namespace
+
+std::shared_ptr<CudaStream::Graph> CudaStream::capture(const std::function<void()>& body) {
+  // Library handles and their workspace first: cudaMalloc is not allowed inside a capture.
+  init_blas();
+  device_.make_current();
+  reap();
+  std::size_t arena_bytes = 0;
+  std::size_t first_needed = 0;
+  for (int pass = 1;; ++pass) {
+    auto graph = std::make_shared<Graph>(stream_);
+    if (arena_bytes > 0) {
+      TANDEM_CUDA_CHECK(cudaMalloc(&graph->arena, arena_bytes), label_);
+      graph->info.arena_bytes = arena_bytes;
+    }
+    CaptureMemory memory(*this, graph->arena, arena_bytes);
+    GraphHolder g;
+    try {
+      g.g = record(body, *graph, memory);
+    } catch (...) {
+      orphan_leaks(memory, *graph);
+      throw;
+    }
+    if (!memory.live().empty()) {
+      const std::size_t blocks = memory.live().size();
+      const std::size_t bytes = memory.live_bytes();
+      orphan_leaks(memory, *graph);
+      throw Error(ErrorKind::kInvalidArgument,
+                  "run_graph on " + label_ + ": the body returned with " + std::to_string(blocks) +
+                      " block(s) of " + bytes_text(bytes) +
+                      " that it allocated still allocated; memory allocated inside a graph body "
+                      "must be freed before it returns (scope its Buffers and Tensors inside the "
+                      "body; allocate outputs before run_graph). Nothing was cached; do not use "
+                      "the escaped blocks (freeing them is harmless)");
+    }
+    if (!memory.overflowed()) {
+      count_nodes(g.g, graph->info);
+      graph->info.captures = pass;
+      TANDEM_CUDA_CHECK(cudaGraphInstantiate(&graph->exec, g.g, 0), label_);
+      return graph;
+    }
+    if (pass >= 2) {
+      throw Error(ErrorKind::kInvalidArgument,
+                  "run_graph on " + label_ + ": the body allocated " +
+                      bytes_text(memory.needed()) + " (256-byte aligned) when captured again, " +
+                      bytes_text(first_needed) +
+                      " the first time; a graph body must make the same allocations every time "
+                      "it is called. Nothing was cached");
+    }
+    // The first capture measured what the body allocates: capture again with an arena that big.
+    first_needed = arena_bytes = memory.needed();
+  }
+}
+
+cudaGraph_t CudaStream::record(const std::function<void()>& body, Graph& graph,
+                               CaptureMemory& memory) {
+  TANDEM_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), label_);
+  capture_ = &graph;
+  cudaGraph_t g = nullptr;
+  {
+    CaptureScope scope(memory);
     try {
       body();
     } catch (...) {
@@ -203,15 +293,42 @@ void CudaStream::run_graph(std::uint64_t key, const std::function<void()>& body)
       (void)cudaGetLastError();
       throw;
     }
-    capture_ = nullptr;
-    TANDEM_CUDA_CHECK(cudaStreamEndCapture(stream_, &g), label_);
-    const cudaError_t st = cudaGraphInstantiate(&fresh->exec, g, 0);
-    (void)cudaGraphDestroy(g);
-    check(st, "cudaGraphInstantiate(&exec, graph, 0)", label_);
-    MutexLock lock(graphs_mu_);
-    graph = graphs_.try_emplace(key, std::move(fresh)).first->second;  // first finisher wins
   }
-  TANDEM_CUDA_CHECK(cudaGraphLaunch(graph->exec, stream_), label_);
+  capture_ = nullptr;
+  TANDEM_CUDA_CHECK(cudaStreamEndCapture(stream_, &g), label_);
+  return g;
+}
+
+void CudaStream::orphan_leaks(const CaptureMemory& memory, Graph& graph) {
+  if (memory.live().empty()) return;
+  void* arena = nullptr;
+  if (memory.live_in_arena()) arena = std::exchange(graph.arena, nullptr);
+  device_.adopt_orphans(memory.live(), arena);
+}
+
+void CudaStream::count_nodes(cudaGraph_t g, GraphInfo& info) const {
+  std::size_t n = 0;
+  TANDEM_CUDA_CHECK(cudaGraphGetNodes(g, nullptr, &n), label_);
+  std::vector<cudaGraphNode_t> nodes(n);
+  TANDEM_CUDA_CHECK(cudaGraphGetNodes(g, nodes.data(), &n), label_);
+  for (std::size_t i = 0; i < n; ++i) {
+    cudaGraphNodeType type{};
+    TANDEM_CUDA_CHECK(cudaGraphNodeGetType(nodes[i], &type), label_);
+    switch (type) {
+      case cudaGraphNodeTypeKernel: ++info.kernel_nodes; break;
+      case cudaGraphNodeTypeMemcpy: ++info.memcpy_nodes; break;
+      case cudaGraphNodeTypeHost: ++info.host_nodes; break;
+      case cudaGraphNodeTypeMemAlloc:
+      case cudaGraphNodeTypeMemFree: ++info.memory_nodes; break;
+      default: ++info.other_nodes; break;
+    }
+  }
+}
+
+std::optional<CudaStream::GraphInfo> CudaStream::graph_info(std::uint64_t key) const {
+  MutexLock lock(graphs_mu_);
+  if (auto it = graphs_.find(key); it != graphs_.end()) return it->second->info;
+  return std::nullopt;
 }
 
 std::size_t CudaStream::graphs_cached() const {

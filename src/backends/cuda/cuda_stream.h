@@ -22,6 +22,10 @@
 // - Graphs (run_graph, tandem/graph.h): cached per stream by key; capture mode thread-local;
 //   host functions recorded during a capture stay alive with the graph (they run at every
 //   replay), deferred releases too (until the graph is destroyed: stop(kDrain) or destruction).
+//   Allocations that the body makes on this stream come from an arena owned by the graph, so a
+//   graph holds kernels and host nodes only, no memory nodes; a key whose body allocates is
+//   captured twice on first use (once to measure the arena). Note [Graph-owned memory] in
+//   graph_arena.h. Graphs (and their arenas) are destroyed only after a stream synchronize.
 #pragma once
 
 #include <atomic>
@@ -32,6 +36,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -45,6 +50,7 @@ class Encoder;
 
 namespace tandem::backends::cuda {
 
+class CaptureMemory;
 class CudaDevice;
 
 // HostErrors: the first exception a host function of a stream threw. Shared with the host
@@ -97,11 +103,34 @@ class CudaStream : public detail::StreamImpl {
   [[nodiscard]] bool capturing() const;
   // graphs_cached(): graphs in this stream's cache (tests).
   [[nodiscard]] std::size_t graphs_cached() const TANDEM_EXCLUDES(graphs_mu_);
+  // GraphInfo: what a cached graph holds, counted on the captured graph before instantiation.
+  struct GraphInfo {
+    std::size_t kernel_nodes = 0;
+    std::size_t memcpy_nodes = 0;
+    std::size_t host_nodes = 0;
+    std::size_t memory_nodes = 0;  // allocation and free nodes: 0 with graph-owned memory
+    std::size_t other_nodes = 0;
+    std::size_t arena_bytes = 0;  // the graph's arena (0: the body allocates nothing)
+    int captures = 0;             // times body was captured for it (1, or 2 with an arena)
+  };
+  // graph_info(key): the cached graph of `key`, or nullopt (tests, diagnostics).
+  [[nodiscard]] std::optional<GraphInfo> graph_info(std::uint64_t key) const
+      TANDEM_EXCLUDES(graphs_mu_);
 
-  // Per-capture state: what the graph's host nodes and deferred releases need to outlive.
+  // Per-capture state: what the graph's host nodes and deferred releases need to outlive, the
+  // graph's arena.
   struct Graph;
 
  private:
+  void throw_if_stopped() const;
+  // capture(body): a new instantiated graph of body's work (Note [Graph-owned memory]).
+  [[nodiscard]] std::shared_ptr<Graph> capture(const std::function<void()>& body);
+  // record(body, graph, memory): one capture of body, allocations through `memory`.
+  [[nodiscard]] cudaGraph_t record(const std::function<void()>& body, Graph& graph,
+                                   CaptureMemory& memory);
+  // orphan_leaks(memory, graph): hands the blocks still live to the device (with the arena).
+  void orphan_leaks(const CaptureMemory& memory, Graph& graph);
+  void count_nodes(cudaGraph_t g, GraphInfo& info) const;
   void init_blas();
   void launch_host(std::function<void()> fn, bool always);
   // reap(): runs the deferred releases whose event completed, in order. Any thread.

@@ -1,8 +1,9 @@
-// elementwise.cu — the runtime kernels of the cuda backend (fill, scale, add, sum, empty).
+// elementwise.cu — the runtime kernels of the cuda backend (fill, scale, add, copy, sum, empty).
 #include <algorithm>
 #include <cstdint>
 
 #include "backends/cuda/cuda_launch.h"
+#include "backends/cuda/pdl.cuh"
 
 namespace tandem::backends::cuda::launch {
 namespace {
@@ -33,6 +34,38 @@ __global__ void add_kernel(float* y, const float* a, const float* b, std::size_t
        i += std::size_t{gridDim.x} * blockDim.x) {
     y[i] = a[i] + b[i];
   }
+}
+
+// copy_kernel: n elements of T, then the `tail` (< sizeof(T)) bytes after them, by block 0.
+template <class T>
+__global__ void copy_kernel(T* __restrict__ dst, const T* __restrict__ src, std::size_t n,
+                            unsigned char* __restrict__ dst_tail,
+                            const unsigned char* __restrict__ src_tail, unsigned tail) {
+  pdl_wait_then_release();
+  for (std::size_t i = blockIdx.x * std::size_t{blockDim.x} + threadIdx.x; i < n;
+       i += std::size_t{gridDim.x} * blockDim.x) {
+    dst[i] = src[i];
+  }
+  if (blockIdx.x == 0 && threadIdx.x < tail) dst_tail[threadIdx.x] = src_tail[threadIdx.x];
+}
+
+template <class T>
+cudaError_t launch_copy(cudaStream_t stream, void* dst, const void* src, std::size_t bytes,
+                        bool pdl) {
+  const std::size_t n = bytes / sizeof(T);
+  const auto tail = static_cast<unsigned>(bytes % sizeof(T));
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(std::max(blocks_for(n), 1u));
+  config.blockDim = dim3(kThreads);
+  config.stream = stream;
+  cudaLaunchAttribute attr[1] = {pdl_attribute()};
+  config.attrs = attr;
+  config.numAttrs = pdl ? 1 : 0;
+  auto* d = static_cast<unsigned char*>(dst);
+  const auto* s = static_cast<const unsigned char*>(src);
+  return cudaLaunchKernelEx(&config, copy_kernel<T>, static_cast<T*>(dst),
+                            static_cast<const T*>(src), n, d + n * sizeof(T), s + n * sizeof(T),
+                            tail);
 }
 
 constexpr int kSumThreads = 1024;
@@ -70,6 +103,21 @@ cudaError_t add(cudaStream_t stream, float* y, const float* a, const float* b, s
   if (n == 0) return cudaSuccess;
   add_kernel<<<blocks_for(n), kThreads, 0, stream>>>(y, a, b, n);
   return cudaGetLastError();
+}
+
+cudaError_t copy(cudaStream_t stream, void* dst, const void* src, std::size_t bytes, bool pdl) {
+  if (bytes == 0) return cudaSuccess;
+  const auto both = reinterpret_cast<std::uintptr_t>(dst) | reinterpret_cast<std::uintptr_t>(src);
+  cudaError_t st = cudaSuccess;
+  if (both % 16 == 0) {
+    st = launch_copy<uint4>(stream, dst, src, bytes, pdl);
+  } else if (both % 4 == 0) {
+    st = launch_copy<unsigned>(stream, dst, src, bytes, pdl);
+  } else {
+    st = launch_copy<unsigned char>(stream, dst, src, bytes, pdl);
+  }
+  if (st != cudaSuccess) (void)cudaGetLastError();  // clear it: the caller reports `st`
+  return st;
 }
 
 cudaError_t sum(cudaStream_t stream, float* out, const float* x, std::size_t n) {

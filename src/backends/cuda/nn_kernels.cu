@@ -5,6 +5,7 @@
 #include <cstdint>
 
 #include "backends/cuda/cuda_launch.h"
+#include "backends/cuda/pdl.cuh"
 
 namespace tandem::backends::cuda::launch {
 namespace {
@@ -70,12 +71,7 @@ __global__ void bias_act_kernel(float* y, const float* x, const float* __restric
 // overlaps is only the launch latency and block scheduling of the next kernel with the tail of
 // this one: the order of memory effects is exactly the stream's. Dependents launch only once
 // every block of this kernel has signalled or exited, so waiting blocks never starve it.
-__device__ __forceinline__ void pdl_wait_then_release() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;" ::: "memory");
-  asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
-#endif
-}
+// (pdl_wait_then_release(): pdl.cuh, shared with the copy kernel of elementwise.cu.)
 
 // A warp per output column o; ROWS input rows share each weight load.
 template <int ROWS, bool VEC>
@@ -261,9 +257,7 @@ cudaError_t launch_gemv(cudaStream_t stream, float* y, const float* x, const flo
   config.blockDim = dim3(kWarps * 32);
   config.dynamicSmemBytes = 0;
   config.stream = stream;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[1] = {pdl_attribute()};
   config.attrs = attr;
   config.numAttrs = pdl ? 1 : 0;
   const float* xc = x;
