@@ -5,9 +5,7 @@
 
 #include "bench_workload.h"
 #include "tandem/device.h"
-#include "tandem/encoder.h"
 #include "tandem/graph.h"
-#include "tandem/kernels.h"
 #include "tandem/mutex.h"
 #include "tandem/nn/models.h"
 #include "tandem/stream.h"
@@ -59,19 +57,14 @@ BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t 
     nn::Tensor x = nn::Tensor::from_host(device, shape, host);
     Stream* stream = &device->current_stream();
     if (graphs) {
-      // Static output; the forward's own output and workspace are allocated and freed inside
-      // the recorded work (on cuda from the graph's arena, and the copy is a kernel: the graph
+      // Static output, written by the forward itself (forward_into); the forward's workspace is
+      // allocated and freed inside the recorded work (on cuda from the graph's arena: the graph
       // holds kernels only, Note [Graph-owned memory]).
       auto out = std::make_shared<nn::Tensor>(
           nn::Tensor::empty(device, m->output_shape(static_cast<std::size_t>(batch))));
-      const Kernels* k = &device->kernels();
       const auto key = static_cast<std::uint64_t>(batch);
-      return std::function<void()>([m, x, out, stream, k, key] {
-        run_graph(*stream, key, [&] {
-          const nn::Tensor y = m->forward(x);
-          Encoder enc(*stream);
-          k->copy(enc, out->data(), y.data(), y.size_bytes());
-        });
+      return std::function<void()>([m, x, out, stream, key] {
+        run_graph(*stream, key, [&] { m->forward_into(x, *out); });
         stream->synchronize();
       });
     }

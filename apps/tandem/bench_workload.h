@@ -28,8 +28,8 @@ struct BenchWorkload {
 // A reference model workload ("mlp", "encoder"; random weights from `seed`): one model per device,
 // loaded by the first thread and shared by all; each thread owns a random input of `batch`
 // samples and runs forward() then synchronize() on its own stream. Defined in bench_models.cpp.
-// graphs: each thread's forward is recorded once with run_graph (tandem/graph.h) on a static
-// input and copied into a static output, then replayed.
+// graphs: each thread's forward is recorded once with run_graph (tandem/graph.h) from a static
+// input into a static output (Model::forward_into), then replayed.
 [[nodiscard]] BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t seed,
                                            bool graphs = false);
 // The launch + synchronize ceiling: one empty kernel (Kernels::empty), then synchronize.

@@ -31,6 +31,13 @@ struct ParamSpec {
 // on `device` whose shape equals `expected` (the caller fills the batch from x), batch >= 1.
 void check_input(std::string_view model, const Device& device, const Tensor& x,
                  const Shape& expected);
+// check_output(model, device, y, expected): the same for forward_into's output.
+void check_output(std::string_view model, const Device& device, const Tensor& y,
+                  const Shape& expected);
+
+// What a model's recorded work keeps alive besides the input and the model (forward_into: the
+// caller's output too; forward: nothing, its output is the caller's).
+enum class Keep { kInput, kInputAndOutput };
 
 [[nodiscard]] std::shared_ptr<const Model> make_mlp(const std::shared_ptr<Device>& device,
                                                     const ModelOptions& options);

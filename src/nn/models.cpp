@@ -4,7 +4,9 @@
 
 #include "nn/model_impl.h"
 #include "tandem/device.h"
+#include "tandem/encoder.h"
 #include "tandem/error.h"
+#include "tandem/kernels.h"
 #include "tandem/stream.h"
 
 namespace tandem::nn {
@@ -20,6 +22,15 @@ std::vector<HostTensor> Model::state_dict() const {
   out.reserve(params_.size());
   for (const auto& [name, t] : params_) out.push_back({name, t.shape(), t.to_host()});
   return out;
+}
+
+void Model::forward_into(const Tensor& input, const Tensor& output) const {
+  const Tensor y = forward(input);
+  detail::check_output(name(), *device_, output, y.shape());
+  Encoder enc(device_->current_stream());
+  device_->kernels().copy(enc, output.data(), y.data(), y.size_bytes());
+  // y is freed in stream order after the copy; the output is kept until the copy has run.
+  enc.defer([keep_output = output] {});
 }
 
 const Tensor& Model::param(std::string_view name) const {
@@ -120,23 +131,41 @@ std::vector<std::pair<std::string, Tensor>> load_parameters(const std::vector<Pa
   return params;
 }
 
+namespace {
+
+// mismatch(device, x, expected): why x is not a float32 tensor of shape `expected` (batch >= 1)
+// on `device`, or "".
+std::string mismatch(const Device& device, const Tensor& x, const Shape& expected) {
+  if (!x.defined()) return "an undefined tensor";
+  if (&x.device() != &device) {
+    return "a tensor on " + x.device().name() + " (the model is on " + device.name() + ")";
+  }
+  if (x.dtype() != DType::kFloat32) {
+    return "a " + std::string(to_string(x.dtype())) + " tensor (float32 expected)";
+  }
+  if (!(x.shape() == expected) || expected.rank() == 0 || expected[0] == 0) {
+    return "shape " + x.shape().to_string() + "; expected " + expected.to_string() +
+           " with batch >= 1";
+  }
+  return "";
+}
+
+}  // namespace
+
 void check_input(std::string_view model, const Device& device, const Tensor& x,
                  const Shape& expected) {
-  std::string what;
-  if (!x.defined()) {
-    what = "an undefined tensor";
-  } else if (&x.device() != &device) {
-    what = "a tensor on " + x.device().name() + " (the model is on " + device.name() + ")";
-  } else if (x.dtype() != DType::kFloat32) {
-    what = "a " + std::string(to_string(x.dtype())) + " tensor (float32 expected)";
-  } else if (!(x.shape() == expected) || expected.rank() == 0 || expected[0] == 0) {
-    what = "shape " + x.shape().to_string() + "; expected " + expected.to_string() +
-           " with batch >= 1";
-  } else {
-    return;
-  }
+  const std::string what = mismatch(device, x, expected);
+  if (what.empty()) return;
   throw Error(ErrorKind::kInvalidArgument,
               std::string(model) + ".forward was given " + what);
+}
+
+void check_output(std::string_view model, const Device& device, const Tensor& y,
+                  const Shape& expected) {
+  const std::string what = mismatch(device, y, expected);
+  if (what.empty()) return;
+  throw Error(ErrorKind::kInvalidArgument,
+              std::string(model) + ".forward_into was given as output " + what);
 }
 
 }  // namespace detail

@@ -52,11 +52,32 @@ class TransformerEncoder final : public Model {
   Shape output_shape(std::size_t batch) const override { return Shape{batch, kSeq, kModel}; }
 
   Tensor forward(const Tensor& x) const override {
+    check(x);
+    Tensor y = Tensor::empty(device_, x.shape());
+    encode(x, y, Keep::kInput);
+    return y;
+  }
+
+  void forward_into(const Tensor& x, const Tensor& y) const override {
+    check(x);
+    check_output("encoder", *device_, y, x.shape());
+    encode(x, y, Keep::kInputAndOutput);
+  }
+
+ private:
+  // check(x): Error(kInvalidArgument) unless x is [batch, seq, 256] on this device.
+  void check(const Tensor& x) const {
     // Any sequence length >= 1 is accepted; the reference workload uses 32.
     const bool rank3 = x.defined() && x.rank() == 3;
     const std::size_t batch = rank3 ? x.dim(0) : 0;
     const std::size_t seq = rank3 && x.dim(1) ? x.dim(1) : kSeq;
     check_input("encoder", *device_, x, Shape{batch, seq, kModel});
+  }
+
+  // encode(x, y, keep): the forward of x into y (x's shape), one command buffer on the calling
+  // thread's stream.
+  void encode(const Tensor& x, const Tensor& y, Keep keep) const {
+    const std::size_t batch = x.dim(0), seq = x.dim(1);
     const std::size_t rows = batch * seq;
     constexpr std::size_t d = kModel, head_dim = kModel / kHeads;
     const float scale = 1.0f / std::sqrt(static_cast<float>(head_dim));
@@ -64,7 +85,6 @@ class TransformerEncoder final : public Model {
     Stream& stream = device_->current_stream();
     const Kernels& k = device_->kernels();
     // Declaration order matters: the Encoder commits before the workspace is freed.
-    Tensor y = Tensor::empty(device_, x.shape());
     Tensor ws = Tensor::empty(
         device_, Shape{rows * (3 * d + d + d + kFeedForward + d + d) + batch * kHeads * seq * seq});
     float* qkv = ws.data();
@@ -91,16 +111,18 @@ class TransformerEncoder final : public Model {
       k.layer_norm(enc, out, ff, t1, w[kNorm2W], w[kNorm2B], rows, d, kEps);
       in = out;
     }
-    // Keep the input and the weights alive until the work has run (Note [Model threading]).
-    // These references die on the stream's worker; they are never the device's last one: the
+    // Keep the input and the weights (and forward_into's output) alive until the work has run
+    // (Note [Model threading]). These references die on the stream's worker; they are never the device's last one: the
     // calling thread's stream lease holds the device and synchronizes this stream before
     // releasing it.
-    enc.defer([keep_input = x, keep_model = shared_from_this()] {});
+    if (keep == Keep::kInputAndOutput) {
+      enc.defer([keep_input = x, keep_output = y, keep_model = shared_from_this()] {});
+    } else {
+      enc.defer([keep_input = x, keep_model = shared_from_this()] {});
+    }
     enc.commit();
-    return y;
   }
 
- private:
   const float* w_[kLayers * kParamsPerLayer] = {};
 };
 

@@ -60,36 +60,49 @@ TEST_F(CudaGraphMemory, CapturedForwardsEqualEagerAndTheGraphsHoldKernelsOnly) {
       std::vector<float> host(shape.numel());
       const nn::Tensor x = nn::Tensor::from_host(dev, shape, host);
       const nn::Tensor out = nn::Tensor::empty(dev, m->output_shape(batch));
-      int calls = 0;
-      for (int round = 0; round < 3; ++round) {
-        for (auto& v : host) v = dist(rng);
-        {
-          Encoder enc(s);  // same buffer, new values (host stays alive: synchronized below)
-          dev->kernels().copy_from_host(enc, x.data(), host.data(), x.size_bytes());
+      // Two graphs: forward + copy into the static output, and forward_into it.
+      for (const bool into : {false, true}) {
+        key += 1000;
+        int calls = 0;
+        for (int round = 0; round < 3; ++round) {
+          for (auto& v : host) v = dist(rng);
+          {
+            Encoder enc(s);  // same buffer, new values (host stays alive: synchronized below)
+            dev->kernels().copy_from_host(enc, x.data(), host.data(), x.size_bytes());
+          }
+          const auto eager = m->forward(x).to_host();
+          run_graph(s, key, [&] {
+            ++calls;
+            if (into) {
+              m->forward_into(x, out);
+              return;
+            }
+            const nn::Tensor y = m->forward(x);
+            Encoder enc(s);
+            dev->kernels().copy(enc, out.data(), y.data(), y.size_bytes());
+          });
+          const auto replayed = out.to_host();
+          EXPECT_LE(max_rel(replayed, eager), 1e-4)
+              << name << " batch " << batch << " into " << into << " round " << round;
         }
-        const auto eager = m->forward(x).to_host();
-        run_graph(s, key, [&] {
-          ++calls;
-          const nn::Tensor y = m->forward(x);
-          Encoder enc(s);
-          dev->kernels().copy(enc, out.data(), y.data(), y.size_bytes());
-        });
-        const auto replayed = out.to_host();
-        EXPECT_LE(max_rel(replayed, eager), 1e-4) << name << " batch " << batch << " round " << round;
-      }
-      EXPECT_EQ(calls, 2) << name << " batch " << batch << ": measured, then captured with the arena";
-      const auto info = cuda_stream(s).graph_info(key);
-      ASSERT_TRUE(info.has_value());
-      EXPECT_EQ(info->memory_nodes, 0u) << name << " batch " << batch;
-      EXPECT_EQ(info->memcpy_nodes, 0u) << name << " batch " << batch;
-      EXPECT_EQ(info->host_nodes, 0u) << name << " batch " << batch;
-      EXPECT_GE(info->kernel_nodes, 4u) << name << " batch " << batch;  // >= 3 layers + the copy
-      EXPECT_GT(info->arena_bytes, 0u);
-      EXPECT_EQ(info->captures, 2);
-      if (std::string(name) == "mlp" && batch == 1) {  // own kernels only (cuBLAS may memset)
-        EXPECT_EQ(info->kernel_nodes, 4u);  // 3 GEMVs + the copy, nothing else
-        EXPECT_EQ(info->other_nodes, 0u);
-        EXPECT_EQ(info->arena_bytes, aligned256(512 * 4) + aligned256(2 * 1024 * 4));
+        const std::string what = std::string(name) + " batch " + std::to_string(batch) +
+                                 (into ? " forward_into" : " forward+copy");
+        EXPECT_EQ(calls, 2) << what << ": measured, then captured with the arena";
+        const auto info = cuda_stream(s).graph_info(key);
+        ASSERT_TRUE(info.has_value());
+        EXPECT_EQ(info->memory_nodes, 0u) << what;
+        EXPECT_EQ(info->memcpy_nodes, 0u) << what;
+        EXPECT_EQ(info->host_nodes, 0u) << what;
+        EXPECT_GE(info->kernel_nodes, 3u) << what;
+        EXPECT_GT(info->arena_bytes, 0u) << what;
+        EXPECT_EQ(info->captures, 2) << what;
+        if (std::string(name) == "mlp" && batch == 1) {  // own kernels only (cuBLAS may memset)
+          // 3 GEMVs (+ the copy), nothing else; the arena: the workspace (+ the output).
+          EXPECT_EQ(info->kernel_nodes, into ? 3u : 4u) << what;
+          EXPECT_EQ(info->other_nodes, 0u) << what;
+          EXPECT_EQ(info->arena_bytes, aligned256(2 * 1024 * 4) + (into ? 0 : aligned256(512 * 4)))
+              << what;
+        }
       }
     }
   }
@@ -281,12 +294,11 @@ TEST_F(CudaGraphMemory, EightThreadsCaptureAndReplayTheirGraphsWhileEightRunEage
           for (int replay = 0; replay < 5; ++replay) {
             fill(s, v, static_cast<float>(key + replay));
             run_graph(s, static_cast<std::uint64_t>(key), [&] {
-              Buffer tmp(dev, n * sizeof(float) * static_cast<std::size_t>(key + 1), s);
+              Buffer pad(dev, 1000 * static_cast<std::size_t>(key + 1), s);  // arenas differ
+              Buffer tmp(dev, n * sizeof(float), s);
               scale(s, tmp, v, 2.0f);
               sum(s, total, tmp);  // the first n: 2 * (key + replay) * n
-              const nn::Tensor y = mlp->forward(x);
-              Encoder enc(s);
-              dev->kernels().copy(enc, out.data(), y.data(), y.size_bytes());
+              mlp->forward_into(x, out);
             });
             if (download_all(s, total)[0] != 2.0f * static_cast<float>(key + replay) * n) {
               errors.fetch_add(1);

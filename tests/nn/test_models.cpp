@@ -96,6 +96,32 @@ TEST(Models, ForwardKeepsItsInputAndTheModelAliveUntilTheWorkHasRun) {
   EXPECT_EQ(y.to_host(), expected);
 }
 
+TEST(Models, ForwardIntoWritesWhatForwardReturnsAndKeepsItsOutputAlive) {
+  auto dev = Device::get("cpu");
+  for (const char* name : {"mlp", "encoder"}) {
+    const auto m = load_model(name, dev, {std::nullopt, 5});
+    const Shape shape = m->input_shape(2);
+    const Tensor x = Tensor::from_host(dev, shape, random_input(shape.numel(), 2));
+    const auto expected = m->forward(x).to_host();
+    Tensor out = Tensor::zeros(dev, m->output_shape(2));
+    m->forward_into(x, out);
+    EXPECT_EQ(out.to_host(), expected) << name;
+    {
+      Tensor dropped = Tensor::zeros(dev, m->output_shape(2));
+      m->forward_into(x, dropped);  // dropped before the stream ran it (ASan would flag it)
+    }
+    dev->current_stream().synchronize();
+    try {
+      m->forward_into(x, Tensor::zeros(dev, m->output_shape(3)));
+      ADD_FAILURE() << name << ": a wrong output shape was accepted";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("forward_into"), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(m->forward_into(x, Tensor()), Error) << name;
+  }
+}
+
 class ModelBatching : public ::testing::TestWithParam<const char*> {};
 
 TEST_P(ModelBatching, EachSampleDependsOnlyOnItsOwnInput) {

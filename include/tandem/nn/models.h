@@ -62,6 +62,13 @@ class Model : public std::enable_shared_from_this<Model> {
   // the output depends only on sample i of the input. Error(kInvalidArgument) for a wrong
   // shape, dtype or device (naming the expected shape).
   [[nodiscard]] virtual Tensor forward(const Tensor& input) const = 0;
+  // forward_into(input, output): what forward(input) computes, written into `output` (a float32
+  // tensor on this model's device, of the shape forward would return; else
+  // Error(kInvalidArgument)), with forward's threading and lifetime rules (the recorded work
+  // also keeps `output` alive). For callers that keep a static output, such as a forward
+  // replayed as a graph (tandem/graph.h): mlp and encoder write their last layer straight into
+  // it (no allocation, no copy); the default runs forward() and copies.
+  virtual void forward_into(const Tensor& input, const Tensor& output) const;
   // parameters(): name -> weight, in state_dict order.
   [[nodiscard]] const std::vector<std::pair<std::string, Tensor>>& parameters() const {
     return params_;
