@@ -47,7 +47,7 @@ struct RuntimeConfig {
   // Threshold); UINT64_MAX keeps everything (no trimming), 0 returns all free memory at each sync.
   std::uint64_t cuda_mempool_release_threshold = UINT64_MAX;
   bool cuda_tf32 = false;  // fp32 GEMMs on TF32 tensor cores (10-bit mantissa inputs): opt-in
-  // Programmatic dependent launch for the batch-1 GEMV kernels: each may start while the
+  // Programmatic dependent launch for the batch-1 GEMV and copy kernels: each may start while the
   // previous kernel of its stream finishes, and waits for it before touching memory.
   bool cuda_pdl = true;
 

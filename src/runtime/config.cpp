@@ -46,7 +46,7 @@ constexpr VarSpec kVars[] = {
     {"TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD", "max (the pool keeps all memory it reserved)",
      "max, or bytes 0..4611686018427387904"},
     {"TANDEM_CUDA_TF32", "0 (fp32 GEMMs in full fp32)", "0, 1 (TF32 tensor cores, ~1e-3 relative error)"},
-    {"TANDEM_CUDA_PDL", "1 (batch-1 GEMV kernels use programmatic dependent launch)", "0, 1"},
+    {"TANDEM_CUDA_PDL", "1 (batch-1 GEMV and copy kernels use programmatic dependent launch)", "0, 1"},
 };
 
 const char* env(const char* name) { return std::getenv(name); }  // NOLINT(concurrency-mt-unsafe)
