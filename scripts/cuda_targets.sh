@@ -120,7 +120,7 @@ fi
 
 if has arena; then
   section "graph-owned memory: tests, batch-1 graphs (kernel-only) next to the ceiling"
-  run 180 "$G" --gtest_filter='CudaGraph*:CudaModels*:CudaServe*' 2>&1 | grep -E "^\[  |seed|Failure|Expected|Which|rror|capturer|eager" | head -60
+  run 180 "$G" --gtest_filter='CudaGraph*:*CudaModels*:*CudaPdl*' 2>&1 | grep -E "^\[  |seed|Failure|Expected|Which|rror|capturer|eager" | head -60
   b --model empty --threads 1,8,16 --policies none --json "$OUT/t_empty_arena.json"
   b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none --json "$OUT/t_mlp1g_arena.json"
   TANDEM_CUDA_PDL=0 b --model mlp --batch 1 --graphs --threads 1,8 --policies none
