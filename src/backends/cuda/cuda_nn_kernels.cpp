@@ -1,9 +1,12 @@
 // cuda_nn_kernels.cpp — the nn kernels of CudaKernels. See Note [CUDA linear paths].
+#include <array>
 #include <climits>
+#include <limits>
 #include <cstdint>
 #include <string>
 
 #include "backends/cuda/cuda_device.h"
+#include "backends/cuda/cuda_event.h"
 #include "backends/cuda/cuda_kernels.h"
 #include "backends/cuda/cuda_launch.h"
 #include "backends/cuda/cuda_stream.h"
@@ -53,6 +56,67 @@ struct LtDescs {
   }
 };
 
+// Autotuning (RuntimeConfig::cuda_autotune, Note [CUDA linear paths]): GEMMs of at least
+// kTuneMinMacs multiply-adds time cuBLASLt's first kTuneCandidates algorithms.
+constexpr double kTuneMinMacs = 268435456.0;  // 2^28: e.g. 256 x 1024 x 1024
+constexpr int kTuneCandidates = 8;
+constexpr int kTuneRuns = 3;  // timed runs per candidate, after one warm-up run
+
+// One matmul's operands, for timing candidate algorithms on them.
+struct LtCall {
+  cublasLtMatmulDesc_t op;
+  cublasLtMatrixLayout_t a, b, c;
+  const float* w;
+  const float* x;
+  float* y;
+};
+
+cublasStatus_t lt_run(CudaStream& s, const LtCall& c, const cublasLtMatmulAlgo_t& algo) {
+  const float alpha = 1.0f, beta = 0.0f;
+  return cublasLtMatmul(s.cublas_lt(), c.op, &alpha, c.w, c.a, c.x, c.b, &beta, c.y, c.c, c.y,
+                        c.c, &algo, s.blas_workspace(), CudaStream::kBlasWorkspaceBytes, s.get());
+}
+
+// fastest(s, call, candidates, n): the candidate that ran the call fastest on s's stream (the
+// real operands: the output is overwritten again by the caller's run after this). Blocks until
+// the timed runs are done (the stream's earlier work too). A candidate that fails to launch is
+// skipped; if none runs, the first. Timing uses two events of the device's timing pool.
+cublasLtMatmulAlgo_t fastest(CudaStream& s, const LtCall& call,
+                             const cublasLtMatmulHeuristicResult_t* candidates, int n) {
+  EventPool& events = s.device().events();
+  cudaEvent_t start = events.acquire(true);
+  cudaEvent_t stop = nullptr;
+  try {
+    stop = events.acquire(true);
+  } catch (...) {
+    events.release(start, true);
+    throw;
+  }
+  int best = 0;
+  float best_ms = std::numeric_limits<float>::max();
+  cudaError_t failed = cudaSuccess;
+  for (int i = 0; i < n && failed == cudaSuccess; ++i) {
+    if (lt_run(s, call, candidates[i].algo) != CUBLAS_STATUS_SUCCESS) continue;
+    failed = cudaEventRecord(start, s.get());
+    bool ran = failed == cudaSuccess;
+    for (int r = 0; r < kTuneRuns && ran; ++r) {
+      ran = lt_run(s, call, candidates[i].algo) == CUBLAS_STATUS_SUCCESS;
+    }
+    if (failed == cudaSuccess) failed = cudaEventRecord(stop, s.get());
+    if (failed == cudaSuccess) failed = cudaEventSynchronize(stop);
+    float ms = 0.0f;
+    if (failed == cudaSuccess) failed = cudaEventElapsedTime(&ms, start, stop);
+    if (failed == cudaSuccess && ran && ms < best_ms) {
+      best_ms = ms;
+      best = i;
+    }
+  }
+  events.release(stop, true);
+  events.release(start, true);
+  check(failed, "timing cuBLASLt candidates (cudaEventRecord/Synchronize/ElapsedTime)", s.label());
+  return candidates[best].algo;
+}
+
 // lt_linear: y (rows x out) = epilogue(x (rows x in) . w^T + bias) with cuBLASLt, column-major
 // view: D (out x rows, ld out) = W^T-as-stored (op T of in x out, ld in) . X (in x rows, ld in).
 // Returns false when cuBLASLt offers no algorithm (the caller falls back).
@@ -87,7 +151,7 @@ bool lt_linear(CudaStream& s, float* y, const float* x, const float* w, const fl
   if (auto cached = s.device().lt_algos().find(key)) {
     algo = *cached;
   } else {
-    // Build outside the cache's lock; the first finisher's algorithm wins.
+    // Choose outside the cache's lock; the first finisher's algorithm wins.
     TANDEM_CUDA_CHECK(cublasLtMatmulPreferenceCreate(&d.pref), where);
     const std::size_t ws = CudaStream::kBlasWorkspaceBytes;
     const auto align_u = static_cast<std::uint32_t>(align);
@@ -101,13 +165,24 @@ bool lt_linear(CudaStream& s, float* y, const float* x, const float* w, const fl
       TANDEM_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, attr, &align_u, sizeof align_u),
                         where);
     }
-    cublasLtMatmulHeuristicResult_t result{};
+    const double macs = static_cast<double>(m) * n * k;
+    const bool want_tune = s.device().config().cuda_autotune && macs >= kTuneMinMacs;
+    const bool tune = want_tune && !s.capturing();
+    std::array<cublasLtMatmulHeuristicResult_t, kTuneCandidates> results{};
     int found = 0;
     TANDEM_CUDA_CHECK(cublasLtMatmulAlgoGetHeuristic(s.cublas_lt(), d.op, d.a, d.b, d.c, d.c,
-                                                     d.pref, 1, &result, &found),
+                                                     d.pref, tune ? kTuneCandidates : 1,
+                                                     results.data(), &found),
                       where);
     if (found == 0) return false;
-    algo = s.device().lt_algos().insert(key, result.algo);
+    algo = results[0].algo;
+    if (tune && found > 1) {
+      const LtCall call{d.op, d.a, d.b, d.c, w, x, y};
+      algo = fastest(s, call, results.data(), found);
+    }
+    // A capture cannot time: its choice is the heuristic's and is not cached, so the first
+    // eager call of the shape still tunes it.
+    if (!(want_tune && s.capturing())) algo = s.device().lt_algos().insert(key, algo);
   }
   const float alpha = 1.0f, beta = 0.0f;
   TANDEM_CUDA_CHECK(cublasLtMatmul(s.cublas_lt(), d.op, &alpha, w, d.a, x, d.b, &beta, y, d.c, y,
