@@ -129,7 +129,8 @@ if has sanitize; then
   section compute-sanitizer
   cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   run 120 "$cs" --tool memcheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaPdl*:CudaHostBuffer*:CudaNnKernels*' 2>&1 | grep -E "ERROR SUMMARY|Invalid|PASSED|FAILED" | head
-  run 120 "$cs" --tool racecheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaPdl*:CudaNnKernels*' 2>&1 | grep -E "RACECHECK SUMMARY|ERROR SUMMARY|Race|PASSED|FAILED" | head
+  run 120 "$cs" --tool racecheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaPdl*' 2>&1 | grep -E "RACECHECK SUMMARY|ERROR SUMMARY|Race|PASSED|FAILED" | head
+  run 300 "$cs" --tool racecheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaNnKernels.Attention*' 2>&1 | grep -E "RACECHECK SUMMARY|ERROR SUMMARY|Race|PASSED|FAILED" | head
   run 60 "$cs" --tool synccheck --error-exitcode=9 "$G" --gtest_filter='CudaPdl*' 2>&1 | grep -E "ERROR SUMMARY|PASSED|FAILED" | head
 fi
 section done

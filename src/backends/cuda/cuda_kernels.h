@@ -16,6 +16,8 @@
 //   + 3 timed runs each, on its stream, waiting for them) and keeps the fastest. The first
 //   finisher's choice wins when threads tune one shape at once. A graph capture cannot time: it
 //   uses the heuristic's first and caches nothing, so eager calls still tune the shape.
+//   Each stream keeps a plan per shape (LtPlanCache: descriptors + algorithm), so a call after
+//   the first sets the bias pointer and runs the matmul, without descriptor calls or locks.
 // fp32 throughout, unless TANDEM_CUDA_TF32=1 (RuntimeConfig::cuda_tf32): then the cuBLAS GEMMs
 // use TF32 tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32); the GEMV stays fp32.
 #pragma once
