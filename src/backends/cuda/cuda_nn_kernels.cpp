@@ -48,6 +48,7 @@ cublasComputeType_t compute_type(const CudaStream& s) {
 constexpr double kTuneMinMacs = 268435456.0;  // 2^28: e.g. 256 x 1024 x 1024
 constexpr int kTuneCandidates = 8;
 constexpr int kTuneRuns = 3;  // timed runs per candidate, after one warm-up run
+constexpr float kTuneMargin = 0.03f;  // how much faster than the current best a candidate must be
 
 // One call's operands.
 struct LtCall {
@@ -64,9 +65,11 @@ cublasStatus_t lt_run(CudaStream& s, const LtPlan& p, const LtCall& c,
 }
 
 // fastest(s, plan, call, candidates, n): the candidate that ran the call fastest on s's stream
-// (the real operands: the caller's own run overwrites the output afterwards). Blocks until the
-// timed runs are done (the stream's earlier work too). A candidate that fails to launch is
-// skipped; if none runs, the first. Timing uses two events of the device's timing pool.
+// (the real operands: the caller's own run overwrites the output afterwards). The heuristic's
+// first choice (candidates[0]) is replaced only by one at least kTuneMargin faster, so timing
+// noise does not trade it for an equal one. Blocks until the timed runs are done (the stream's
+// earlier work too). A candidate that fails to launch is skipped; if none runs, the first.
+// Timing uses two events of the device's timing pool.
 cublasLtMatmulAlgo_t fastest(CudaStream& s, const LtPlan& plan, const LtCall& call,
                              const cublasLtMatmulHeuristicResult_t* candidates, int n) {
   EventPool& events = s.device().events();
@@ -92,7 +95,8 @@ cublasLtMatmulAlgo_t fastest(CudaStream& s, const LtPlan& plan, const LtCall& ca
     if (failed == cudaSuccess) failed = cudaEventSynchronize(stop);
     float ms = 0.0f;
     if (failed == cudaSuccess) failed = cudaEventElapsedTime(&ms, start, stop);
-    if (failed == cudaSuccess && ran && ms < best_ms) {
+    const float bar = i == 0 ? best_ms : best_ms * (1.0f - kTuneMargin);
+    if (failed == cudaSuccess && ran && ms < bar) {
       best_ms = ms;
       best = i;
     }
