@@ -4,7 +4,7 @@
 #   build -> the new GPU tests -> batching (issue 4) -> plain cuBLASLt vs tandem at batch
 #   1024/4096 (issue 3) -> batch-1 MLP with and without PDL, empty-kernel ceiling, PyTorch ->
 #   encoder table -> all GPU tests -> compute-sanitizer on the changed kernels.
-# Each step has its own timeout, so one hang loses only that step. Logs: $OUT/log.txt, JSON
+# NEWTESTS=<gtest filter> picks the 'newtests' step's tests. Each step has its own timeout, so one hang loses only that step. Logs: $OUT/log.txt, JSON
 # records in $OUT. Steps: scripts/cuda_targets.sh [step...] (default: all).
 set -uo pipefail
 OUT=${OUT:-/tmp/cuda_targets}
@@ -39,7 +39,7 @@ G=build/cuda/tests/cuda/cuda_gpu_tests
 
 if has newtests; then
   section "new GPU tests"
-  run 120 "$G" --gtest_filter='CudaHostBuffer*:CudaPdl*:CudaBatchQueue*:CudaModels*' 2>&1 | grep -E "^\[|seed|Failure|Expected|Which|rror" | head -40
+  run 120 "$G" --gtest_filter="${NEWTESTS:-CudaHostBuffer*:CudaPdl*:CudaBatchQueue*:CudaModels*}" 2>&1 | grep -E "^\[|seed|Failure|Expected|Which|rror" | head -40
 fi
 
 if has batching; then
@@ -87,6 +87,9 @@ if has blas; then
     run 30 build/cuda/bench/cublas_mlp --batch 1024,4096 --seconds "$S" --tf32
     TANDEM_CUDA_TF32=1 b --model mlp --batch 1024 --threads 1 --policies none
     TANDEM_CUDA_TF32=1 b --model mlp --batch 4096 --threads 1 --policies none
+    echo "--- without autotuning (cuBLASLt's heuristic choice)"
+    TANDEM_CUDA_AUTOTUNE=0 TANDEM_CUDA_TF32=1 b --model mlp --batch 1024 --threads 1 --policies none
+    TANDEM_CUDA_AUTOTUNE=0 TANDEM_CUDA_TF32=1 b --model mlp --batch 4096 --threads 1 --policies none
     TANDEM_CUDA_TF32=1 b --model mlp --batch 1024 --graphs --threads 1 --policies none
     b --model mlp --batch 1024 --graphs --threads 1 --policies none
   done
@@ -126,7 +129,8 @@ if has sanitize; then
   section compute-sanitizer
   cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   run 120 "$cs" --tool memcheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaPdl*:CudaHostBuffer*:CudaNnKernels*' 2>&1 | grep -E "ERROR SUMMARY|Invalid|PASSED|FAILED" | head
-  run 120 "$cs" --tool racecheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaPdl*:CudaNnKernels*' 2>&1 | grep -E "RACECHECK SUMMARY|ERROR SUMMARY|Race|PASSED|FAILED" | head
+  run 120 "$cs" --tool racecheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaPdl*' 2>&1 | grep -E "RACECHECK SUMMARY|ERROR SUMMARY|Race|PASSED|FAILED" | head
+  run 300 "$cs" --tool racecheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaNnKernels.Attention*' 2>&1 | grep -E "RACECHECK SUMMARY|ERROR SUMMARY|Race|PASSED|FAILED" | head
   run 60 "$cs" --tool synccheck --error-exitcode=9 "$G" --gtest_filter='CudaPdl*' 2>&1 | grep -E "ERROR SUMMARY|PASSED|FAILED" | head
 fi
 section done

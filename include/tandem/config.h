@@ -50,6 +50,10 @@ struct RuntimeConfig {
   // Programmatic dependent launch for the batch-1 GEMV kernels: each may start while the
   // previous kernel of its stream finishes, and waits for it before touching memory.
   bool cuda_pdl = true;
+  // cuBLASLt autotuning: the first GEMM of a new shape with at least 2^28 multiply-adds times
+  // cuBLASLt's first 8 candidate algorithms on its stream and keeps the fastest for the shape
+  // (Note [CUDA linear paths]); off, or for smaller shapes, the heuristic's first choice.
+  bool cuda_autotune = true;
 
   // from_environment(): parses the TANDEM_* variables; throws Error(kConfig) on a bad value.
   [[nodiscard]] static RuntimeConfig from_environment();

@@ -47,6 +47,8 @@ constexpr VarSpec kVars[] = {
      "max, or bytes 0..4611686018427387904"},
     {"TANDEM_CUDA_TF32", "0 (fp32 GEMMs in full fp32)", "0, 1 (TF32 tensor cores, ~1e-3 relative error)"},
     {"TANDEM_CUDA_PDL", "1 (batch-1 GEMV kernels use programmatic dependent launch)", "0, 1"},
+    {"TANDEM_CUDA_AUTOTUNE", "1 (large GEMM shapes time cuBLASLt's first 8 algorithms once)",
+     "0, 1"},
 };
 
 const char* env(const char* name) { return std::getenv(name); }  // NOLINT(concurrency-mt-unsafe)
@@ -106,6 +108,9 @@ RuntimeConfig RuntimeConfig::from_environment() {
   }
   if (const char* v = env("TANDEM_CUDA_PDL")) {
     c.cuda_pdl = parse_int("TANDEM_CUDA_PDL", v, 0, 1) == 1;
+  }
+  if (const char* v = env("TANDEM_CUDA_AUTOTUNE")) {
+    c.cuda_autotune = parse_int("TANDEM_CUDA_AUTOTUNE", v, 0, 1) == 1;
   }
   if (const char* v = env("TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD")) {
     c.cuda_mempool_release_threshold =

@@ -10,6 +10,7 @@
 
 #include "gpu_test_util.h"
 #include "tandem/encoder.h"
+#include "tandem/graph.h"
 #include "tandem/kernels.h"
 
 namespace tandem {
@@ -153,6 +154,46 @@ TEST_F(CudaNnKernels, LinearMatchesCpuOnTheGemvAndTheCublasLtPaths) {
   }
 }
 
+// Shapes of >= 2^28 multiply-adds are autotuned (TANDEM_CUDA_AUTOTUNE, on by default): the
+// first call times cuBLASLt's candidates on the real operands, then writes y with the winner.
+// Its output, and a second call's (the cached choice), must equal the cpu's; so must a graph
+// capture's first call of a new large shape (no timing inside a capture) and the eager call
+// after it (which tunes).
+TEST_F(CudaNnKernels, AutotunedLinearShapesMatchCpuOnFirstAndLaterCallsAndInACapture) {
+  // Unusual row counts: shapes no other test of this process has cached. The capture comes
+  // first, so it meets a shape that is not cached yet.
+  for (std::size_t rows : {516, 520}) {
+    for (bool in_graph : {true, false}) {
+      both("tuned linear", [&](On& on, std::mt19937& rng) {
+        const std::size_t in = 1024, out = 1024;
+        Buffer x = on.up(rnd(rows * in, rng)), w = on.up(rnd(out * in, rng, -0.05f, 0.05f));
+        Buffer bias = on.up(rnd(out, rng));
+        std::vector<float> all;
+        for (int call = 0; call < 2; ++call) {
+          Buffer y = on.poisoned(rows * out);
+          auto body = [&] {
+            Encoder enc(*on.s);
+            on.k().linear(enc, y.as<float>(), x.as<float>(), w.as<float>(), bias.as<float>(),
+                          rows, in, out, Activation::kRelu);
+          };
+          if (in_graph && call == 0) {
+            run_graph(*on.s, 0x7e57ull + rows, body);
+          } else {
+            body();
+          }
+          const auto got = on.down(y);
+          all.insert(all.end(), got.begin(), got.end());
+        }
+        return all;
+      });
+      if (HasFatalFailure()) {
+        std::printf("rows %zu in_graph %d\n", rows, in_graph);
+        return;
+      }
+    }
+  }
+}
+
 TEST_F(CudaNnKernels, BiasActivationLayerNormAndSoftmaxMatchCpuInPlaceToo) {
   for (std::size_t cols : {1, 31, 256, 3000}) {
     const std::size_t rows = 17;
@@ -216,8 +257,11 @@ TEST_F(CudaNnKernels, TransposeAndCopy2dMatchCpuExactly) {
 }
 
 TEST_F(CudaNnKernels, AttentionMatchesCpu) {
-  for (std::size_t seq : {1, 5, 64}) {
-    for (std::size_t head_dim : {8, 64}) {
+  // The fused kernel takes seq <= 128 when K and V fit 48 KiB (here up to seq 33 at every
+  // head_dim, 100 at head_dim 8; seq 33: a partly filled key slot); the rest, 129 and 200 among
+  // them, the two-kernel path. head_dim 100: not a multiple of 32.
+  for (std::size_t seq : {1, 5, 32, 33, 100, 128, 129, 200}) {
+    for (std::size_t head_dim : {8, 64, 100}) {
       both("attention", [&](On& on, std::mt19937& rng) {
         const std::size_t batch = 2, heads = 3, d = heads * head_dim;
         Buffer qkv = on.up(rnd(batch * seq * 3 * d, rng));

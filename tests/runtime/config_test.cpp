@@ -20,12 +20,18 @@ TEST(RuntimeConfig, ReadsEveryVariable) {
   ScopedEnv c("TANDEM_ENCODING_LOCK", "global");
   ScopedEnv d("TANDEM_AGX_MODEL_WINDOW_US", "25");
   ScopedEnv e("TANDEM_CUDA_GRAPHS", "0");
+  ScopedEnv f("TANDEM_CUDA_TF32", "1");
+  ScopedEnv g("TANDEM_CUDA_PDL", "0");
+  ScopedEnv h("TANDEM_CUDA_AUTOTUNE", "0");
   RuntimeConfig cfg = RuntimeConfig::from_environment();
   EXPECT_EQ(cfg.stream_pool_size, 8);
   EXPECT_EQ(cfg.stream_pool_wait_ms, -1);
   EXPECT_EQ(cfg.encoding_lock, EncodingLockPolicy::kGlobal);
   EXPECT_EQ(cfg.agx_model_window_us, 25);
   EXPECT_FALSE(cfg.cuda_graphs);
+  EXPECT_TRUE(cfg.cuda_tf32);
+  EXPECT_FALSE(cfg.cuda_pdl);
+  EXPECT_FALSE(cfg.cuda_autotune);
 }
 
 struct BadValue {
@@ -53,7 +59,8 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{"TANDEM_STREAM_POOL_WAIT_MS", "soon", "-1 (wait forever)"},
                       BadValue{"TANDEM_ENCODING_LOCK", "mutex", "none, stream, global"},
                       BadValue{"TANDEM_AGX_MODEL_WINDOW_US", "-5", "0..100000"},
-                      BadValue{"TANDEM_CUDA_GRAPHS", "yes", "0, 1"}),
+                      BadValue{"TANDEM_CUDA_GRAPHS", "yes", "0, 1"},
+                      BadValue{"TANDEM_CUDA_AUTOTUNE", "2", "0, 1"}),
     [](const auto& info) { return "case" + std::to_string(info.index); });
 
 TEST(RuntimeConfig, ValidateRejectsOutOfRangeFieldsSetInCode) {

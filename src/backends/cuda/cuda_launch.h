@@ -55,7 +55,11 @@ cudaError_t transpose(cudaStream_t stream, float* y, const float* x, std::size_t
 // scale_matrix: C_i = beta * C_i (beta == 0: zeros, C not read) for the k == 0 gemm.
 cudaError_t scale_matrix(cudaStream_t stream, float* c, std::size_t ldc, std::size_t stride_c,
                          std::size_t m, std::size_t n, std::size_t batch, float beta);
-// attention: scores (into scratch), row softmax, P . V: two kernels, a block per query row.
+// attention: out = softmax(scale * Q K^T) V per (batch, head). Note [CUDA attention]:
+//   seq <= 128 and K, V of one head fit 48 KiB of shared memory (the encoder's seq 32, head_dim
+//   64: 17 KB): one fused kernel, a block per (batch, head, 16 query rows) with K and V staged
+//   in shared memory, a warp per query row, softmax in registers; scratch is not used.
+//   Otherwise two kernels, a block per query row: scores + softmax into scratch, then P . V.
 cudaError_t attention(cudaStream_t stream, float* out, const float* qkv, float* scratch,
                       std::size_t batch, std::size_t seq, std::size_t heads,
                       std::size_t head_dim, float scale);

@@ -1,9 +1,13 @@
 // cuda_nn_kernels.cpp — the nn kernels of CudaKernels. See Note [CUDA linear paths].
+#include <array>
 #include <climits>
+#include <limits>
+#include <optional>
 #include <cstdint>
 #include <string>
 
 #include "backends/cuda/cuda_device.h"
+#include "backends/cuda/cuda_event.h"
 #include "backends/cuda/cuda_kernels.h"
 #include "backends/cuda/cuda_launch.h"
 #include "backends/cuda/cuda_stream.h"
@@ -39,19 +43,104 @@ cublasComputeType_t compute_type(const CudaStream& s) {
   return s.device().config().cuda_tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
 }
 
-// RAII holders of the cuBLASLt descriptors of one call.
-struct LtDescs {
-  cublasLtMatmulDesc_t op = nullptr;
-  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-  cublasLtMatmulPreference_t pref = nullptr;
-  ~LtDescs() {
-    if (pref) (void)cublasLtMatmulPreferenceDestroy(pref);
-    if (c) (void)cublasLtMatrixLayoutDestroy(c);
-    if (b) (void)cublasLtMatrixLayoutDestroy(b);
-    if (a) (void)cublasLtMatrixLayoutDestroy(a);
-    if (op) (void)cublasLtMatmulDescDestroy(op);
-  }
+// Autotuning (RuntimeConfig::cuda_autotune, Note [CUDA linear paths]): GEMMs of at least
+// kTuneMinMacs multiply-adds time cuBLASLt's first kTuneCandidates algorithms.
+constexpr double kTuneMinMacs = 268435456.0;  // 2^28: e.g. 256 x 1024 x 1024
+constexpr int kTuneCandidates = 8;
+constexpr int kTuneRuns = 3;  // timed runs per candidate, after one warm-up run
+constexpr float kTuneMargin = 0.03f;  // how much faster than the current best a candidate must be
+
+// One call's operands.
+struct LtCall {
+  const float* w;
+  const float* x;
+  float* y;
 };
+
+cublasStatus_t lt_run(CudaStream& s, const LtPlan& p, const LtCall& c,
+                      const cublasLtMatmulAlgo_t& algo) {
+  const float alpha = 1.0f, beta = 0.0f;
+  return cublasLtMatmul(s.cublas_lt(), p.op, &alpha, c.w, p.a, c.x, p.b, &beta, c.y, p.c, c.y,
+                        p.c, &algo, s.blas_workspace(), CudaStream::kBlasWorkspaceBytes, s.get());
+}
+
+// fastest(s, plan, call, candidates, n): the candidate that ran the call fastest on s's stream
+// (the real operands: the caller's own run overwrites the output afterwards). The heuristic's
+// first choice (candidates[0]) is replaced only by one at least kTuneMargin faster, so timing
+// noise does not trade it for an equal one. Blocks until the timed runs are done (the stream's
+// earlier work too). A candidate that fails to launch is skipped; if none runs, the first.
+// Timing uses two events of the device's timing pool.
+cublasLtMatmulAlgo_t fastest(CudaStream& s, const LtPlan& plan, const LtCall& call,
+                             const cublasLtMatmulHeuristicResult_t* candidates, int n) {
+  EventPool& events = s.device().events();
+  cudaEvent_t start = events.acquire(true);
+  cudaEvent_t stop = nullptr;
+  try {
+    stop = events.acquire(true);
+  } catch (...) {
+    events.release(start, true);
+    throw;
+  }
+  int best = 0;
+  float best_ms = std::numeric_limits<float>::max();
+  cudaError_t failed = cudaSuccess;
+  for (int i = 0; i < n && failed == cudaSuccess; ++i) {
+    if (lt_run(s, plan, call, candidates[i].algo) != CUBLAS_STATUS_SUCCESS) continue;
+    failed = cudaEventRecord(start, s.get());
+    bool ran = failed == cudaSuccess;
+    for (int r = 0; r < kTuneRuns && ran; ++r) {
+      ran = lt_run(s, plan, call, candidates[i].algo) == CUBLAS_STATUS_SUCCESS;
+    }
+    if (failed == cudaSuccess) failed = cudaEventRecord(stop, s.get());
+    if (failed == cudaSuccess) failed = cudaEventSynchronize(stop);
+    float ms = 0.0f;
+    if (failed == cudaSuccess) failed = cudaEventElapsedTime(&ms, start, stop);
+    const float bar = i == 0 ? best_ms : best_ms * (1.0f - kTuneMargin);
+    if (failed == cudaSuccess && ran && ms < bar) {
+      best_ms = ms;
+      best = i;
+    }
+  }
+  events.release(stop, true);
+  events.release(start, true);
+  check(failed, "timing cuBLASLt candidates (cudaEventRecord/Synchronize/ElapsedTime)", s.label());
+  return candidates[best].algo;
+}
+
+// choose_algo(s, plan, key, call, tune): cuBLASLt's heuristic first choice for the plan's shape,
+// or with `tune` the fastest of its first kTuneCandidates (timed on the call's operands);
+// nullopt when cuBLASLt offers none.
+std::optional<cublasLtMatmulAlgo_t> choose_algo(CudaStream& s, const LtPlan& plan,
+                                                const LtKey& key, const LtCall& call, bool tune) {
+  const std::string& where = s.label();
+  cublasLtMatmulPreference_t pref = nullptr;
+  TANDEM_CUDA_CHECK(cublasLtMatmulPreferenceCreate(&pref), where);
+  struct PrefGuard {
+    cublasLtMatmulPreference_t p;
+    ~PrefGuard() { (void)cublasLtMatmulPreferenceDestroy(p); }
+  } guard{pref};
+  const std::size_t ws = CudaStream::kBlasWorkspaceBytes;
+  const auto align = static_cast<std::uint32_t>(key.alignment);
+  TANDEM_CUDA_CHECK(
+      cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                           sizeof ws),
+      where);
+  for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
+                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
+                    CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
+    TANDEM_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, attr, &align, sizeof align), where);
+  }
+  std::array<cublasLtMatmulHeuristicResult_t, kTuneCandidates> results{};
+  int found = 0;
+  TANDEM_CUDA_CHECK(cublasLtMatmulAlgoGetHeuristic(s.cublas_lt(), plan.op, plan.a, plan.b, plan.c,
+                                                   plan.c, pref, tune ? kTuneCandidates : 1,
+                                                   results.data(), &found),
+                    where);
+  if (found == 0) return std::nullopt;
+  if (tune && found > 1) return fastest(s, plan, call, results.data(), found);
+  return results[0].algo;
+}
 
 // lt_linear: y (rows x out) = epilogue(x (rows x in) . w^T + bias) with cuBLASLt, column-major
 // view: D (out x rows, ld out) = W^T-as-stored (op T of in x out, ld in) . X (in x rows, ld in).
@@ -65,55 +154,55 @@ bool lt_linear(CudaStream& s, float* y, const float* x, const float* w, const fl
   if (bias) align = std::min(align, alignment_of(bias));
   const LtKey key{m, n, k, 1, 0, static_cast<int>(epilogue), static_cast<int>(compute), align};
 
-  LtDescs d;
   const std::string& where = s.label();
-  TANDEM_CUDA_CHECK(cublasLtMatmulDescCreate(&d.op, compute, CUDA_R_32F), where);
-  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
-  TANDEM_CUDA_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof ta), where);
-  TANDEM_CUDA_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof tb), where);
-  TANDEM_CUDA_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue,
-                                                   sizeof epilogue),
-                    where);
-  if (bias) {
-    TANDEM_CUDA_CHECK(cublasLtMatmulDescSetAttribute(d.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias,
-                                                     sizeof bias),
+  LtPlan* plan = s.lt_plans().find(key);
+  LtPlan once;  // a plan not kept: a capture's untimed choice of a shape it should tune
+  if (plan == nullptr) {
+    LtPlan fresh;
+    TANDEM_CUDA_CHECK(cublasLtMatmulDescCreate(&fresh.op, compute, CUDA_R_32F), where);
+    const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+    TANDEM_CUDA_CHECK(cublasLtMatmulDescSetAttribute(fresh.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta,
+                                                     sizeof ta),
                       where);
-  }
-  TANDEM_CUDA_CHECK(cublasLtMatrixLayoutCreate(&d.a, CUDA_R_32F, k, m, k), where);
-  TANDEM_CUDA_CHECK(cublasLtMatrixLayoutCreate(&d.b, CUDA_R_32F, k, n, k), where);
-  TANDEM_CUDA_CHECK(cublasLtMatrixLayoutCreate(&d.c, CUDA_R_32F, m, n, m), where);
-
-  cublasLtMatmulAlgo_t algo;
-  if (auto cached = s.device().lt_algos().find(key)) {
-    algo = *cached;
-  } else {
-    // Build outside the cache's lock; the first finisher's algorithm wins.
-    TANDEM_CUDA_CHECK(cublasLtMatmulPreferenceCreate(&d.pref), where);
-    const std::size_t ws = CudaStream::kBlasWorkspaceBytes;
-    const auto align_u = static_cast<std::uint32_t>(align);
-    TANDEM_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(
-                          d.pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws),
+    TANDEM_CUDA_CHECK(cublasLtMatmulDescSetAttribute(fresh.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb,
+                                                     sizeof tb),
                       where);
-    for (auto attr : {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES,
-                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES,
-                      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES}) {
-      TANDEM_CUDA_CHECK(cublasLtMatmulPreferenceSetAttribute(d.pref, attr, &align_u, sizeof align_u),
-                        where);
+    TANDEM_CUDA_CHECK(cublasLtMatmulDescSetAttribute(fresh.op, CUBLASLT_MATMUL_DESC_EPILOGUE,
+                                                     &epilogue, sizeof epilogue),
+                      where);
+    TANDEM_CUDA_CHECK(cublasLtMatrixLayoutCreate(&fresh.a, CUDA_R_32F, k, m, k), where);
+    TANDEM_CUDA_CHECK(cublasLtMatrixLayoutCreate(&fresh.b, CUDA_R_32F, k, n, k), where);
+    TANDEM_CUDA_CHECK(cublasLtMatrixLayoutCreate(&fresh.c, CUDA_R_32F, m, n, m), where);
+    const double macs = static_cast<double>(m) * n * k;
+    const bool want_tune = s.device().config().cuda_autotune && macs >= kTuneMinMacs;
+    if (auto cached = s.device().lt_algos().find(key)) {
+      fresh.algo = *cached;
+    } else {
+      if (bias) {  // the timed runs need it
+        TANDEM_CUDA_CHECK(cublasLtMatmulDescSetAttribute(fresh.op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                         &bias, sizeof bias),
+                          where);
+      }
+      auto chosen = choose_algo(s, fresh, key, LtCall{w, x, y}, want_tune && !s.capturing());
+      if (!chosen) return false;
+      fresh.algo = *chosen;
+      // A capture cannot time: its heuristic choice is not cached anywhere, so the first eager
+      // call of the shape still tunes it.
+      if (want_tune && s.capturing()) {
+        once = std::move(fresh);
+        plan = &once;
+      } else {
+        fresh.algo = s.device().lt_algos().insert(key, fresh.algo);  // the first finisher wins
+      }
     }
-    cublasLtMatmulHeuristicResult_t result{};
-    int found = 0;
-    TANDEM_CUDA_CHECK(cublasLtMatmulAlgoGetHeuristic(s.cublas_lt(), d.op, d.a, d.b, d.c, d.c,
-                                                     d.pref, 1, &result, &found),
-                      where);
-    if (found == 0) return false;
-    algo = s.device().lt_algos().insert(key, result.algo);
+    if (plan == nullptr) plan = &s.lt_plans().insert(key, std::move(fresh));
   }
-  const float alpha = 1.0f, beta = 0.0f;
-  TANDEM_CUDA_CHECK(cublasLtMatmul(s.cublas_lt(), d.op, &alpha, w, d.a, x, d.b, &beta, y, d.c, y,
-                                   d.c, &algo, s.blas_workspace(), CudaStream::kBlasWorkspaceBytes,
-                                   s.get()),
-                    where);
+  if (bias) {
+    TANDEM_CUDA_CHECK(cublasLtMatmulDescSetAttribute(plan->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                                                     &bias, sizeof bias),
+                      where);
+  }
+  TANDEM_CUDA_CHECK(lt_run(s, *plan, LtCall{w, x, y}, plan->algo), where);
   return true;
 }
 

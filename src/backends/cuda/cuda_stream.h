@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "backends/cuda/cuda_check.h"
+#include "backends/cuda/lt_cache.h"
 #include "runtime/backend.h"
 #include "tandem/mutex.h"
 
@@ -93,6 +94,8 @@ class CudaStream : public detail::StreamImpl {
   [[nodiscard]] cublasHandle_t cublas();
   [[nodiscard]] cublasLtHandle_t cublas_lt();
   [[nodiscard]] void* blas_workspace();
+  // lt_plans(): this stream's cuBLASLt plans by shape (lt_cache.h). Encoding thread only.
+  [[nodiscard]] LtPlanCache& lt_plans() { return lt_plans_; }
   // Whether a capture is in progress on this stream (graph recording).
   [[nodiscard]] bool capturing() const;
   // graphs_cached(): graphs in this stream's cache (tests).
@@ -132,6 +135,7 @@ class CudaStream : public detail::StreamImpl {
   Graph* capture_ = nullptr;
 
   std::once_flag blas_once_;
+  LtPlanCache lt_plans_;  // encoding thread only
   cublasHandle_t cublas_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   void* workspace_ = nullptr;

@@ -1,4 +1,5 @@
-// lt_cache.h (private) — LtAlgoCache: cuBLASLt algorithms per matmul shape, per device.
+// lt_cache.h (private) — LtAlgoCache: cuBLASLt algorithms per matmul shape, per device;
+// LtPlanCache: the descriptors and algorithm of each shape, per stream.
 //
 // cublasLtMatmulAlgoGetHeuristic costs tens of microseconds; a forward calls the same few shapes
 // again and again. The cache maps (shape, transposes, epilogue, compute type, alignment) to the
@@ -13,6 +14,7 @@
 #include <map>
 #include <optional>
 #include <tuple>
+#include <utility>
 
 #include "tandem/mutex.h"
 
@@ -53,6 +55,53 @@ class LtAlgoCache {
  private:
   mutable Mutex mu_;
   std::map<LtKey, cublasLtMatmulAlgo_t> map_ TANDEM_GUARDED_BY(mu_);
+};
+
+// LtPlan: one matmul shape's cuBLASLt descriptors (operation, layouts of A, B, C) and the
+// algorithm chosen for it. Owns the descriptors. Built once per stream and shape, so a linear
+// call costs one attribute update (the bias pointer) and the matmul, not eight descriptor calls.
+struct LtPlan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+
+  LtPlan() = default;
+  LtPlan(const LtPlan&) = delete;
+  LtPlan& operator=(const LtPlan&) = delete;
+  LtPlan(LtPlan&& o) noexcept { swap(o); }
+  LtPlan& operator=(LtPlan&& o) noexcept {
+    swap(o);
+    return *this;
+  }
+  ~LtPlan() {
+    if (c) (void)cublasLtMatrixLayoutDestroy(c);
+    if (b) (void)cublasLtMatrixLayoutDestroy(b);
+    if (a) (void)cublasLtMatrixLayoutDestroy(a);
+    if (op) (void)cublasLtMatmulDescDestroy(op);
+  }
+  void swap(LtPlan& o) noexcept {
+    std::swap(op, o.op);
+    std::swap(a, o.a);
+    std::swap(b, o.b);
+    std::swap(c, o.c);
+    std::swap(algo, o.algo);
+  }
+};
+
+// LtPlanCache: a stream's plans by shape. Not thread-safe: only the thread encoding on the
+// stream uses it (like the stream's cuBLASLt handle). Entries live as long as the stream.
+class LtPlanCache {
+ public:
+  [[nodiscard]] LtPlan* find(const LtKey& key) {
+    auto it = map_.find(key);
+    return it == map_.end() ? nullptr : &it->second;
+  }
+  LtPlan& insert(const LtKey& key, LtPlan plan) {
+    return map_.insert_or_assign(key, std::move(plan)).first->second;
+  }
+
+ private:
+  std::map<LtKey, LtPlan> map_;
 };
 
 }  // namespace tandem::backends::cuda

@@ -187,6 +187,83 @@ __global__ void scale_matrix_kernel(float* c, std::size_t ldc, std::size_t strid
   }
 }
 
+// Fused attention for short sequences (Note [CUDA attention] in cuda_launch.h): block = (b, h, a tile of
+// kFusedRowsPerBlock query rows). K and V of the head are staged in shared memory with rows
+// padded to head_dim + 1 floats (no bank conflicts when lanes walk rows); a warp takes one query
+// row at a time: lane t holds the scores of keys t, t + 32, ... (seq <= 32 * kFusedMaxKeySlots),
+// softmax by warp shuffles, then lanes split the head_dim outputs, broadcasting each P[t].
+constexpr int kFusedWarps = 4;
+constexpr int kFusedRowsPerBlock = 16;
+constexpr int kFusedMaxKeySlots = 4;  // seq <= 128
+
+__global__ void attention_fused_kernel(float* __restrict__ out, const float* __restrict__ qkv,
+                                       int seq, int heads, int head_dim, float scale) {
+  extern __shared__ float smem[];
+  const int ld = head_dim + 1;
+  float* ks = smem;                        // seq x ld
+  float* vs = ks + seq * ld;               // seq x ld
+  float* qs = vs + seq * ld;               // kFusedWarps x head_dim
+  const int bh = static_cast<int>(blockIdx.x);
+  const int h = bh % heads, b = bh / heads;
+  const std::size_t d = static_cast<std::size_t>(heads) * head_dim;
+  const float* base = qkv + static_cast<std::size_t>(b) * seq * 3 * d;
+  for (int i = static_cast<int>(threadIdx.x); i < seq * head_dim; i += static_cast<int>(blockDim.x)) {
+    const int t = i / head_dim, j = i % head_dim;
+    const float* row = base + static_cast<std::size_t>(t) * 3 * d + h * head_dim + j;
+    ks[t * ld + j] = row[d];
+    vs[t * ld + j] = row[2 * d];
+  }
+  __syncthreads();
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  float* q = qs + warp * head_dim;
+  const int first = static_cast<int>(blockIdx.y) * kFusedRowsPerBlock;
+  const int last = min(seq, first + kFusedRowsPerBlock);
+  for (int s = first + warp; s < last; s += kFusedWarps) {
+    const float* qrow = base + static_cast<std::size_t>(s) * 3 * d + h * head_dim;
+    for (int j = lane; j < head_dim; j += 32) q[j] = qrow[j];
+    __syncwarp();
+    float p[kFusedMaxKeySlots];
+    float mx = -FLT_MAX;
+#pragma unroll
+    for (int slot = 0; slot < kFusedMaxKeySlots; ++slot) {
+      const int t = slot * 32 + lane;
+      float dot = -FLT_MAX;
+      if (t < seq) {
+        dot = 0.0f;
+        const float* k = ks + t * ld;
+        for (int j = 0; j < head_dim; ++j) dot += q[j] * k[j];
+        dot *= scale;
+      }
+      p[slot] = dot;
+      mx = fmaxf(mx, dot);
+    }
+    mx = warp_max(mx);
+    float sum = 0.0f;
+#pragma unroll
+    for (int slot = 0; slot < kFusedMaxKeySlots; ++slot) {
+      const int t = slot * 32 + lane;
+      p[slot] = t < seq ? expf(p[slot] - mx) : 0.0f;
+      sum += p[slot];
+    }
+    const float inv = 1.0f / warp_sum(sum);
+    float* orow = out + (static_cast<std::size_t>(b) * seq + s) * d + h * head_dim;
+    for (int j0 = 0; j0 < head_dim; j0 += 32) {
+      const int j = j0 + lane;
+      float acc = 0.0f;
+#pragma unroll
+      for (int slot = 0; slot < kFusedMaxKeySlots; ++slot) {
+        const int tn = min(32, seq - slot * 32);
+        for (int tt = 0; tt < tn; ++tt) {
+          const float pt = __shfl_sync(0xffffffffu, p[slot], tt);
+          if (j < head_dim) acc += pt * vs[(slot * 32 + tt) * ld + j];
+        }
+      }
+      if (j < head_dim) orow[j] = acc * inv;
+    }
+    __syncwarp();  // q is rewritten for the warp's next row
+  }
+}
+
 // Attention, pass 1: block = one (b, h, s) query row; P[t] = softmax_t(scale * q . k_t) into
 // scratch[(b*heads + h)*seq*seq + s*seq + t]. The query row is staged in shared memory.
 __global__ void attention_scores_kernel(float* __restrict__ scratch, const float* __restrict__ qkv,
@@ -347,6 +424,15 @@ cudaError_t attention(cudaStream_t stream, float* out, const float* qkv, float* 
   const std::size_t rows = batch * heads * seq;
   if (rows == 0 || head_dim == 0) return cudaSuccess;
   if (rows > 0x7fffffffu || head_dim > 12 * 1024) return cudaErrorInvalidValue;
+  const std::size_t fused_smem = (2 * seq * (head_dim + 1) + kFusedWarps * head_dim) * sizeof(float);
+  if (seq <= 32 * kFusedMaxKeySlots && fused_smem <= 48 * 1024 && batch * heads <= 0x7fffffffu) {
+    const dim3 grid(static_cast<unsigned>(batch * heads),
+                    static_cast<unsigned>((seq + kFusedRowsPerBlock - 1) / kFusedRowsPerBlock));
+    attention_fused_kernel<<<grid, kFusedWarps * 32, fused_smem, stream>>>(
+        out, qkv, static_cast<int>(seq), static_cast<int>(heads), static_cast<int>(head_dim),
+        scale);
+    return cudaGetLastError();
+  }
   const unsigned t1 = static_cast<unsigned>(std::clamp<std::size_t>((seq + 31) / 32 * 32, 32, 256));
   attention_scores_kernel<<<static_cast<unsigned>(rows), t1, head_dim * sizeof(float), stream>>>(
       scratch, qkv, seq, heads, head_dim, scale);
