@@ -4,17 +4,17 @@
  *
  * Mirrors (checked by specs/check_mirrors.py; update the hashes with --update only after
  * re-reading the model against the code):
- *   mirrors src/serve/scheduler.cpp Scheduler::submit sha256:422f1a9c3bb10292
+ *   mirrors src/serve/scheduler.cpp Scheduler::submit sha256:462ec6e2fbc85006
  *   mirrors src/serve/scheduler.cpp Scheduler::complete_now sha256:b1561dc0ee7ca391
- *   mirrors src/serve/scheduler.cpp Scheduler::place sha256:f8d8b9af725d353f
+ *   mirrors src/serve/scheduler.cpp Scheduler::place sha256:7e158ffd3502c1d6
  *   mirrors src/serve/scheduler.cpp Scheduler::drain_intake sha256:245fbedadd0e5366
  *   mirrors src/serve/scheduler.cpp Scheduler::settle_after_stop sha256:87e06d3dc1270d28
  *   mirrors src/serve/scheduler.cpp Scheduler::try_admit sha256:6c6bbc35223c7028
  *   mirrors src/serve/scheduler.cpp Scheduler::dequeued sha256:2ef4366b1a1c947a
- *   mirrors src/serve/scheduler.cpp Scheduler::take sha256:fefc519b56e62d65
- *   mirrors src/serve/scheduler.cpp Scheduler::next_batch sha256:2dd4c7adb77cd8e2
- *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:9a2a7318b9a2182b
- *   mirrors src/serve/scheduler.cpp Scheduler::timer_main sha256:f681e04d156b5644
+ *   mirrors src/serve/scheduler.cpp Scheduler::take sha256:84cd99b8310719bd
+ *   mirrors src/serve/scheduler.cpp Scheduler::next_batch sha256:72eff63595b2a91d
+ *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:c903bcb3342558b1
+ *   mirrors src/serve/scheduler.cpp Scheduler::timer_main sha256:9184d118e1eb3b8e
  *   mirrors src/serve/scheduler.cpp Scheduler::stop sha256:eb647e4707f4f59d
  *   mirrors src/serve/scheduler.cpp Scheduler::cancel_queued sha256:143f228f2c2a209a
  *   mirrors src/serve/scheduler.cpp Scheduler::finish sha256:eed7d46185bb1f03
@@ -35,6 +35,8 @@
  *   violation: -DNSUB=2 -DOVERFLOW=REJECT -DDEADLINES=3 -DBUG_FULL_CHECK_OUTSIDE_LOCK
  *   violation: -DNSUB=2 -DMODE=DRAIN -DBUG_INTAKE_NO_STOP_RECHECK
  *   violation: -DNSUB=2 -DMODE=DRAIN -DSTOP_LAST -DBUG_INTAKE_NO_IDLE_WAKE
+ *   violation: -DNSUB=2 -DMODE=DRAIN -DSTOP_LAST -DBUG_WAKE_TOKEN_NOT_CLEARED
+ *   violation: -DNSUB=3 -DNEXEC=2 -DOVERFLOW=BLOCK -DMODE=DRAIN -DSTOP_LAST -DBUG_WAKE_TOKEN_KEPT_ON_REWAIT
  *   violation: -DNSUB=2 -DMODE=DRAIN -DBUG_DRAIN_DROPS_QUEUED
  *   violation: -DNSUB=2 -DMODE=CANCEL -DDEADLINES=3 -DBUG_CANCEL_WITHOUT_CAS
  *   violation: -DNSUB=2 -DMODE=DRAIN -DBUG_EXIT_WITHOUT_TIMER_NOTIFY
@@ -63,8 +65,14 @@
  * step of its own; the intake is an array in push order (the code's LIFO stack, reversed when
  * drained); every critical section that drains it (next_batch, stop, a locked submit, a
  * settle after stop) moves it into the deque in one step. The idle count changes in the
- * executor's critical sections (before a wait, after it). spin's interleavings are
- * sequentially consistent, as the code's seq_cst atomics of this protocol are.
+ * executor's critical sections (before a wait, after it). A submitter that reads a non-zero idle
+ * count notifies only when it takes the wake token `wtoken` (wake_pending_; the code's load and
+ * exchange are one test-and-set here), which every executor clears at the start of each
+ * next_batch round, before its drain, and in its wait predicates (here in the idle wait's; the
+ * delay wait returns to a new round at once, which clears it). place() (enqueue) does not
+ * notify: a locked submit notifies after placing, and an executor that takes a batch and leaves
+ * requests queued notifies one other (the hand-off). spin's interleavings are sequentially consistent, as the
+ * code's seq_cst atomics of this protocol are.
  *
  * What is modelled, with the C++:
  *   mu_          every critical section of Scheduler (from MutexLock to its end, or to a wait)
@@ -160,6 +168,13 @@
  *                                 cancelled (its submitter blocks forever).
  *   BUG_INTAKE_NO_IDLE_WAKE       a fast-path submitter never wakes an idle executor: its request
  *                                 sits in the intake while every executor sleeps.
+ *   BUG_WAKE_TOKEN_NOT_CLEARED    executors never clear the wake token: after the first wake-up
+ *                                 no fast-path submitter notifies again (lost wake-up).
+ *   BUG_WAKE_TOKEN_KEPT_ON_REWAIT an executor clears the token only at the top of a round, not in
+ *                                 its wait predicate: woken by a late token holder (whose request
+ *                                 already ran), it finds nothing, sleeps again holding the token,
+ *                                 and the next push wakes nobody (lost wake-up; the first version
+ *                                 of the token, caught by this model).
  */
 
 #ifndef NSUB
@@ -241,6 +256,7 @@ byte admitted;                        /* admitted_: queued + in the intake + res
 byte iq[NR];                          /* intake_, in push order: request id + 1 */
 byte ilen;
 byte n_idle;                          /* idle_executors_ */
+bool wtoken;                          /* wake_pending_: the wake token */
 bool stop_cancel;                     /* stop_mode_ == kCancel */
 byte finished;                        /* submitting threads that returned from future.get() */
 byte left;                            /* threads of the queue (executors, timer) that returned */
@@ -303,8 +319,8 @@ inline enqueue(i) {
      if :: dl == 0 -> timer_wake = true; tw = false :: else -> skip fi;
      dl = dl | BIT(i)
   :: else -> skip
-  fi;
-  notify_one_work()
+  fi
+  /* no notify: place() leaves that to its caller */
 }
 
 /* Scheduler::drain_intake (under mu_): every pushed request into the deque, in push order */
@@ -396,7 +412,8 @@ decide:
        assert(HAS_DEADLINE(_pid));
        st[_pid] = TIMEDOUT; deliver(_pid, TIMEDOUT)
     :: !stopping && res ->
-       enqueue(_pid)                             /* place(r, now) */
+       enqueue(_pid);                            /* place(r, now) */
+       notify_one_work()                         /* work_cv_.notify_one() */
     fi;
     check_queued(k, n);
     goto get
@@ -426,7 +443,11 @@ fast:
   atomic { if :: stopping -> goto settle :: else -> skip fi };   /* stopping_flag_ again */
 #endif
 #ifndef BUG_INTAKE_NO_IDLE_WAKE
-  atomic { if :: n_idle > 0 -> goto wake :: else -> goto get fi }; /* idle_executors_ */
+  atomic { if :: n_idle > 0 -> goto token :: else -> goto get fi }; /* idle_executors_ */
+token:
+  /* wake_pending_: load, then exchange(true): one test-and-set (a load that reads true skips
+   * exactly as an exchange that returns true would) */
+  atomic { if :: wtoken -> goto get :: else -> wtoken = true fi };
 wake:
   atomic { notify_one_work(); goto get };        /* MutexLock lock(mu_); notify_one */
 #endif
@@ -456,6 +477,9 @@ active [NEXEC] proctype executor() {
   byte k, rows, target, n;
 next:
   atomic {                                       /* MutexLock lock(mu_); next_batch(done, exit) */
+#ifndef BUG_WAKE_TOKEN_NOT_CLEARED
+    wtoken = false;                              /* wake_pending_.store(false), before the drain */
+#endif
     drain_intake(k, n);
     /* Leaving: the code decrements running_executors_ and notifies the timer in the same
      * critical section as the exit decision (executor_main, under the lock of next_batch). */
@@ -487,7 +511,13 @@ next:
        fi
     :: else -> break
     od;
-    k = 0;
+    /* The code returns KeyQueue::rows (the rows of the kQueued requests) without this walk when
+     * it is below dispatch_rows_: check that the walk gives the same then. */
+    k = 0; rows = 0;
+    do :: k < NR -> if :: st[k] == QUEUED -> rows = rows + ROWS(k) :: else -> skip fi; k++
+       :: else -> break od;
+    assert(rows >= MAXB || n == rows);
+    k = 0; rows = 0;
     /* full || max_queue_delay == 0 || now >= due || stopping_: dispatch; else wait until due */
     if
     :: skip
@@ -521,6 +551,7 @@ next:
 #ifndef BUG_NO_SPACE_NOTIFY
     if :: admitted < MAXQ -> sw = 0 :: else -> skip fi;   /* space_cv_.notify_all() */
 #endif
+    if :: queued > 0 -> notify_one_work() :: else -> skip fi;   /* the hand-off */
     check_queued(k, n);
     if :: batch == 0 -> goto next :: else -> skip fi   /* empty: look again */
   };
@@ -549,6 +580,9 @@ idle:
   /* notified: re-evaluate the predicate queued_ > 0 || stopping_ || intake under mu_ */
   atomic {
     (ew & BIT(me)) == 0 ->
+#if !defined(BUG_WAKE_TOKEN_NOT_CLEARED) && !defined(BUG_WAKE_TOKEN_KEPT_ON_REWAIT)
+    wtoken = false;                              /* wake_pending_.store(false) in the predicate */
+#endif
     if
     :: queued > 0 || stopping || ilen > 0 -> n_idle--; goto next   /* next round of the loop */
     :: else -> ew = ew | BIT(me); goto idle      /* wait again */

@@ -16,7 +16,6 @@
 #include <exception>
 #include <memory>
 #include <optional>
-#include <vector>
 
 #include "tandem/event.h"
 #include "tandem/serve/batch_queue.h"
@@ -48,7 +47,7 @@ class Request {
 
   // Set by submit() before the request is shared; read-only afterwards.
   nn::Shape shape;                  // input shape, shape[0] = rows (validated by the scheduler)
-  std::vector<std::size_t> sample;  // shape[1..]: requests merge only when these are equal
+  nn::Shape sample;  // shape[1..]: requests merge only when these are equal (inline: no allocation)
   int priority = 0;
   std::uint64_t submitter = 0;  // the submitting thread (a per-thread number): completion order
   Clock::time_point submitted{};

@@ -3,7 +3,7 @@
 #include "serve/scheduler.h"
 
 #include <algorithm>
-#include <numeric>
+#include <utility>
 #include <string>
 #include <typeinfo>
 
@@ -208,9 +208,9 @@ void Scheduler::complete_now(const RequestPtr& r, RequestState to, std::exceptio
 }
 
 void Scheduler::submit(const RequestPtr& r, const SubmitOptions& so) {
-  counters_.submitted.fetch_add(1, std::memory_order_relaxed);
-  r->submitted = Clock::now();
   r->submitter = this_thread_number();
+  counters_.submitted[r->submitter % kSubmittedShards].n.fetch_add(1, std::memory_order_relaxed);
+  r->submitted = Clock::now();
   r->priority = so.priority;
   const auto timeout = so.timeout ? so.timeout : options_.default_timeout;
   if (timeout) r->deadline = r->submitted + *timeout;
@@ -249,8 +249,7 @@ void Scheduler::submit(const RequestPtr& r, const SubmitOptions& so) {
                  error(ErrorKind::kInvalidArgument, "BatchQueue::submit: " + why));
     return;
   }
-  const auto dims = r->shape.dims();
-  r->sample.assign(dims.begin() + 1, dims.end());
+  r->sample = nn::Shape(r->shape.dims().subspan(1));
 
   // Fast path, without mu_ (Note [Batch queue intake]): no deadline, not stopping, room.
   if (!r->deadline && !stopping_flag_.load(std::memory_order_seq_cst) && try_admit()) {
@@ -262,7 +261,10 @@ void Scheduler::submit(const RequestPtr& r, const SubmitOptions& so) {
                                             std::memory_order_relaxed));
     if (stopping_flag_.load(std::memory_order_seq_cst)) {
       settle_after_stop();
-    } else if (idle_executors_.load(std::memory_order_seq_cst) > 0) {
+    } else if (idle_executors_.load(std::memory_order_seq_cst) > 0 &&
+               !wake_pending_.load(std::memory_order_seq_cst) &&
+               !wake_pending_.exchange(true, std::memory_order_seq_cst)) {
+      // This submitter holds the wake token: the one wake-up until an executor drains again.
       MutexLock lock(mu_);
       work_cv_.notify_one();
     }
@@ -311,6 +313,7 @@ void Scheduler::submit(const RequestPtr& r, const SubmitOptions& so) {
       }
     } else {
       place(r, Clock::now());
+      work_cv_.notify_one();
     }
   }
   finish_all(done);
@@ -376,6 +379,7 @@ void Scheduler::place(const RequestPtr& r, Clock::time_point enqueued) {
   auto& q = queues_[r->sample];
   if (q.levels.empty()) q.levels.resize(static_cast<std::size_t>(options_.priority_levels));
   q.levels[static_cast<std::size_t>(r->priority)].push_back(r);
+  q.rows += r->nrows();
   (void)r->transition(r->state(), RequestState::kQueued);
   ++queued_;
   if (r->deadline) {
@@ -388,7 +392,6 @@ void Scheduler::place(const RequestPtr& r, Clock::time_point enqueued) {
       timer_cv_.notify_one();
     }
   }
-  work_cv_.notify_one();
 }
 
 void Scheduler::compact_deadlines() {
@@ -426,6 +429,7 @@ std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock:
       if (r->deadline && *r->deadline <= now) {
         if (r->transition(RequestState::kQueued, RequestState::kTimedOut)) {
           dequeued();
+          q.rows -= r->nrows();
           done.push_back({r, RequestState::kTimedOut,
                           timeout_error(*r, now)});
         }
@@ -436,6 +440,7 @@ std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock:
         --queued_;
         ++release.taken;
         rows += r->nrows();
+        q.rows -= r->nrows();
         batch.push_back(std::move(r));
       }
       level.pop_front();
@@ -447,6 +452,9 @@ std::vector<RequestPtr> Scheduler::take(KeyQueue& q, std::int64_t target, Clock:
 
 std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& exit) {
   for (;;) {
+    // Before draining: a push from now on finds the token free and wakes an executor itself
+    // (Note [Batch queue intake]).
+    wake_pending_.store(false, std::memory_order_seq_cst);
     drain_intake();
     if (stopping_ && queued_ == 0) {
       exit = true;
@@ -476,13 +484,18 @@ std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& e
       });
       idle_executors_.fetch_add(1, std::memory_order_seq_cst);
       work_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) {
+        // Woken (or not yet asleep): give the token back before looking at the intake, also
+        // when this executor goes back to sleep (Note [Batch queue intake]).
+        wake_pending_.store(false, std::memory_order_seq_cst);
         return queued_ > 0 || stopping_ || !intake_empty();
       });
       idle_executors_.fetch_sub(1, std::memory_order_seq_cst);
       continue;
     }
-    // Rows available to this batch, in take() order, up to dispatch_rows_.
+    // Rows available to this batch, in take() order, up to dispatch_rows_. Fewer queued rows
+    // than that all fit: then they are the answer, without a walk over the FIFOs.
     const std::int64_t avail = [&]() TANDEM_REQUIRES(mu_) {
+      if (head_q->rows < dispatch_rows_) return head_q->rows;
       std::int64_t n = 0;
       for (auto& level : head_q->levels) {
         for (auto& r : level) {
@@ -507,12 +520,16 @@ std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& e
       if (admitted_.load(std::memory_order_seq_cst) < options_.max_queue_size) {
         space_cv_.notify_all();
       }
+      // Hand what is left to another executor (place() does not notify: one wake-up per batch
+      // taken, not one per request placed).
+      if (queued_ > 0) work_cv_.notify_one();
       return batch;  // may be empty when everything at the front had expired: look again
     }
     // Wait for a fuller batch until the head's delay runs out (new requests wake us earlier).
     const std::uint64_t seen = next_seq_;
     idle_executors_.fetch_add(1, std::memory_order_seq_cst);
     (void)work_cv_.wait_until(mu_, due, [&]() TANDEM_REQUIRES(mu_) {
+      wake_pending_.store(false, std::memory_order_seq_cst);  // as in the wait above
       return stopping_ || next_seq_ != seen || head->state() != RequestState::kQueued ||
              !intake_empty();
     });
@@ -527,7 +544,9 @@ void Scheduler::executor_main(int instance) {
   Stream* stream = nullptr;
   RunBatch run;
   std::vector<std::chrono::nanoseconds> waits;  // queue times of the batch in hand
-  std::vector<std::size_t> order;               // its completion order
+  // Its completion order: (submitter, index in the batch) pairs, sorted on the pairs themselves
+  // (a comparator that followed each request pointer cost ~600 instructions per request).
+  std::vector<std::pair<std::uint64_t, std::size_t>> order;
   try {
     stream = &device_->current_stream();  // leased for this thread's lifetime
     run = make_run_();
@@ -586,17 +605,16 @@ void Scheduler::executor_main(int instance) {
     // Completion order (Note [Dynamic batching]): grouped by submitting thread, newest first, so
     // a client blocked on its oldest request is woken once, after the rest of its requests in
     // this batch are ready.
-    order.resize(batch.size());
-    std::iota(order.begin(), order.end(), std::size_t{0});
-    std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-      const std::uint64_t sa = batch[a]->submitter, sb = batch[b]->submitter;
-      return sa != sb ? sa < sb : a > b;
+    order.clear();
+    for (std::size_t i = 0; i < batch.size(); ++i) order.emplace_back(batch[i]->submitter, i);
+    std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) {
+      return a.first != b.first ? a.first < b.first : a.second > b.second;
     });
     // Only this executor moves its requests out of kRunning, so every transition below wins:
     // a success is counted once for the whole batch (before any delivery, as finish() would).
     if (!err) counters_.completed.fetch_add(batch.size(), std::memory_order_relaxed);
-    for (const std::size_t i : order) {
-      const RequestPtr& r = batch[i];
+    for (const auto& entry : order) {
+      const RequestPtr& r = batch[entry.second];
       if (r->transition(RequestState::kRunning, to)) {
         finish({r, to, err ? own_copy(err) : nullptr, /*counted=*/!err});
       }
@@ -618,6 +636,8 @@ void Scheduler::timer_main() {
         deadlines_.pop_back();
         if (r && r->transition(RequestState::kQueued, RequestState::kTimedOut)) {
           dequeued();
+          // A queued request is in its key's FIFO, so the key is in queues_.
+          if (auto it = queues_.find(r->sample); it != queues_.end()) it->second.rows -= r->nrows();
           done.push_back({r, RequestState::kTimedOut,
                           timeout_error(*r, now)});
         }
@@ -667,7 +687,8 @@ void Scheduler::finish_all(std::vector<Finish>& done) noexcept {
 BatchQueueMetrics Scheduler::metrics() const {
   BatchQueueMetrics m;
   const auto& c = counters_;
-  m.submitted = c.submitted.load(std::memory_order_relaxed);
+  m.submitted = 0;
+  for (const auto& shard : c.submitted) m.submitted += shard.n.load(std::memory_order_relaxed);
   m.completed = c.completed.load(std::memory_order_relaxed);
   m.rejected = c.rejected.load(std::memory_order_relaxed);
   m.timed_out = c.timed_out.load(std::memory_order_relaxed);

@@ -20,12 +20,30 @@
 // in `idle_executors_` (seq_cst) and re-checks `intake_` in its wait predicate; a submitter reads
 // `idle_executors_` (seq_cst) after its push and, when an executor may be waiting, notifies
 // under mu_. Either the submitter sees the count or the executor sees the push: no lost wake-up.
+// Only one submitter notifies per round, the one that takes the wake token `wake_pending_`
+// (false -> true, seq_cst); the others skip mu_ (64 submitters each locking mu_ to notify the
+// same sleeping executor convoyed on it). Executors clear the token (seq_cst) under mu_ before
+// every look at the intake: at the top of each round of next_batch(), before draining, and in
+// their wait predicates, before testing intake_ (a woken executor that finds nothing and sleeps
+// again must not keep the token: the model check found that lost wake-up). A submitter that
+// finds the token taken pushed before the next clear, so the look after it sees the push; and
+// the token's holder notifies under mu_, so some executor clears and looks after the token was
+// taken: one that was waiting wakes (or times out) and evaluates its predicate, and one that
+// was not (no executor waits inside a critical section) comes back to next_batch() after its
+// batch. (An executor leaves only once stopping, which the submitter's re-read of the stop flag
+// covers.)
+// Executors are not woken per request either: place() does not notify; a locked submit
+// notifies once after it places its request, and an executor that takes a batch and leaves
+// requests queued notifies one other executor (a hand-off), so idle executors do not all wake
+// to fight over one drained intake.
 // Stop: stop() sets `stopping_flag_` (seq_cst) and then drains; a submitter re-reads the flag
 // after its push and, when set, settles the intake itself (settle_after_stop()): queued for the
 // executors still running, cancelled when none is left or the stop cancels. Either stop()'s
 // drain sees the push or the submitter sees the flag: no request is stranded.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <functional>
@@ -75,6 +93,18 @@ class Scheduler {
  private:
   struct KeyQueue {
     std::vector<std::deque<RequestPtr>> levels;  // one FIFO per priority level
+    // Rows of its requests in state kQueued (tombstones excluded): maintained by place(),
+    // take() and the timer, so that next_batch() need not walk the FIFOs to count the rows of
+    // a batch that cannot be full.
+    std::int64_t rows = 0;
+  };
+  // SampleLess: an order of sample shapes (rank, then dimensions) for the queues_ map.
+  struct SampleLess {
+    bool operator()(const nn::Shape& a, const nn::Shape& b) const noexcept {
+      if (a.rank() != b.rank()) return a.rank() < b.rank();
+      const auto da = a.dims(), db = b.dims();
+      return std::lexicographical_compare(da.begin(), da.end(), db.begin(), db.end());
+    }
   };
   // Deadlines of queued requests: a min-heap (std::push_heap with `later`) of weak references;
   // entries of requests that left the queue are dropped when they reach the top, or all at once
@@ -103,7 +133,8 @@ class Scheduler {
   std::vector<RequestPtr> take(KeyQueue& q, std::int64_t target, Clock::time_point now,
                                std::vector<Finish>& done) TANDEM_REQUIRES(mu_);
   void cancel_queued(std::vector<Finish>& done) TANDEM_REQUIRES(mu_);
-  // place(r, enqueued): puts an admitted request (counted in admitted_) into its FIFO.
+  // place(r, enqueued): puts an admitted request (counted in admitted_) into its FIFO. Does not
+  // notify an executor: the caller does (Note [Batch queue intake]).
   void place(const RequestPtr& r, Clock::time_point enqueued) TANDEM_REQUIRES(mu_);
   // drain_intake(): moves every pushed request into its FIFO, in push order.
   void drain_intake() TANDEM_REQUIRES(mu_);
@@ -139,7 +170,7 @@ class Scheduler {
   CondVar timer_cv_;  // the timer thread: an earlier deadline, stopping
   CondVar ready_cv_;  // the constructor: an executor started (or failed to)
 
-  std::map<std::vector<std::size_t>, KeyQueue> queues_ TANDEM_GUARDED_BY(mu_);
+  std::map<nn::Shape, KeyQueue, SampleLess> queues_ TANDEM_GUARDED_BY(mu_);
   std::size_t queued_ TANDEM_GUARDED_BY(mu_) = 0;  // requests in state kQueued (in queues_)
   std::optional<StopMode> stop_mode_ TANDEM_GUARDED_BY(mu_);  // set by the first stop()
 
@@ -155,9 +186,14 @@ class Scheduler {
   // idle_executors_: executors inside a work_cv_ wait (or about to enter one). Writers: the
   // executors under mu_, seq_cst; read (seq_cst) by fast-path submitters after their push.
   std::atomic<int> idle_executors_{0};
+  // wake_pending_: the wake token (Note [Batch queue intake]). Set by the fast-path submitter
+  // that notifies (load, then exchange, seq_cst), cleared by executors at the top of each round
+  // of next_batch() under mu_ (seq_cst, before their seq_cst exchange of intake_). Its own cache
+  // line: every submitter reads it.
+  alignas(64) std::atomic<bool> wake_pending_{false};
   // stopping_flag_: stopping_ for readers without mu_. Written once by stop() under mu_
   // (seq_cst), before it drains the intake; read (seq_cst) by fast-path submitters.
-  std::atomic<bool> stopping_flag_{false};
+  alignas(64) std::atomic<bool> stopping_flag_{false};
   std::vector<DeadlineEntry> deadlines_ TANDEM_GUARDED_BY(mu_);  // heap order: later()
   bool timer_wake_ TANDEM_GUARDED_BY(mu_) = false;  // an earlier deadline than the timer's
   std::uint64_t next_seq_ TANDEM_GUARDED_BY(mu_) = 1;
@@ -175,9 +211,19 @@ class Scheduler {
   // Counters. Writers: submit() (submitted), finish() (one outcome per request), executors
   // (batches). relaxed: statistics; the outcome is counted before deliver(), and the caller
   // learns of it through the future/callback, which orders the increment before its reads.
+  // `submitted` is split into cache-line shards picked by the submitting thread's number (one
+  // counter that every submit() increments bounced its line between all submitters' cores, and
+  // with it the executors' counters next to it); metrics() adds them up. A thread that
+  // submitted reads its own increments back; others, as any relaxed counter.
+  struct alignas(64) SubmittedShard {
+    std::atomic<std::uint64_t> n{0};
+  };
+  static constexpr std::size_t kSubmittedShards = 16;
   struct Counters {
-    std::atomic<std::uint64_t> submitted{0}, completed{0}, rejected{0}, timed_out{0}, failed{0},
-        cancelled{0}, batches{0}, batch_rows{0}, batch_requests{0};
+    std::array<SubmittedShard, kSubmittedShards> submitted;
+    alignas(64) std::atomic<std::uint64_t> completed{0};
+    std::atomic<std::uint64_t> rejected{0}, timed_out{0}, failed{0}, cancelled{0}, batches{0},
+        batch_rows{0}, batch_requests{0};
   };
   Counters counters_;
   LatencyHistogram queue_time_;

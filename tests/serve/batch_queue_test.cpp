@@ -252,6 +252,34 @@ TEST(BatchQueue, MaxQueueDelayWaitsForAFullerBatchButNotLonger) {
   EXPECT_EQ(b[1].size(), 1u);
 }
 
+// next_batch() counts a key's queued rows without walking its FIFOs (KeyQueue::rows, kept by
+// place(), take() and the timer). Requests that time out while queued leave that count; were it
+// left too low, a full batch would wait out the (one hour) delay instead of running at once.
+TEST(BatchQueue, AFullBatchRunsAtOnceAfterQueuedRequestsTimedOut) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 4, .max_queue_delay = std::chrono::hours(1)});
+  auto held = hold(q, m, 1000000, 4);  // a full batch: runs (into the gate) at once
+  auto a = q.submit(m.input(1, 1), {.timeout = 10ms});
+  auto b = q.submit(m.input(2, 2), {.timeout = 10ms});
+  ASSERT_EQ(a.wait_for(5s), std::future_status::ready);
+  ASSERT_EQ(b.wait_for(5s), std::future_status::ready);
+  EXPECT_EQ(testing::error_kind(a), ErrorKind::kTimeout);
+  EXPECT_EQ(testing::error_kind(b), ErrorKind::kTimeout);
+  std::vector<std::future<nn::HostTensor>> fs;
+  fs.push_back(q.submit(m.input(3, 2)));
+  fs.push_back(q.submit(m.input(4, 1)));
+  fs.push_back(q.submit(m.input(5, 1)));
+  m.gate.open();
+  (void)held.get();
+  for (auto& f : fs) ASSERT_EQ(f.wait_for(30s), std::future_status::ready);
+  expect_rows(m, m.input(3, 2), fs[0].get());
+  const auto batches = m.batches();
+  ASSERT_EQ(batches.size(), 2u);
+  EXPECT_EQ(batches[1], (std::vector<std::int64_t>{3, 3, 4, 5}));  // one full batch of 4 rows
+  EXPECT_EQ(m.ran_ids().count(1), 0u);
+  EXPECT_EQ(m.ran_ids().count(2), 0u);
+}
+
 TEST(BatchQueue, HigherPriorityRunsFirstAndFifoWithinALevel) {
   TestModel m(8, 4);
   BatchQueue q(m.fn(), cpu(), {.max_batch_size = 2, .priority_levels = 3});
