@@ -89,9 +89,9 @@ if has blas; then
     run 30 build/cuda/bench/cublas_mlp --batch 1024,4096 --seconds "$S" --tf32
     TANDEM_CUDA_TF32=1 b --model mlp --batch 1024 --threads 1 --policies none
     TANDEM_CUDA_TF32=1 b --model mlp --batch 4096 --threads 1 --policies none
-    echo "--- without autotuning (cuBLASLt's heuristic choice)"
-    TANDEM_CUDA_AUTOTUNE=0 TANDEM_CUDA_TF32=1 b --model mlp --batch 1024 --threads 1 --policies none
-    TANDEM_CUDA_AUTOTUNE=0 TANDEM_CUDA_TF32=1 b --model mlp --batch 4096 --threads 1 --policies none
+    echo "--- with autotuning (TANDEM_CUDA_AUTOTUNE=1, opt-in)"
+    TANDEM_CUDA_AUTOTUNE=1 TANDEM_CUDA_TF32=1 b --model mlp --batch 1024 --threads 1 --policies none
+    TANDEM_CUDA_AUTOTUNE=1 TANDEM_CUDA_TF32=1 b --model mlp --batch 4096 --threads 1 --policies none
     TANDEM_CUDA_TF32=1 b --model mlp --batch 1024 --graphs --threads 1 --policies none
     b --model mlp --batch 1024 --graphs --threads 1 --policies none
   done
@@ -134,7 +134,7 @@ fi
 
 if has tests; then
   section "all GPU tests"
-  run 240 "$G" 2>&1 | tee "$OUT/gpu_tests.txt" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |FAILED|Failure" | head -30
+  TANDEM_CUDA_AUTOTUNE=1 run 240 "$G" 2>&1 | tee "$OUT/gpu_tests.txt" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |FAILED|Failure" | head -30
   run 30 build/cuda/tests/cuda/cuda_unit_tests 2>&1 | tail -1
 fi
 

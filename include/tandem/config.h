@@ -53,7 +53,9 @@ struct RuntimeConfig {
   // cuBLASLt autotuning: the first GEMM of a new shape with at least 2^28 multiply-adds times
   // cuBLASLt's first 8 candidate algorithms on its stream and keeps the fastest for the shape
   // (Note [CUDA linear paths]); off, or for smaller shapes, the heuristic's first choice.
-  bool cuda_autotune = true;
+  // Opt-in: each new shape stalls its stream for the timing (milliseconds), which a BatchQueue,
+  // whose batch sizes vary, pays again and again (measured: p99 2.7 -> 7.4 ms, issue 4).
+  bool cuda_autotune = false;
 
   // from_environment(): parses the TANDEM_* variables; throws Error(kConfig) on a bad value.
   [[nodiscard]] static RuntimeConfig from_environment();

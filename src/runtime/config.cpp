@@ -47,8 +47,8 @@ constexpr VarSpec kVars[] = {
      "max, or bytes 0..4611686018427387904"},
     {"TANDEM_CUDA_TF32", "0 (fp32 GEMMs in full fp32)", "0, 1 (TF32 tensor cores, ~1e-3 relative error)"},
     {"TANDEM_CUDA_PDL", "1 (batch-1 GEMV and copy kernels use programmatic dependent launch)", "0, 1"},
-    {"TANDEM_CUDA_AUTOTUNE", "1 (large GEMM shapes time cuBLASLt's first 8 algorithms once)",
-     "0, 1"},
+    {"TANDEM_CUDA_AUTOTUNE", "0 (cuBLASLt's heuristic choice)",
+     "0, 1 (large GEMM shapes time cuBLASLt's first 8 algorithms once)"},
 };
 
 const char* env(const char* name) { return std::getenv(name); }  // NOLINT(concurrency-mt-unsafe)

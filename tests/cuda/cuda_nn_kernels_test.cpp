@@ -154,7 +154,9 @@ TEST_F(CudaNnKernels, LinearMatchesCpuOnTheGemvAndTheCublasLtPaths) {
   }
 }
 
-// Shapes of >= 2^28 multiply-adds are autotuned (TANDEM_CUDA_AUTOTUNE, on by default): the
+// With TANDEM_CUDA_AUTOTUNE=1 (ctest sets it for this binary, tests/cuda/CMakeLists.txt; run
+// directly without it, this test checks the heuristic path) shapes of >= 2^28 multiply-adds are
+// autotuned: the
 // first call times cuBLASLt's candidates on the real operands, then writes y with the winner.
 // Its output, and a second call's (the cached choice), must equal the cpu's; so must a graph
 // capture's first call of a new large shape (no timing inside a capture) and the eager call

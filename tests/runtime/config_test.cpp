@@ -22,7 +22,7 @@ TEST(RuntimeConfig, ReadsEveryVariable) {
   ScopedEnv e("TANDEM_CUDA_GRAPHS", "0");
   ScopedEnv f("TANDEM_CUDA_TF32", "1");
   ScopedEnv g("TANDEM_CUDA_PDL", "0");
-  ScopedEnv h("TANDEM_CUDA_AUTOTUNE", "0");
+  ScopedEnv h("TANDEM_CUDA_AUTOTUNE", "1");
   RuntimeConfig cfg = RuntimeConfig::from_environment();
   EXPECT_EQ(cfg.stream_pool_size, 8);
   EXPECT_EQ(cfg.stream_pool_wait_ms, -1);
@@ -31,7 +31,7 @@ TEST(RuntimeConfig, ReadsEveryVariable) {
   EXPECT_FALSE(cfg.cuda_graphs);
   EXPECT_TRUE(cfg.cuda_tf32);
   EXPECT_FALSE(cfg.cuda_pdl);
-  EXPECT_FALSE(cfg.cuda_autotune);
+  EXPECT_TRUE(cfg.cuda_autotune);
 }
 
 struct BadValue {

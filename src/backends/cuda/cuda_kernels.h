@@ -12,7 +12,7 @@
 //     cuBLASLt's tanh-approximated GELU epilogue is not) as a second, in-place kernel.
 //   Fallback when cuBLASLt offers no algorithm: cublasGemmEx + the bias_act kernel.
 //   Algorithm choice, cached per device and shape (LtAlgoCache): the heuristic's first, except
-//   that with TANDEM_CUDA_AUTOTUNE=1 (the default) the first eager call of a shape with at least
+//   that with TANDEM_CUDA_AUTOTUNE=1 (opt-in) the first eager call of a shape with at least
 //   2^28 multiply-adds times the heuristic's first 8 algorithms on its own operands (1 warm-up
 //   + 3 timed runs each, on its stream, waiting for them) and keeps the fastest (another than
 //   the heuristic's first only when at least 3% faster: timing noise). The first
