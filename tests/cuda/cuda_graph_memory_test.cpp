@@ -26,21 +26,11 @@ namespace {
 
 using backends::cuda::CudaStream;
 using testing::download_all;
+using testing::max_rel;
 
 CudaStream& cuda_stream(Stream& s) { return static_cast<CudaStream&>(s.impl()); }
 
 std::size_t aligned256(std::size_t bytes) { return (bytes + 255) / 256 * 256; }
-
-// max |a - b| / (1 + |b|)
-double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double m = 0;
-  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    if (std::isnan(a[i])) return INFINITY;
-    m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]) / (1.0 + std::fabs(b[i])));
-  }
-  return m;
-}
 
 class CudaGraphMemory : public testing::GpuTest<> {};
 
@@ -262,21 +252,8 @@ TEST_F(CudaGraphMemory, EightThreadsCaptureAndReplayTheirGraphsWhileEightRunEage
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {  // eager
-      try {
-        auto lease = dev->streams().lease();
-        Stream& s = lease.stream();
-        for (int i = 0; capturers_done.load() < kThreads || i < 50; ++i) {
-          const std::size_t n = 1000 + static_cast<std::size_t>(t * 37 + i % 100);
-          Buffer x(dev, n * sizeof(float), s), out(dev, sizeof(float), s);
-          fill(s, x, 1.0f);
-          scale(s, x, x, static_cast<float>(t + 1));
-          sum(s, out, x);
-          if (download_all(s, out)[0] != static_cast<float>((t + 1) * n)) errors.fetch_add(1);
-        }
-      } catch (const std::exception& e) {
-        std::printf("eager %d: %s\n", t, e.what());
-        errors.fetch_add(1);
-      }
+      testing::run_eager_kernels(dev, t, [&] { return capturers_done.load() >= kThreads; },
+                                 errors);
     });
     threads.emplace_back([&, t] {  // capture and replay
       try {

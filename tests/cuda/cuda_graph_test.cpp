@@ -88,23 +88,8 @@ TEST_F(CudaGraphs, OneThreadCapturesWhileSevenOthersRunKernels) {
   std::atomic<bool> stop{false};
   std::vector<std::thread> workers;
   for (int t = 0; t < 7; ++t) {
-    workers.emplace_back([&, t] {
-      try {
-        auto lease = dev->streams().lease();
-        Stream& s = lease.stream();
-        for (int i = 0; !stop.load() || i < 50; ++i) {
-          const std::size_t n = 1000 + static_cast<std::size_t>(t * 37 + i % 100);
-          Buffer x(dev, n * sizeof(float), s), out(dev, sizeof(float), s);
-          fill(s, x, 1.0f);
-          scale(s, x, x, static_cast<float>(t + 1));
-          sum(s, out, x);
-          if (download_all(s, out)[0] != static_cast<float>((t + 1) * n)) errors.fetch_add(1);
-        }
-      } catch (const std::exception& e) {
-        std::printf("worker %d: %s\n", t, e.what());
-        errors.fetch_add(1);
-      }
-    });
+    workers.emplace_back(
+        [&, t] { testing::run_eager_kernels(dev, t, [&] { return stop.load(); }, errors); });
   }
   try {
     auto lease = dev->streams().lease();

@@ -15,16 +15,7 @@
 namespace tandem {
 namespace {
 
-// max |a - b| / (1 + |b|)
-double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double m = 0;
-  for (std::size_t i = 0; i < a.size() && i < b.size(); ++i) {
-    if (std::isnan(a[i])) return INFINITY;
-    m = std::max(m, std::fabs(static_cast<double>(a[i]) - b[i]) / (1.0 + std::fabs(b[i])));
-  }
-  return m;
-}
+using testing::max_rel;
 
 class CudaModels : public testing::GpuTest<::testing::TestWithParam<bool>> {};  // param: TF32
 
