@@ -8,9 +8,12 @@
 //           has at most 63 worker streams (one of which the loading thread holds), so C > 62
 //           clients are spread over ceil(C/62) private devices of the same backend
 //           (Device::open), each with its own copy of the model.
-//           With --client callback the clients use the callback form of submit() instead of
-//           futures (a std::promise costs its completer a system call per request in
-//           libstdc++, and a sleeping client a wake-up per completed future).
+//           The clients wait on serve::Futures from enqueue() (--client future, the default;
+//           mode "queue"), on std::futures from submit() (--client std-future, mode
+//           "queue-std": a std::promise costs its completer a system call per request in
+//           libstdc++; before 2026-11-26 11:00 UTC this was the default and was reported as
+//           "queue"), or use the callback form of submit() (--client callback, "queue-cb"),
+//           waiting for their oldest request as a future client does.
 //   direct-batch: after each queue point, ONE thread calling model->forward() itself at the
 //           queue's average batch size B (rounded), host input and output in page-locked
 //           HostBuffers that live across calls (upload, forward, download, synchronize): the
@@ -136,63 +139,91 @@ std::shared_ptr<const nn::Model> make_model(const std::string& name,
 
 bool in_window(const Window& w, Clock::time_point t) { return t >= w.start && t < w.end; }
 
-// CallbackClient: what one --client callback client shares with the executors that complete its
-// requests. `completed`: writers are the callbacks (release fetch_add, then notify_one); the
-// client reads it (acquire) and waits on it.
-struct CallbackClient {
-  std::atomic<std::uint32_t> completed{0};
-  Mutex mu;
-  std::vector<double> lat TANDEM_GUARDED_BY(mu);
-  long long done TANDEM_GUARDED_BY(mu) = 0;
-  std::exception_ptr error TANDEM_GUARDED_BY(mu);
+// How queue clients wait (--client).
+enum class ClientKind { kFuture, kStdFuture, kCallback };
+
+// Slot: one in-flight request of a --client callback client. The callback (on an executor)
+// stores its completion time and error, then moves `word` to kDone (acq_rel exchange: releases
+// them to the client's acquire load) and wakes the client only if the client announced that it
+// sleeps on this slot (kSleeping, set by the client's CAS from kPending). The client waits for its
+// oldest request, as a future client does; the queue completes each client's requests of a batch
+// newest first, so the client wakes at most once per batch and the callbacks cost the executor
+// no system call while the client is awake. The client resets the word to kPending (relaxed: the
+// slot is unshared until the next submit) before reusing the slot.
+struct Slot {
+  static constexpr std::uint32_t kPending = 0, kSleeping = 1, kDone = 2;
+  std::atomic<std::uint32_t> word{kPending};
+  Clock::time_point submitted{}, done{};  // done, error: written by the callback before `word`
+  std::exception_ptr error;
 };
+
+void complete_slot(Slot& s, std::exception_ptr error) {
+  s.done = Clock::now();
+  s.error = std::move(error);
+  if (s.word.exchange(Slot::kDone, std::memory_order_acq_rel) == Slot::kSleeping) {
+    serve::detail::wake_word(s.word);  // the futex helpers behind serve::Future
+  }
+}
+
+void wait_slot(Slot& s) {
+  for (int i = 0; i < 64; ++i) {  // a short spin, as serve::Future::wait()
+    if (s.word.load(std::memory_order_acquire) == Slot::kDone) return;
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  std::uint32_t w = Slot::kPending;
+  if (!s.word.compare_exchange_strong(w, Slot::kSleeping, std::memory_order_acquire,
+                                      std::memory_order_acquire) &&
+      w == Slot::kDone) {
+    return;
+  }
+  while (s.word.load(std::memory_order_acquire) == Slot::kSleeping) {
+    serve::detail::wait_word(s.word, Slot::kSleeping);
+  }
+}
 
 // callback_client(queue, input, in_flight, w, stop, lat, done): a closed-loop client keeping
 // in_flight requests in flight through the callback form; returns after all of them completed.
 void callback_client(serve::BatchQueue& queue, const nn::HostTensor& input, int in_flight,
                      const Window& w, const std::atomic<bool>& stop, std::vector<double>& lat,
                      long long& done) {
-  CallbackClient st;
-  std::uint32_t submitted = 0, consumed = 0;
-  auto submit_one = [&] {
-    queue.submit(nn::HostTensor(input), [&st, &w, t0 = Clock::now()](serve::Result<nn::HostTensor> r) {
-      const auto now = Clock::now();
-      {
-        MutexLock lock(st.mu);
-        if (!r.ok()) {
-          if (!st.error) st.error = r.error;
-        } else if (in_window(w, now)) {
-          st.lat.push_back(std::chrono::duration<double, std::milli>(now - t0).count());
-          ++st.done;
-        }
-      }
-      st.completed.fetch_add(1, std::memory_order_release);
-      st.completed.notify_one();
-    });
-    ++submitted;
-  };
-  while (!stop.load(std::memory_order_relaxed)) {
-    while (submitted - consumed < static_cast<std::uint32_t>(in_flight)) submit_one();
-    std::uint32_t c = st.completed.load(std::memory_order_acquire);
-    while (c == consumed) {
-      st.completed.wait(c, std::memory_order_acquire);
-      c = st.completed.load(std::memory_order_acquire);
+  const auto k = static_cast<std::size_t>(in_flight);
+  std::vector<Slot> slots(k);
+  std::size_t submitted = 0, consumed = 0;
+  std::exception_ptr error;
+  auto consume = [&] {
+    Slot& s = slots[consumed % k];
+    wait_slot(s);
+    if (s.error) {
+      if (!error) error = s.error;
+    } else if (in_window(w, s.done)) {
+      lat.push_back(std::chrono::duration<double, std::milli>(s.done - s.submitted).count());
+      ++done;
     }
-    consumed = c;
+    s.error = nullptr;
+    s.word.store(Slot::kPending, std::memory_order_relaxed);
+    ++consumed;
+  };
+  while (!stop.load(std::memory_order_relaxed) && !error) {
+    while (submitted - consumed < k) {
+      Slot& s = slots[submitted % k];
+      s.submitted = Clock::now();
+      queue.submit(nn::HostTensor(input), [&s](serve::Result<nn::HostTensor> r) {
+        complete_slot(s, std::move(r.error));
+      });
+      ++submitted;
+    }
+    consume();
   }
-  for (std::uint32_t c = st.completed.load(std::memory_order_acquire); c != submitted;
-       c = st.completed.load(std::memory_order_acquire)) {
-    st.completed.wait(c, std::memory_order_acquire);
-  }
-  MutexLock lock(st.mu);
-  if (st.error) std::rethrow_exception(st.error);
-  lat = std::move(st.lat);
-  done = st.done;
+  while (consumed != submitted) consume();
+  if (error) std::rethrow_exception(error);
 }
 
 Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients, int in_flight,
                      const serve::BatchQueueOptions& options, double warmup_s, double seconds,
-                     bool callbacks) {
+                     ClientKind client) {
+  const bool callbacks = client == ClientKind::kCallback;
   serve::BatchQueue queue(model, options);
   std::vector<double> latencies;
   long long completed = 0;
@@ -226,18 +257,36 @@ Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients,
                   if (sampler.joinable()) sampler.join();
                   return;
                 }
-                std::deque<std::pair<Clock::time_point, std::future<nn::HostTensor>>> pending;
+                // --client future: serve::Future (enqueue); std-future: std::future (submit).
+                std::deque<std::pair<Clock::time_point, serve::Future<nn::HostTensor>>> pending;
+                std::deque<std::pair<Clock::time_point, std::future<nn::HostTensor>>> pending_std;
+                auto in_flight_now = [&] {
+                  return static_cast<int>(client == ClientKind::kStdFuture ? pending_std.size()
+                                                                           : pending.size());
+                };
                 while (!stop.load(std::memory_order_relaxed)) {
-                  while (static_cast<int>(pending.size()) < in_flight) {
-                    pending.emplace_back(Clock::now(), queue.submit(input));
+                  while (in_flight_now() < in_flight) {
+                    if (client == ClientKind::kStdFuture) {
+                      pending_std.emplace_back(Clock::now(), queue.submit(input));
+                    } else {
+                      pending.emplace_back(Clock::now(), queue.enqueue(input));
+                    }
                   }
-                  (void)pending.front().second.get();  // rethrows a failed request
+                  Clock::time_point submitted_at;
+                  if (client == ClientKind::kStdFuture) {
+                    (void)pending_std.front().second.get();  // rethrows a failed request
+                    submitted_at = pending_std.front().first;
+                    pending_std.pop_front();
+                  } else {
+                    (void)pending.front().second.get();  // rethrows a failed request
+                    submitted_at = pending.front().first;
+                    pending.pop_front();
+                  }
                   const auto now = Clock::now();
                   if (in_window(w, now)) {
-                    lat.push_back(std::chrono::duration<double, std::milli>(now - pending.front().first).count());
+                    lat.push_back(std::chrono::duration<double, std::milli>(now - submitted_at).count());
                     ++done;
                   }
-                  pending.pop_front();
                   // Batch statistics over the window: one client samples the metrics at its edges.
                   if (c == 0 && !started && now >= w.start) {
                     at_start = queue.metrics();
@@ -249,11 +298,12 @@ Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients,
                   }
                 }
                 for (auto& p : pending) (void)p.second.get();
+                for (auto& p : pending_std) (void)p.second.get();
               });
   if (!ended) at_end = queue.metrics();
   queue.stop();
   Record r;
-  r.mode = callbacks ? "queue-cb" : "queue";
+  r.mode = callbacks ? "queue-cb" : client == ClientKind::kStdFuture ? "queue-std" : "queue";
   r.clients = clients;
   r.in_flight = in_flight;
   r.samples_per_s = static_cast<double>(completed) / seconds;
@@ -425,8 +475,9 @@ int run_batching_bench(const std::vector<std::string>& args) {
   app.add_option("--warmup", warmup, "warm-up time per point (not measured)")->capture_default_str()
       ->check(CLI::Range(0.0, 60.0));
   app.add_option("--client", client_kind,
-                 "queue clients wait on futures, or use the callback form of submit()")
-      ->capture_default_str()->check(CLI::IsMember({"future", "callback"}));
+                 "how queue clients wait: future (serve::Future from enqueue()), std-future "
+                 "(std::future from submit()), callback (the callback form of submit())")
+      ->capture_default_str()->check(CLI::IsMember({"future", "std-future", "callback"}));
   app.add_option("--json", json_path, "also write the records to this JSON file");
   if (auto code = parse(app, args)) return *code;
 
@@ -478,7 +529,9 @@ int run_batching_bench(const std::vector<std::string>& args) {
         if (direct ? !run_direct : !run_queue) continue;
         Record r = direct ? measure_direct(model_name, device, model_options, c, warmup, seconds)
                           : measure_queue(model, c, in_flight, options, warmup, seconds,
-                                          client_kind == "callback");
+                                          client_kind == "callback"     ? ClientKind::kCallback
+                                          : client_kind == "std-future" ? ClientKind::kStdFuture
+                                                                        : ClientKind::kFuture);
         r.device = device->name();
         r.model = model_name;
         std::printf("%-12s %8d %10d %14.0f %10.3f %10.3f %10.2f\n", r.mode.c_str(), r.clients,
