@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# scripts/bq_compare.sh BASE_TREE — BatchQueue throughput on the GPU machine: this tree's code next
+# to BASE_TREE's (another checkout, e.g. main), built side by side in one lease and run
+# alternately, so that ratios compare like with like. Logs: $OUT/log.txt.
+#   ROUNDS (2): alternating rounds; S (1): seconds per point; STEPS: which blocks to run
+#   (default "mlp cb noop i4").
+set -uo pipefail
+OUT=${OUT:-/tmp/bq_compare}
+mkdir -p "$OUT"
+exec > >(tee -a "$OUT/log.txt") 2>&1
+BASE=$(cd "$1" && pwd)
+cd "$(dirname "$0")/.."
+NEW=$(pwd)
+ROUNDS=${ROUNDS:-2}
+S=${S:-1}
+STEPS=" ${STEPS:-mlp cb noop i4} "
+has() { [[ $STEPS == *" $1 "* ]]; }
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; nproc; date -u +%T
+build() {
+  (cd "$1" && cmake --preset cuda -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
+     >"$OUT/build_$2.txt" 2>&1 && timeout 200 cmake --build build/cuda -j8 --target tandem \
+     >>"$OUT/build_$2.txt" 2>&1) || { echo "BUILD FAILED: $2"; grep -E "error" -A5 "$OUT/build_$2.txt" | head -30; }
+}
+build "$NEW" new & build "$BASE" base & wait
+date -u +%T
+TB=$BASE/build/cuda/apps/tandem/tandem
+TN=$NEW/build/cuda/apps/tandem/tandem
+q() {  # q LABEL BINARY ARGS...: one 64-client point (queue + one direct thread at its batch)
+  local label=$1 bin=$2; shift 2
+  echo "--- $label: $*"
+  timeout -k 5 40 "$bin" bench --batching --device cuda --clients 64 --in-flight 16 --max-batch 1024 \
+    --seconds "$S" --warmup 0.3 "$@" | grep -E "^(queue|direct-batch)|%"
+}
+for r in $(seq "$ROUNDS"); do
+  echo "=== round $r ($(date -u +%T))"
+  if has mlp; then
+    q "base future(std)" "$TB" --model mlp --instances 8 --delay-us 100 --modes queue,direct-batch
+    q "new  future     " "$TN" --model mlp --instances 8 --delay-us 100 --modes queue,direct-batch
+    q "new  std-future " "$TN" --model mlp --instances 8 --delay-us 100 --modes queue,direct-batch --client std-future
+    q "new  future D0  " "$TN" --model mlp --instances 8 --modes queue,direct-batch
+  fi
+  if has cb; then
+    q "base callback   " "$TB" --model mlp --instances 8 --delay-us 100 --modes queue --client callback
+    q "new  callback   " "$TN" --model mlp --instances 8 --delay-us 100 --modes queue --client callback
+  fi
+  if has noop; then
+    q "base noop       " "$TB" --model noop --instances 8 --modes queue
+    q "new  noop       " "$TN" --model noop --instances 8 --modes queue
+  fi
+  if has i4; then
+    q "base I4 D0      " "$TB" --model mlp --instances 4 --modes queue,direct-batch
+    q "new  I4 D0      " "$TN" --model mlp --instances 4 --modes queue,direct-batch
+  fi
+done
+date -u +%T
