@@ -483,6 +483,118 @@ TEST(BatchQueue, CallbacksAreCalledExactlyOnceWithValueOrError) {
   EXPECT_EQ(errors.load(), 5);  // 3 failed, 4..7 rejected (queue of 4)
 }
 
+// kind_of(f): the ErrorKind a serve::Future ends with (nullopt: a value).
+template <class T>
+std::optional<ErrorKind> kind_of(Future<T>& f) {
+  try {
+    (void)f.get();
+  } catch (const Error& e) {
+    return e.kind();
+  }
+  return std::nullopt;
+}
+
+TEST(BatchQueueFuture, EnqueuedRequestsMergeAndEachFutureGetsItsOwnRows) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 64});
+  auto held = hold(q, m);
+  std::vector<Future<nn::HostTensor>> fs;
+  for (int i = 0; i < 10; ++i) fs.push_back(q.enqueue(m.input(i, 1 + i % 3)));
+  for (auto& f : fs) {
+    ASSERT_TRUE(f.valid());
+    EXPECT_FALSE(f.ready());  // held behind the gate
+    EXPECT_FALSE(f.wait_for(1ms));
+  }
+  m.gate.open();
+  expect_rows(m, m.input(1000000, 1), held.get());
+  for (int i = 0; i < 10; ++i) {
+    auto& f = fs[static_cast<std::size_t>(i)];
+    EXPECT_TRUE(f.wait_for(60s));
+    EXPECT_TRUE(f.ready());
+    expect_rows(m, m.input(i, 1 + i % 3), f.get());
+    EXPECT_FALSE(f.valid());
+    EXPECT_THROW((void)f.get(), Error);  // a second get() is an error, not undefined behaviour
+  }
+  ASSERT_EQ(m.batches().size(), 2u);  // the held one, then all ten merged
+  EXPECT_EQ(q.metrics().completed, 11u);
+}
+
+TEST(BatchQueueFuture, TensorRequestsGiveTensorFutures) {
+  TestModel m(8, 4);
+  auto dev = cpu();
+  BatchQueue q(m.fn(), dev, {});
+  const auto in = m.input(5, 2);
+  Future<nn::Tensor> f = q.enqueue(nn::Tensor::from_host(dev, in.shape, in.values));
+  const nn::Tensor out = f.get();
+  std::vector<float> values(out.numel());
+  out.to_host(values);
+  TestModel ref(m.in(), m.out());
+  EXPECT_EQ(values, testing::direct_forward(ref, dev, in));
+}
+
+TEST(BatchQueueFuture, FuturesCarryRejectionsTimeoutsModelErrorsAndCancellations) {
+  TestModel m(8, 4);
+  m.fault = TestModel::Fault::kThrowInKernel;
+  m.poisoned = [](std::int64_t id) { return id == 3; };
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 1, .max_queue_size = 2});
+  auto oversized = q.enqueue(m.input(1, 5));
+  EXPECT_EQ(kind_of(oversized), ErrorKind::kInvalidArgument);
+  auto poisoned = q.enqueue(m.input(3, 1));
+  EXPECT_EQ(kind_of(poisoned), ErrorKind::kKernel);
+  auto fine = q.enqueue(m.input(2, 1));  // the queue kept serving
+  expect_rows(m, m.input(2, 1), fine.get());
+  auto held = hold(q, m);
+  auto expires = q.enqueue(m.input(4, 1), {.timeout = 1ms});
+  auto cancelled = q.enqueue(m.input(5, 1));
+  auto full = q.enqueue(m.input(6, 1));  // 2 queued already
+  EXPECT_EQ(kind_of(full), ErrorKind::kQueueFull);
+  EXPECT_EQ(kind_of(expires), ErrorKind::kTimeout);  // expires while the gate holds the executor
+  std::thread stopper([&] { q.stop(StopMode::kCancel); });
+  // stop(kCancel) cancels what is queued at once, then waits for the running batch.
+  EXPECT_EQ(kind_of(cancelled), ErrorKind::kCancelled);
+  m.gate.open();
+  stopper.join();
+  expect_rows(m, m.input(1000000, 1), held.get());
+  auto after = q.enqueue(m.input(7, 1));
+  EXPECT_EQ(kind_of(after), ErrorKind::kCancelled);
+  const auto mt = q.metrics();
+  EXPECT_EQ(mt.submitted, 8u);
+  EXPECT_EQ(mt.completed, 2u);
+  EXPECT_EQ(mt.failed, 1u);
+  EXPECT_EQ(mt.rejected, 2u);
+  EXPECT_EQ(mt.timed_out, 1u);
+  EXPECT_EQ(mt.cancelled, 2u);
+}
+
+TEST(BatchQueueFuture, AFutureDroppedBeforeItsResultDoesNotLoseTheRequest) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {});
+  auto held = hold(q, m);
+  for (int i = 0; i < 20; ++i) (void)q.enqueue(m.input(i, 1));  // dropped at once
+  m.gate.open();
+  (void)held.get();
+  q.stop();
+  EXPECT_EQ(q.metrics().completed, 21u);
+}
+
+TEST(BatchQueueFuture, AWaiterAsleepBeforeTheResultIsWokenByIt) {
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {});
+  auto held = hold(q, m);
+  auto f = q.enqueue(m.input(9, 1));
+  std::atomic<bool> got{false};
+  std::thread waiter([&] {
+    expect_rows(m, m.input(9, 1), f.get());  // sleeps on the futex: the gate is closed
+    got = true;
+  });
+  std::this_thread::sleep_for(20ms);
+  EXPECT_FALSE(got.load());
+  m.gate.open();
+  waiter.join();
+  EXPECT_TRUE(got.load());
+  (void)held.get();
+}
+
 TEST(BatchQueue, StopFromACallbackIsAnErrorNotADeadlock) {
   TestModel m(8, 4);
   BatchQueue q(m.fn(), cpu(), {});

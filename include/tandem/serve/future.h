@@ -22,6 +22,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <memory>
@@ -39,6 +40,9 @@ namespace detail {
 // sched_yield, unlike libstdc++'s std::atomic::wait); may return spuriously: callers re-check.
 // wake_word(word): wakes every thread sleeping in wait_word() on `word` (one system call).
 void wait_word(const std::atomic<std::uint32_t>& word, std::uint32_t old) noexcept;
+// wait_word_until(word, old, deadline): the same, returning by `deadline` at the latest.
+void wait_word_until(const std::atomic<std::uint32_t>& word, std::uint32_t old,
+                     std::chrono::steady_clock::time_point deadline) noexcept;
 void wake_word(const std::atomic<std::uint32_t>& word) noexcept;
 
 // FutureState<T>: what a Future shares with the request that completes it (which holds it as a
@@ -63,10 +67,28 @@ struct FutureState {
   [[nodiscard]] bool ready() const noexcept {
     return word.load(std::memory_order_acquire) == kReady;
   }
+  // wait() / wait_until(deadline): by the owner. Return whether the result is in.
   void wait() noexcept {
-    // A short spin first: a result that is about to arrive costs neither side a system call.
+    if (announce_sleep()) return;
+    // kSleeping now (set by us or by an earlier wait of this owner): sleep until it changes,
+    // which only complete() does (to kReady).
+    while (word.load(std::memory_order_acquire) == kSleeping) wait_word(word, kSleeping);
+  }
+  bool wait_until(std::chrono::steady_clock::time_point deadline) noexcept {
+    if (announce_sleep()) return true;
+    while (word.load(std::memory_order_acquire) == kSleeping) {
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      wait_word_until(word, kSleeping, deadline);
+    }
+    return true;
+  }
+
+ private:
+  // announce_sleep(): spins briefly (a result that is about to arrive costs neither side a
+  // system call), then moves kPending -> kSleeping. True when the result is in.
+  bool announce_sleep() noexcept {
     for (int i = 0; i < 64; ++i) {
-      if (ready()) return;
+      if (ready()) return true;
 #if defined(__x86_64__) || defined(__i386__)
       __builtin_ia32_pause();
 #elif defined(__aarch64__)
@@ -74,14 +96,9 @@ struct FutureState {
 #endif
     }
     std::uint32_t w = kPending;
-    if (!word.compare_exchange_strong(w, kSleeping, std::memory_order_acquire,
-                                      std::memory_order_acquire) &&
-        w == kReady) {
-      return;
-    }
-    // kSleeping now (set by us or by an earlier wait() of this owner): sleep until it changes,
-    // which only complete() does (to kReady).
-    while (word.load(std::memory_order_acquire) == kSleeping) wait_word(word, kSleeping);
+    return !word.compare_exchange_strong(w, kSleeping, std::memory_order_acquire,
+                                         std::memory_order_acquire) &&
+           w == kReady;
   }
 };
 
@@ -107,6 +124,13 @@ class Future {
   // valid(). Must not be called from one of the queue's own threads (a callback): it would wait
   // for itself.
   void wait() const noexcept { state_->wait(); }
+  // wait_for(timeout): as wait(), for at most `timeout`. True when the result is in.
+  // Precondition: valid().
+  template <class Rep, class Period>
+  [[nodiscard]] bool wait_for(std::chrono::duration<Rep, Period> timeout) const noexcept {
+    return state_->wait_until(std::chrono::steady_clock::now() +
+                              std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout));
+  }
   // get(): waits, then returns the output or rethrows the request's error (as std::future::get:
   // Error(kTimeout), Error(kQueueFull), Error(kCancelled), a model error, ...). Leaves the Future
   // invalid. Throws Error(kInvalidArgument) when !valid().
