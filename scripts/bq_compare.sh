@@ -2,6 +2,9 @@
 # scripts/bq_compare.sh BASE_TREE — BatchQueue throughput on the GPU machine: this tree's code next
 # to BASE_TREE's (another checkout, e.g. main), built side by side in one lease and run
 # alternately, so that ratios compare like with like. Logs: $OUT/log.txt.
+# With TN and TB set (paths of prebuilt `tandem` binaries, e.g. built with the cuda preset on the
+# development machine, which has nvcc, and carried; LD_LIBRARY_PATH naming their
+# libtandem_runtime.so), nothing is built: building both trees there took over 4 minutes.
 #   ROUNDS (2): alternating rounds; S (1): seconds per point; STEPS: which blocks to run
 #   (default "mlp cb noop i4").
 set -uo pipefail
@@ -21,10 +24,12 @@ build() {
      >"$OUT/build_$2.txt" 2>&1 && timeout 200 cmake --build build/cuda -j8 --target tandem \
      >>"$OUT/build_$2.txt" 2>&1) || { echo "BUILD FAILED: $2"; grep -E "error" -A5 "$OUT/build_$2.txt" | head -30; }
 }
-build "$NEW" new & build "$BASE" base & wait
-date -u +%T
-TB=$BASE/build/cuda/apps/tandem/tandem
-TN=$NEW/build/cuda/apps/tandem/tandem
+if [[ -z ${TN:-} || -z ${TB:-} ]]; then
+  build "$NEW" new & build "$BASE" base & wait
+  date -u +%T
+  TB=$BASE/build/cuda/apps/tandem/tandem
+  TN=$NEW/build/cuda/apps/tandem/tandem
+fi
 q() {  # q LABEL BINARY ARGS...: one 64-client point (queue + one direct thread at its batch)
   local label=$1 bin=$2; shift 2
   echo "--- $label: $*"
