@@ -57,4 +57,20 @@ for r in $(seq "$ROUNDS"); do
     q "new  I4 D0      " "$TN" --model mlp --instances 4 --modes queue,direct-batch
   fi
 done
+if has sweep; then
+  echo "=== sweep, this tree's default client ($(date -u +%T))"
+  for inst in 4 8 12; do
+    for delay in 0 100 200; do
+      q "new  I$inst D$delay" "$TN" --model mlp --instances "$inst" --delay-us "$delay" --modes queue,direct-batch
+    done
+  done
+fi
+if has perf && command -v perf >/dev/null; then
+  for t in "$TB" "$TN" "$TB" "$TN"; do
+    echo "--- perf stat $t (noop, I = 8)"
+    perf stat -e context-switches,task-clock -- timeout 30 "$t" bench --batching --device cuda \
+      --model noop --clients 64 --in-flight 16 --seconds 2 --warmup 0 --modes queue --instances 8 \
+      --max-batch 1024 2>&1 | grep -E "^queue|context|task-clock|elapsed"
+  done
+fi
 date -u +%T

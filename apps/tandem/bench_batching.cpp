@@ -302,6 +302,22 @@ Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients,
               });
   if (!ended) at_end = queue.metrics();
   queue.stop();
+  {
+    // Where an executor's time goes (to stderr, so the table stays as it was): each executor has
+    // instances x seconds / batches of wall time per batch, of which `compute` (the histogram of
+    // RunBatch: gather, forward, copies out, synchronize, split) is a part; the rest is completing
+    // the batch's requests (the wake-ups) and finding the next batch (mu_, the intake, waiting).
+    const double batches = static_cast<double>(at_end.batches - at_start.batches);
+    const auto& ct = at_end.compute_time;
+    if (batches > 0) {
+      std::fprintf(stderr,
+                   "  [queue %d clients] %.0f batches/s; per executor %.1f us per batch; run "
+                   "p50/p90/p99 %.1f/%.1f/%.1f us; queue time p50/p99 %.3f/%.3f ms\n",
+                   clients, batches / seconds, options.instances * seconds * 1e6 / batches,
+                   ct.p50_ms * 1e3, ct.p90_ms * 1e3, ct.p99_ms * 1e3, at_end.queue_time.p50_ms,
+                   at_end.queue_time.p99_ms);
+    }
+  }
   Record r;
   r.mode = callbacks ? "queue-cb" : client == ClientKind::kStdFuture ? "queue-std" : "queue";
   r.clients = clients;
