@@ -8,12 +8,8 @@
 //           has at most 63 worker streams (one of which the loading thread holds), so C > 62
 //           clients are spread over ceil(C/62) private devices of the same backend
 //           (Device::open), each with its own copy of the model.
-//           The clients wait on serve::Futures from enqueue() (--client future, the default;
-//           mode "queue"), on std::futures from submit() (--client std-future, mode
-//           "queue-std": a std::promise costs its completer a system call per request in
-//           libstdc++; before 2026-11-26 11:00 UTC this was the default and was reported as
-//           "queue"), or use the callback form of submit() (--client callback, "queue-cb"),
-//           waiting for their oldest request as a future client does.
+//           With --client callback the clients use the callback form of submit() instead of
+//           futures, waiting for their oldest request as a future client does (see Slot).
 //   direct-batch: after each queue point, ONE thread calling model->forward() itself at the
 //           queue's average batch size B (rounded), host input and output in page-locked
 //           HostBuffers that live across calls (upload, forward, download, synchronize): the
@@ -37,6 +33,10 @@
 #include <sstream>
 #include <thread>
 #include <vector>
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "command.h"
 #include "parse.h"
@@ -140,7 +140,21 @@ std::shared_ptr<const nn::Model> make_model(const std::string& name,
 bool in_window(const Window& w, Clock::time_point t) { return t >= w.start && t < w.end; }
 
 // How queue clients wait (--client).
-enum class ClientKind { kFuture, kStdFuture, kCallback };
+enum class ClientKind { kFuture, kCallback };
+
+// wait_word(word, old): sleeps while `word` holds `old` (a futex wait: no spinning and no
+// sched_yield rounds, unlike libstdc++'s std::atomic::wait); may return spuriously: callers
+// re-check. wake_word(word): wakes every thread sleeping on `word` (one system call).
+void wait_word(const std::atomic<std::uint32_t>& word, std::uint32_t old) {
+  static_assert(std::atomic<std::uint32_t>::is_always_lock_free &&
+                sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t));
+  (void)syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(&word), FUTEX_WAIT_PRIVATE, old,
+                nullptr, nullptr, 0);
+}
+void wake_word(const std::atomic<std::uint32_t>& word) {
+  (void)syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(&word), FUTEX_WAKE_PRIVATE,
+                INT32_MAX, nullptr, nullptr, 0);
+}
 
 // Slot: one in-flight request of a --client callback client. The callback (on an executor)
 // stores its completion time and error, then moves `word` to kDone (acq_rel exchange: releases
@@ -149,7 +163,9 @@ enum class ClientKind { kFuture, kStdFuture, kCallback };
 // oldest request, as a future client does; the queue completes each client's requests of a batch
 // newest first, so the client wakes at most once per batch and the callbacks cost the executor
 // no system call while the client is awake. The client resets the word to kPending (relaxed: the
-// slot is unshared until the next submit) before reusing the slot.
+// slot is unshared until the next submit) before reusing the slot. The wake after the exchange
+// may reach a slot the client has already reused or freed: a futex wake touches no user memory,
+// and a waiter woken by it re-checks its word.
 struct Slot {
   static constexpr std::uint32_t kPending = 0, kSleeping = 1, kDone = 2;
   std::atomic<std::uint32_t> word{kPending};
@@ -161,12 +177,12 @@ void complete_slot(Slot& s, std::exception_ptr error) {
   s.done = Clock::now();
   s.error = std::move(error);
   if (s.word.exchange(Slot::kDone, std::memory_order_acq_rel) == Slot::kSleeping) {
-    serve::detail::wake_word(s.word);  // the futex helpers behind serve::Future
+    wake_word(s.word);
   }
 }
 
 void wait_slot(Slot& s) {
-  for (int i = 0; i < 64; ++i) {  // a short spin, as serve::Future::wait()
+  for (int i = 0; i < 64; ++i) {  // a short spin first
     if (s.word.load(std::memory_order_acquire) == Slot::kDone) return;
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
@@ -179,7 +195,7 @@ void wait_slot(Slot& s) {
     return;
   }
   while (s.word.load(std::memory_order_acquire) == Slot::kSleeping) {
-    serve::detail::wait_word(s.word, Slot::kSleeping);
+    wait_word(s.word, Slot::kSleeping);
   }
 }
 
@@ -257,31 +273,14 @@ Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients,
                   if (sampler.joinable()) sampler.join();
                   return;
                 }
-                // --client future: serve::Future (enqueue); std-future: std::future (submit).
-                std::deque<std::pair<Clock::time_point, serve::Future<nn::HostTensor>>> pending;
-                std::deque<std::pair<Clock::time_point, std::future<nn::HostTensor>>> pending_std;
-                auto in_flight_now = [&] {
-                  return static_cast<int>(client == ClientKind::kStdFuture ? pending_std.size()
-                                                                           : pending.size());
-                };
+                std::deque<std::pair<Clock::time_point, std::future<nn::HostTensor>>> pending;
                 while (!stop.load(std::memory_order_relaxed)) {
-                  while (in_flight_now() < in_flight) {
-                    if (client == ClientKind::kStdFuture) {
-                      pending_std.emplace_back(Clock::now(), queue.submit(input));
-                    } else {
-                      pending.emplace_back(Clock::now(), queue.enqueue(input));
-                    }
+                  while (static_cast<int>(pending.size()) < in_flight) {
+                    pending.emplace_back(Clock::now(), queue.submit(input));
                   }
-                  Clock::time_point submitted_at;
-                  if (client == ClientKind::kStdFuture) {
-                    (void)pending_std.front().second.get();  // rethrows a failed request
-                    submitted_at = pending_std.front().first;
-                    pending_std.pop_front();
-                  } else {
-                    (void)pending.front().second.get();  // rethrows a failed request
-                    submitted_at = pending.front().first;
-                    pending.pop_front();
-                  }
+                  (void)pending.front().second.get();  // rethrows a failed request
+                  const Clock::time_point submitted_at = pending.front().first;
+                  pending.pop_front();
                   const auto now = Clock::now();
                   if (in_window(w, now)) {
                     lat.push_back(std::chrono::duration<double, std::milli>(now - submitted_at).count());
@@ -298,7 +297,6 @@ Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients,
                   }
                 }
                 for (auto& p : pending) (void)p.second.get();
-                for (auto& p : pending_std) (void)p.second.get();
               });
   if (!ended) at_end = queue.metrics();
   queue.stop();
@@ -319,7 +317,7 @@ Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients,
     }
   }
   Record r;
-  r.mode = callbacks ? "queue-cb" : client == ClientKind::kStdFuture ? "queue-std" : "queue";
+  r.mode = callbacks ? "queue-cb" : "queue";
   r.clients = clients;
   r.in_flight = in_flight;
   r.samples_per_s = static_cast<double>(completed) / seconds;
@@ -491,9 +489,8 @@ int run_batching_bench(const std::vector<std::string>& args) {
   app.add_option("--warmup", warmup, "warm-up time per point (not measured)")->capture_default_str()
       ->check(CLI::Range(0.0, 60.0));
   app.add_option("--client", client_kind,
-                 "how queue clients wait: future (serve::Future from enqueue()), std-future "
-                 "(std::future from submit()), callback (the callback form of submit())")
-      ->capture_default_str()->check(CLI::IsMember({"future", "std-future", "callback"}));
+                 "queue clients wait on futures, or use the callback form of submit()")
+      ->capture_default_str()->check(CLI::IsMember({"future", "callback"}));
   app.add_option("--json", json_path, "also write the records to this JSON file");
   if (auto code = parse(app, args)) return *code;
 
@@ -545,9 +542,8 @@ int run_batching_bench(const std::vector<std::string>& args) {
         if (direct ? !run_direct : !run_queue) continue;
         Record r = direct ? measure_direct(model_name, device, model_options, c, warmup, seconds)
                           : measure_queue(model, c, in_flight, options, warmup, seconds,
-                                          client_kind == "callback"     ? ClientKind::kCallback
-                                          : client_kind == "std-future" ? ClientKind::kStdFuture
-                                                                        : ClientKind::kFuture);
+                                          client_kind == "callback" ? ClientKind::kCallback
+                                                                    : ClientKind::kFuture);
         r.device = device->name();
         r.model = model_name;
         std::printf("%-12s %8d %10d %14.0f %10.3f %10.3f %10.2f\n", r.mode.c_str(), r.clients,

@@ -48,27 +48,6 @@ class PromiseRequest final : public Request {
   }
 };
 
-// FutureRequest: completes a serve::Future whose state lives in the request (the Future's
-// shared_ptr aliases the request's allocation: one allocation per request, freed by whoever lets
-// go last, usually the Future's owner after get()).
-template <class T>
-class FutureRequest final : public Request {
- public:
-  FutureState<T> future;
-  void deliver(std::exception_ptr error) noexcept override {
-    try {
-      if (error) {
-        future.error = std::move(error);
-      } else {
-        future.value = take_output<T>(*this);
-      }
-    } catch (...) {  // moving a tensor does not throw; keep the future completed regardless
-      future.error = std::current_exception();
-    }
-    future.complete();
-  }
-};
-
 template <class T>
 class CallbackRequest final : public Request {
  public:
@@ -132,22 +111,6 @@ std::future<T> submit_future(Scheduler& s, T&& input, const SubmitOptions& optio
 }
 
 template <class T>
-std::shared_ptr<FutureState<T>> enqueue_future(Scheduler& s, T&& input,
-                                               const SubmitOptions& options) {
-  auto r = std::make_shared<FutureRequest<T>>();
-  std::shared_ptr<FutureState<T>> state(r, &r->future);  // aliases the request
-  try {
-    set_input(*r, std::move(input));
-  } catch (...) {  // recording the input's event failed (device closed): the request's error
-    r->future.error = std::current_exception();
-    r->future.complete();
-    return state;
-  }
-  s.submit(r, options);
-  return state;
-}
-
-template <class T>
 void submit_callback(Scheduler& s, T&& input, std::function<void(Result<T>)> callback,
                      const SubmitOptions& options) {
   if (!callback) {
@@ -199,12 +162,6 @@ std::future<nn::Tensor> BatchQueue::submit(nn::Tensor input, SubmitOptions optio
 }
 std::future<nn::HostTensor> BatchQueue::submit(nn::HostTensor input, SubmitOptions options) {
   return detail::submit_future(*scheduler_, std::move(input), options);
-}
-Future<nn::Tensor> BatchQueue::enqueue(nn::Tensor input, SubmitOptions options) {
-  return Future<nn::Tensor>(detail::enqueue_future(*scheduler_, std::move(input), options));
-}
-Future<nn::HostTensor> BatchQueue::enqueue(nn::HostTensor input, SubmitOptions options) {
-  return Future<nn::HostTensor>(detail::enqueue_future(*scheduler_, std::move(input), options));
 }
 void BatchQueue::submit_callback(nn::Tensor input,
                                  std::function<void(Result<nn::Tensor>)> callback,

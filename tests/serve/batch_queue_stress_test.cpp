@@ -64,34 +64,27 @@ class Ledger {
     }
   }
 
-  // Futures not yet resolved: std::futures (submit()) and serve::Futures (enqueue()).
-  struct Pending {
-    std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>> std_futures;
-    std::vector<std::pair<std::int64_t, Future<nn::HostTensor>>> futures;
-    [[nodiscard]] std::size_t size() const { return std_futures.size() + futures.size(); }
-  };
-
-  // submit(q, m, id, rows, options, pending): ids by id % 3: 0 by std::future (submit()), 1 by
-  // callback, 2 by serve::Future (enqueue()); futures are kept in `pending`, resolved by drain().
+  // submit(q, m, id, rows, options, pending): odd ids by callback, even ids by future (kept in
+  // `pending`, resolved by drain()).
   void submit(BatchQueue& q, const TestModel& m, std::int64_t id, std::int64_t rows,
-              SubmitOptions so, Pending& pending, std::atomic<int>& callbacks_in_flight) {
+              SubmitOptions so, std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>>& pending,
+              std::atomic<int>& callbacks_in_flight) {
     (*this)[id].rows = rows;
     (*this)[id].submitted = true;
-    if (id % 3 == 1) {
+    if (id % 2 == 1) {
       callbacks_in_flight.fetch_add(1);
       q.submit(m.input(id, rows), [this, id, &callbacks_in_flight](Result<nn::HostTensor> r) {
         record(id, std::move(r));
         callbacks_in_flight.fetch_sub(1);
       }, so);
-    } else if (id % 3 == 2) {
-      pending.futures.emplace_back(id, q.enqueue(m.input(id, rows), so));
     } else {
-      pending.std_futures.emplace_back(id, q.submit(m.input(id, rows), so));
+      pending.emplace_back(id, q.submit(m.input(id, rows), so));
     }
   }
 
-  void drain(Pending& pending, std::atomic<int>& callbacks_in_flight) {
-    for (auto& [id, f] : pending.std_futures) {
+  void drain(std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>>& pending,
+             std::atomic<int>& callbacks_in_flight) {
+    for (auto& [id, f] : pending) {
       if (f.wait_for(60s) != std::future_status::ready) {
         ADD_FAILURE() << "request " << id << " never completed";
         continue;
@@ -104,22 +97,7 @@ class Ledger {
       }
       record(id, std::move(r));
     }
-    pending.std_futures.clear();
-    for (auto& [id, f] : pending.futures) {
-      if (!f.wait_for(60s)) {
-        ADD_FAILURE() << "request " << id << " never completed";
-        continue;
-      }
-      Result<nn::HostTensor> r;
-      try {
-        r.value = f.get();
-      } catch (...) {
-        r.error = std::current_exception();
-      }
-      EXPECT_FALSE(f.valid());
-      record(id, std::move(r));
-    }
-    pending.futures.clear();
+    pending.clear();
     const auto until = std::chrono::steady_clock::now() + 60s;
     while (callbacks_in_flight.load() > 0 && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(50us);
@@ -133,7 +111,7 @@ class Ledger {
   template <class Request>
   void run_client(BatchQueue& q, const TestModel& m, int t, int each, int window,
                   Request request) {
-    Pending pending;
+    std::vector<std::pair<std::int64_t, std::future<nn::HostTensor>>> pending;
     std::atomic<int> in_flight{0};
     for (int j = 0; j < each; ++j) {
       const std::int64_t id = static_cast<std::int64_t>(t) * each + j;

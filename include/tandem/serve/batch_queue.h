@@ -77,7 +77,6 @@
 
 #include "tandem/nn/safetensors.h"
 #include "tandem/nn/tensor.h"
-#include "tandem/serve/future.h"
 #include "tandem/serve/metrics.h"
 
 namespace tandem {
@@ -185,13 +184,6 @@ class BatchQueue {
   [[nodiscard]] std::future<nn::Tensor> submit(nn::Tensor input, SubmitOptions options = {});
   [[nodiscard]] std::future<nn::HostTensor> submit(nn::HostTensor input,
                                                    SubmitOptions options = {});
-  // enqueue(input, options): the same as submit(input, options), but the result comes as a
-  // serve::Future (tandem/serve/future.h) instead of a std::future: completing it costs the
-  // executor no system call unless the caller sleeps in wait()/get(), and the request needs one
-  // allocation instead of three (Note [Why not std::future]). The form to use at high request
-  // rates; the guarantees (exactly once, never broken, errors in the future) are submit()'s.
-  [[nodiscard]] Future<nn::Tensor> enqueue(nn::Tensor input, SubmitOptions options = {});
-  [[nodiscard]] Future<nn::HostTensor> enqueue(nn::HostTensor input, SubmitOptions options = {});
   // submit(input, callback, options): the same, completing by calling `callback` (anything
   // callable as void(Result<T>)) exactly once; see Threading above for the thread. (A template
   // so that submit(x, {.priority = 1}) stays unambiguous.)
