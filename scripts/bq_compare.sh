@@ -39,10 +39,10 @@ q() {  # q LABEL BINARY ARGS...: one 64-client point (queue + one direct thread 
 for r in $(seq "$ROUNDS"); do
   echo "=== round $r ($(date -u +%T))"
   if has mlp; then
-    q "base future(std)" "$TB" --model mlp --instances 8 --delay-us 100 --modes queue,direct-batch
-    q "new  future     " "$TN" --model mlp --instances 8 --delay-us 100 --modes queue,direct-batch
-    q "new  std-future " "$TN" --model mlp --instances 8 --delay-us 100 --modes queue,direct-batch --client std-future
-    q "new  future D0  " "$TN" --model mlp --instances 8 --modes queue,direct-batch
+    q "base I8 D100    " "$TB" --model mlp --instances 8 --delay-us 100 --modes queue,direct-batch
+    q "new  I8 D100    " "$TN" --model mlp --instances 8 --delay-us 100 --modes queue,direct-batch
+    q "base I8 D0      " "$TB" --model mlp --instances 8 --modes queue,direct-batch
+    q "new  I8 D0      " "$TN" --model mlp --instances 8 --modes queue,direct-batch
   fi
   if has cb; then
     q "base callback   " "$TB" --model mlp --instances 8 --delay-us 100 --modes queue --client callback
@@ -58,7 +58,7 @@ for r in $(seq "$ROUNDS"); do
   fi
 done
 if has sweep; then
-  echo "=== sweep, this tree's default client ($(date -u +%T))"
+  echo "=== sweep, this tree ($(date -u +%T))"
   for inst in 4 8 12; do
     for delay in 0 100 200; do
       q "new  I$inst D$delay" "$TN" --model mlp --instances "$inst" --delay-us "$delay" --modes queue,direct-batch
