@@ -32,7 +32,7 @@ if has build; then
   cmake --preset cuda "${gen[@]}" -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
     >"$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; exit 1; }
   if ! timeout 400 cmake --build build/cuda -j"$(nproc)" --target tandem cuda_gpu_tests cuda_unit_tests \
-      cublas_mlp >>"$OUT/build.txt" 2>&1; then
+      cublas_mlp sync_probe >>"$OUT/build.txt" 2>&1; then
     grep -E "error|Error" -A6 "$OUT/build.txt" | head -60; exit 1
   fi
   echo built
@@ -107,6 +107,22 @@ if has batch1; then
   run 60 python3 bench/torch_reference.py --model mlp --batch 1 --threads 1,8,16 --modes eager,graph --seconds "$S"
   b --model empty --threads 8 --policies none
   b --model mlp --batch 1 --graphs --threads 8 --policies none
+fi
+
+if has sync; then
+  section "how a thread waits for tiny GPU work (issue 3 scaling): sync_probe"
+  P=build/cuda/bench/sync_probe
+  run 120 "$P" --threads 1,8,16 --seconds 0.5
+  echo "--- cudaDeviceScheduleSpin"; run 60 "$P" --threads 1,8,16 --seconds 0.5 --waits stream,flag --schedule spin
+  echo "--- cudaDeviceScheduleYield"; run 60 "$P" --threads 1,8,16 --seconds 0.5 --waits stream,flag --schedule yield
+  for c in 1 32; do
+    echo "--- CUDA_DEVICE_MAX_CONNECTIONS=$c"
+    CUDA_DEVICE_MAX_CONNECTIONS=$c run 60 "$P" --threads 1,8,16 --seconds 0.5 --waits stream,flag
+    CUDA_DEVICE_MAX_CONNECTIONS=$c b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none
+  done
+  echo "--- default connections, tandem, same run"
+  b --model empty --threads 1,8,16 --policies none
+  b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none
 fi
 
 if has encoder; then
