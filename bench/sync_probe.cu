@@ -13,10 +13,12 @@
 // Prints forwards/s per (wait, launch, threads).
 //
 //   sync_probe [--threads 1,8,16] [--seconds 1] [--waits stream,event,query,flag,memop]
+//              [--kernels N]   (kernels per forward; in flag mode the last stores the flag)
 //              [--schedule auto|spin|yield|blocking]   (cudaSetDeviceFlags before the context)
 #include <cuda.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -27,6 +29,8 @@
 #include <vector>
 
 namespace {
+
+int g_kernels = 1;  // kernels per forward (--kernels); in flag mode the last one stores the flag
 
 void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) {
@@ -90,12 +94,13 @@ void step(PerThread& t, const std::string& wait, bool graph) {
     if (graph) {
       check(cudaGraphLaunch(t.graph, t.stream), "cudaGraphLaunch");
     } else {
+      for (int k = 1; k < g_kernels; ++k) empty_kernel<<<1, 1, 0, t.stream>>>();
       flag_kernel<<<1, 1, 0, t.stream>>>(t.dev_flag, want);
     }
   } else if (graph) {
     check(cudaGraphLaunch(t.graph, t.stream), "cudaGraphLaunch");
   } else {
-    empty_kernel<<<1, 1, 0, t.stream>>>();
+    for (int k = 0; k < g_kernels; ++k) empty_kernel<<<1, 1, 0, t.stream>>>();
   }
   if (wait == "stream") {
     check(cudaStreamSynchronize(t.stream), "cudaStreamSynchronize");
@@ -130,9 +135,10 @@ void setup(PerThread& t, const std::string& wait, bool graph) {
     cudaGraph_t g;
     check(cudaStreamBeginCapture(t.stream, cudaStreamCaptureModeThreadLocal), "BeginCapture");
     if (wait == "flag") {
+      for (int k = 1; k < g_kernels; ++k) empty_kernel<<<1, 1, 0, t.stream>>>();
       incr_kernel<<<1, 1, 0, t.stream>>>(t.counter, t.dev_flag);
     } else {
-      empty_kernel<<<1, 1, 0, t.stream>>>();
+      for (int k = 0; k < g_kernels; ++k) empty_kernel<<<1, 1, 0, t.stream>>>();
     }
     check(cudaStreamEndCapture(t.stream, &g), "EndCapture");
     check(cudaGraphInstantiate(&t.graph, g, 0), "cudaGraphInstantiate");
@@ -151,6 +157,7 @@ int main(int argc, char** argv) {
     if (a == "--threads") threads = parse_list(argv[i + 1]);
     else if (a == "--seconds") seconds = std::atof(argv[i + 1]);
     else if (a == "--waits") waits = parse_words(argv[i + 1]);
+    else if (a == "--kernels") g_kernels = std::max(1, std::atoi(argv[i + 1]));
     else if (a == "--schedule") {
       const std::string v = argv[i + 1];
       const unsigned flags = v == "spin" ? cudaDeviceScheduleSpin

@@ -125,6 +125,27 @@ if has sync; then
   b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none
 fi
 
+if has signal; then
+  section "graph completion signal (issue 3): TANDEM_CUDA_GRAPH_SIGNAL 1 vs 0, same build, two rounds"
+  for round in 1 2; do
+    b --model empty --threads 1,8,16 --policies none --json "$OUT/signal_empty_$round.json"
+    b --model empty --graphs --threads 1,8,16 --policies none
+    TANDEM_CUDA_GRAPH_SIGNAL=0 b --model empty --graphs --threads 1,8,16 --policies none
+    b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none,global --json "$OUT/signal_mlp_$round.json"
+    TANDEM_CUDA_GRAPH_SIGNAL=0 b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none
+  done
+  run 60 python3 bench/torch_reference.py --model mlp --batch 1 --threads 1,8 --modes eager --seconds "$S"
+  b --model encoder --batch 1 --graphs --threads 1,8 --policies none
+  TANDEM_CUDA_GRAPH_SIGNAL=0 b --model encoder --batch 1 --graphs --threads 1,8 --policies none
+fi
+
+if has signalsan; then
+  section "compute-sanitizer memcheck and racecheck on the graph signal tests"
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  run 240 "$cs" --tool memcheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaGraphSignal*' 2>&1 | grep -E "ERROR SUMMARY|Invalid|^\[  |Failure" | head -30
+  run 240 "$cs" --tool racecheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaGraphSignal.KernelOnly*:CudaGraphSignal.Eager*' 2>&1 | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard|^\[  |Failure" | head -30
+fi
+
 if has encoder; then
   section "encoder (issue 3)"
   b --model encoder --batch 1 --threads 1,8 --policies none
