@@ -49,14 +49,26 @@ void CompletionSignal::launch(cudaGraphExec_t exec, cudaStream_t stream, bool si
   armed_.store(signalling ? kArmed | launched_ : 0, std::memory_order_relaxed);
 }
 
+namespace {
+
+// at_or_past(word, target): the count in `word` reached `target` (mod 2^32).
+bool at_or_past(unsigned* word, std::uint32_t target) noexcept {
+  const unsigned now = std::atomic_ref<unsigned>(*word).load(std::memory_order_acquire);
+  return static_cast<std::int32_t>(now - target) >= 0;
+}
+
+}  // namespace
+
+bool CompletionSignal::reached() const noexcept {
+  const std::uint64_t armed = armed_.load(std::memory_order_relaxed);
+  return (armed & kArmed) != 0 && at_or_past(host_word_, static_cast<std::uint32_t>(armed));
+}
+
 bool CompletionSignal::wait() const noexcept {
   const std::uint64_t armed = armed_.load(std::memory_order_relaxed);
   if ((armed & kArmed) == 0) return false;
   const auto target = static_cast<std::uint32_t>(armed);
-  std::atomic_ref<unsigned> word(*host_word_);
-  const auto reached = [&] {
-    return static_cast<std::int32_t>(word.load(std::memory_order_acquire) - target) >= 0;
-  };
+  const auto reached = [&] { return at_or_past(host_word_, target); };
   if (reached()) return true;
   const auto deadline = std::chrono::steady_clock::now() + kSpin;
   for (;;) {

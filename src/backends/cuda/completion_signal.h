@@ -24,6 +24,10 @@
 //    when not armed, or when the word did not arrive in time (a long graph; or a kernel fault,
 //    after which the signal kernel never runs), the stream falls back to cudaStreamSynchronize,
 //    which also reports device errors. Host-function errors are checked on both paths.
+//  - query() answers true when the armed word was reached: the signal kernel may still be
+//    retiring then (cudaStreamQuery would say "not ready"), but none of the caller's work is.
+//  - Not done at a signal wait: the memory pool's trimming to its release threshold, which CUDA
+//    does at cudaStreamSynchronize (graph replays allocate from their arenas, not the pool).
 //  - The count grows only in stream order, so a word at or past the target means every replay
 //    up to the armed one completed. launch_mu_ makes "launch, count, arm" one step, so that two
 //    threads replaying on one shared stream (stream 0) arm in launch order.
@@ -67,6 +71,8 @@ class CompletionSignal {
   // wait(): true when the signal was armed and the host word reached the armed count within
   // kSpin; false: the caller must cudaStreamSynchronize.
   [[nodiscard]] bool wait() const noexcept;
+  // reached(): the signal is armed and the host word already reached the armed count (no wait).
+  [[nodiscard]] bool reached() const noexcept;
 
  private:
   static constexpr std::uint64_t kArmed = std::uint64_t{1} << 32;

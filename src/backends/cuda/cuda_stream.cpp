@@ -193,7 +193,8 @@ void CudaStream::throw_if_stopped() const {
   }
 }
 
-void CudaStream::run_graph(std::uint64_t key, const std::function<void()>& body) {
+void CudaStream::run_graph(std::uint64_t key, const std::function<void()>& body,
+                           Stream& stream) {
   if (!device_.config().cuda_graphs) {
     body();
     return;
@@ -209,6 +210,7 @@ void CudaStream::run_graph(std::uint64_t key, const std::function<void()>& body)
     MutexLock lock(graphs_mu_);
     graph = graphs_.try_emplace(key, std::move(fresh)).first->second;  // first finisher wins
   }
+  EncodingLockGuard lock(stream);  // a launch is encoding: the device's policy applies
   if (graph->info.ends_with_signal) {
     signal_.launch(graph->exec, stream_, graph->info.signalling);
   } else {
@@ -394,6 +396,9 @@ void CudaStream::synchronize() {
 }
 
 bool CudaStream::query() const {
+  // A signalling replay that stored its word: all that may still run is the signal kernel
+  // itself (it stores, then retires), which is no work of the caller's.
+  if (signal_.reached()) return true;
   // cudaErrorNotReady: work pending. Any other error also ends the wait: synchronize reports it.
   return cudaStreamQuery(stream_) != cudaErrorNotReady;
 }

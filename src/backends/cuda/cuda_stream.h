@@ -84,7 +84,7 @@ class CudaStream : public detail::StreamImpl {
   void dispatch(std::function<void()> fn) override;
   void defer(std::function<void()> fn) override;
   void end_encoding() override;
-  void run_graph(std::uint64_t key, const std::function<void()>& body) override
+  void run_graph(std::uint64_t key, const std::function<void()>& body, Stream& stream) override
       TANDEM_EXCLUDES(graphs_mu_);
   void submit(std::function<void()> fn, bool always) noexcept override;
   void synchronize() override;
