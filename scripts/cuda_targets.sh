@@ -131,10 +131,13 @@ if has signal; then
     b --model empty --threads 1,8,16 --policies none --json "$OUT/signal_empty_$round.json"
     b --model empty --graphs --threads 1,8,16 --policies none
     TANDEM_CUDA_GRAPH_SIGNAL=0 b --model empty --graphs --threads 1,8,16 --policies none
-    b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none,global --json "$OUT/signal_mlp_$round.json"
+    b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none,stream,global --json "$OUT/signal_mlp_$round.json"
     TANDEM_CUDA_GRAPH_SIGNAL=0 b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none
   done
   run 60 python3 bench/torch_reference.py --model mlp --batch 1 --threads 1,8 --modes eager --seconds "$S"
+  echo "--- eager (encoders only), the encoding-lock policies"
+  b --model mlp --batch 1 --threads 1,8 --policies none,global
+  b --model empty --threads 8 --policies none,global
   b --model encoder --batch 1 --graphs --threads 1,8 --policies none
   TANDEM_CUDA_GRAPH_SIGNAL=0 b --model encoder --batch 1 --graphs --threads 1,8 --policies none
 fi

@@ -156,8 +156,10 @@ TEST_F(CudaGraphSignal, ManyThreadsReplayAndSynchronizeOnTheirOwnStreams) {
       ts.emplace_back([&, t] {
         try {
           Stream& s = dev->current_stream();
-          failures += replay_scale_loop(dev, s, 200, 100 + static_cast<std::uint64_t>(t),
-                                        std::size_t{1} << 14);
+          // A key per (round, thread): a stream leased again in a later round still caches the
+          // graphs of its earlier thread, whose buffers are gone.
+          const auto key = static_cast<std::uint64_t>(1000 * threads + t);
+          failures += replay_scale_loop(dev, s, 200, key, std::size_t{1} << 14);
         } catch (const std::exception& e) {
           std::fprintf(stderr, "thread %d: %s\n", t, e.what());
           ++errors;
