@@ -32,7 +32,7 @@ if has build; then
   cmake --preset cuda "${gen[@]}" -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
     >"$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; exit 1; }
   if ! timeout 400 cmake --build build/cuda -j"$(nproc)" --target tandem cuda_gpu_tests cuda_unit_tests \
-      cublas_mlp >>"$OUT/build.txt" 2>&1; then
+      cublas_mlp sync_probe >>"$OUT/build.txt" 2>&1; then
     grep -E "error|Error" -A6 "$OUT/build.txt" | head -60; exit 1
   fi
   echo built
@@ -107,6 +107,46 @@ if has batch1; then
   run 60 python3 bench/torch_reference.py --model mlp --batch 1 --threads 1,8,16 --modes eager,graph --seconds "$S"
   b --model empty --threads 8 --policies none
   b --model mlp --batch 1 --graphs --threads 8 --policies none
+fi
+
+if has sync; then
+  section "how a thread waits for tiny GPU work (issue 3 scaling): sync_probe"
+  P=build/cuda/bench/sync_probe
+  run 120 "$P" --threads 1,8,16 --seconds 0.5
+  echo "--- cudaDeviceScheduleSpin"; run 60 "$P" --threads 1,8,16 --seconds 0.5 --waits stream,flag --schedule spin
+  echo "--- cudaDeviceScheduleYield"; run 60 "$P" --threads 1,8,16 --seconds 0.5 --waits stream,flag --schedule yield
+  for c in 1 32; do
+    echo "--- CUDA_DEVICE_MAX_CONNECTIONS=$c"
+    CUDA_DEVICE_MAX_CONNECTIONS=$c run 60 "$P" --threads 1,8,16 --seconds 0.5 --waits stream,flag
+    CUDA_DEVICE_MAX_CONNECTIONS=$c b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none
+  done
+  echo "--- default connections, tandem, same run"
+  b --model empty --threads 1,8,16 --policies none
+  b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none
+fi
+
+if has signal; then
+  section "graph completion signal (issue 3): TANDEM_CUDA_GRAPH_SIGNAL 1 vs 0, same build, two rounds"
+  for round in 1 2; do
+    b --model empty --threads 1,8,16 --policies none --json "$OUT/signal_empty_$round.json"
+    b --model empty --graphs --threads 1,8,16 --policies none
+    TANDEM_CUDA_GRAPH_SIGNAL=0 b --model empty --graphs --threads 1,8,16 --policies none
+    b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none,stream,global --json "$OUT/signal_mlp_$round.json"
+    TANDEM_CUDA_GRAPH_SIGNAL=0 b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none
+  done
+  run 60 python3 bench/torch_reference.py --model mlp --batch 1 --threads 1,8 --modes eager --seconds "$S"
+  echo "--- eager (encoders only), the encoding-lock policies"
+  b --model mlp --batch 1 --threads 1,8 --policies none,global
+  b --model empty --threads 8 --policies none,global
+  b --model encoder --batch 1 --graphs --threads 1,8 --policies none
+  TANDEM_CUDA_GRAPH_SIGNAL=0 b --model encoder --batch 1 --graphs --threads 1,8 --policies none
+fi
+
+if has signalsan; then
+  section "compute-sanitizer memcheck and racecheck on the graph signal tests"
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  run 240 "$cs" --tool memcheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaGraphSignal*' 2>&1 | grep -E "ERROR SUMMARY|Invalid|^\[  |Failure" | head -30
+  run 240 "$cs" --tool racecheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaGraphSignal.KernelOnly*:CudaGraphSignal.Eager*' 2>&1 | grep -E "ERROR SUMMARY|RACECHECK SUMMARY|hazard|^\[  |Failure" | head -30
 fi
 
 if has encoder; then

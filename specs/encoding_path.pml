@@ -7,7 +7,7 @@
  *   mirrors src/backends/agx_model/agx_stream.cpp AgxStream::begin_encoding sha256:c6894c730e930a70
  *   mirrors src/backends/agx_model/agx_stream.cpp AgxStream::dispatch sha256:b99c974c411e8ded
  *   mirrors src/backends/agx_model/agx_stream.cpp AgxStream::end_encoding sha256:46b5b4b6ab08a3e8
- *   mirrors src/runtime/encoder.cpp EncodingLockGuard::EncodingLockGuard sha256:dc1a83c4e6f32fa2
+ *   mirrors src/runtime/encoder.cpp EncodingLockGuard::EncodingLockGuard sha256:c0cf250a5657ea1e
  *   mirrors src/runtime/encoder.cpp Encoder::commit sha256:0f956be9c145950c
  *
  * Runs (specs/check.sh):
@@ -18,7 +18,8 @@
  *   violation: -DPOLICY=NONE -DNTHREADS=3 -DROUNDS=2
  *
  * The code, step by step (one Encoder = one iteration of the seed loop `y = t * 2.0`):
- *   Encoder::Encoder          EncodingLockGuard: GLOBAL locks the process mutex; STREAM locks the
+ *   Encoder::Encoder          EncodingLockGuard: GLOBAL locks the process mutex (lock_spinning:
+ *                             try_lock for up to 20 us, then lock: the same acquisition); STREAM locks the
  *                             thread's own stream mutex (each thread leases its own stream, so
  *                             it never excludes another thread: modelled as no lock); NONE nothing.
  *   AgxStream::begin_encoding ContextTable::claim: under the table lock, pop the most recently

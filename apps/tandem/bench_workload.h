@@ -33,6 +33,8 @@ struct BenchWorkload {
 [[nodiscard]] BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t seed,
                                            bool graphs = false);
 // The launch + synchronize ceiling: one empty kernel (Kernels::empty), then synchronize.
-[[nodiscard]] BenchWorkload empty_workload();
+// graphs: the kernel is recorded once with run_graph and replayed (the ceiling of graph
+// replays, with the same completion wait as a model's graph).
+[[nodiscard]] BenchWorkload empty_workload(bool graphs = false);
 
 }  // namespace tandem::cli

@@ -21,22 +21,30 @@
 #include "tandem/encoder.h"
 #include "tandem/kernels.h"
 #include "tandem/error.h"
+#include "tandem/graph.h"
 #include "tandem/stream.h"
 
 namespace tandem::cli {
 
-BenchWorkload empty_workload() {
+BenchWorkload empty_workload(bool graphs) {
   BenchWorkload w;
-  w.model = "empty";
+  w.model = graphs ? "empty+graph" : "empty";
   w.batch = 1;
-  w.per_thread = [](const std::shared_ptr<Device>& device) {
+  w.per_thread = [graphs](const std::shared_ptr<Device>& device) {
     Stream& stream = device->current_stream();
     const Kernels* k = &device->kernels();
-    return std::function<void()>([k, &stream] {
-      {
-        Encoder enc(stream);
-        k->empty(enc);
-      }
+    auto launch = [k, &stream] {
+      Encoder enc(stream);
+      k->empty(enc);
+    };
+    if (graphs) {
+      return std::function<void()>([launch, &stream] {
+        run_graph(stream, 1, launch);
+        stream.synchronize();
+      });
+    }
+    return std::function<void()>([launch, &stream] {
+      launch();
       stream.synchronize();
     });
   };
@@ -164,7 +172,8 @@ int run_bench(const std::vector<std::string>& args) {
   bool graphs = false;
   app.add_flag("--graphs", graphs, "mlp/encoder: replay each thread's forward as a graph "
                                    "(run_graph; on cuda a CUDA graph per stream and batch, with "
-                                   "static input and output; elsewhere plain forwards)");
+                                   "static input and output; elsewhere plain forwards); empty: "
+                                   "replay the empty kernel as a graph");
   app.add_option("--batch", batch, "samples per forward (mlp, encoder)")->capture_default_str()
       ->check(CLI::Range(1, 65536));
   app.add_option("--json", json_path, "also write the records to this JSON file");
@@ -195,7 +204,7 @@ int run_bench(const std::vector<std::string>& args) {
   }
   const BenchWorkload workload =
       model == "seed"    ? seed_workload(size)
-      : model == "empty" ? empty_workload()
+      : model == "empty" ? empty_workload(graphs)
                          : model_workload(model, batch, /*seed=*/0, graphs);
 
   std::printf("tandem bench: %s, model %s, batch %d, %.2f s per point\n", base->name().c_str(),

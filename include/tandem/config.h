@@ -56,6 +56,10 @@ struct RuntimeConfig {
   // Opt-in: each new shape stalls its stream for the timing (milliseconds), which a BatchQueue,
   // whose batch sizes vary, pays again and again (measured: p99 2.7 -> 7.4 ms, issue 4).
   bool cuda_autotune = false;
+  // Graph completion signal: a stream synchronize right after a kernel-only graph replay spins
+  // on a word the graph's last kernel stores into mapped host memory instead of calling
+  // cudaStreamSynchronize (Note [Graph completion signal]); off: always cudaStreamSynchronize.
+  bool cuda_graph_signal = true;
 
   // from_environment(): parses the TANDEM_* variables; throws Error(kConfig) on a bad value.
   [[nodiscard]] static RuntimeConfig from_environment();

@@ -23,6 +23,10 @@
 // escaped blocks must not be used; freeing them is harmless); a body whose
 // second capture allocates more than its first: Error(kInvalidArgument), nothing cached.
 // Keys are the caller's: e.g. a model id combined with the batch shape.
+// A replay's launch is encoding: it holds the encoding lock of the device's policy
+// (TANDEM_ENCODING_LOCK). On cuda a synchronize right after the replay of a graph of kernels only
+// waits on a word the graph's last kernel stores into host memory (TANDEM_CUDA_GRAPH_SIGNAL,
+// Note [Graph completion signal]).
 // Thread-safety: like any encoding on `stream` (its owner). The cache is per stream and
 // thread-safe: look-up under a mutex, capture outside it, the first finisher's graph is kept.
 // Errors: a failed capture throws (Error(kBackend) naming the call) and caches nothing; a

@@ -23,11 +23,31 @@ class TANDEM_CAPABILITY("mutex") Mutex {
   void lock() TANDEM_ACQUIRE() { mu_.lock(); }
   void unlock() TANDEM_RELEASE() { mu_.unlock(); }
   [[nodiscard]] bool try_lock() TANDEM_TRY_ACQUIRE(true) { return mu_.try_lock(); }
+  // lock_spinning(): lock(), but first retries try_lock() for up to kSpin before sleeping. For
+  // short critical sections under contention (the encoding lock around a launch: a few us),
+  // where a sleeping waiter's wake-up (a system call on the unlocking thread, then a
+  // reschedule) would cost more than the section itself.
+  static constexpr std::chrono::microseconds kSpin{20};
+  void lock_spinning() TANDEM_ACQUIRE();
 
  private:
   friend class CondVar;
   std::mutex mu_;
 };
+
+inline void Mutex::lock_spinning() TANDEM_NO_THREAD_SAFETY_ANALYSIS {
+  if (mu_.try_lock()) return;
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  do {
+    for (int i = 0; i < 32; ++i) {
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    if (mu_.try_lock()) return;
+  } while (std::chrono::steady_clock::now() < deadline);
+  mu_.lock();
+}
 
 // MutexLock: holds `mu` for its scope. Non-copyable.
 class TANDEM_SCOPED_CAPABILITY MutexLock {

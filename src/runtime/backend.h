@@ -16,6 +16,10 @@
 #include "tandem/config.h"
 #include "tandem/kernels.h"
 
+namespace tandem {
+class Stream;
+}
+
 namespace tandem::detail {
 
 class StreamImpl;
@@ -42,8 +46,13 @@ class StreamImpl {
   virtual void synchronize() = 0;
   [[nodiscard]] virtual bool query() const = 0;
   [[nodiscard]] virtual void* native_handle() const { return nullptr; }
-  // run_graph(key, body): see tandem/graph.h. Default: no graphs, body() every time.
-  virtual void run_graph(std::uint64_t key, const std::function<void()>& body) { body(); }
+  // run_graph(key, body, stream): see tandem/graph.h. `stream` is the public Stream of this
+  // impl: a replay's launch holds EncodingLockGuard(stream), like any other encoding (the body's
+  // own Encoders take it while it is captured). Default: no graphs, body() every time.
+  virtual void run_graph(std::uint64_t key, const std::function<void()>& body, Stream& stream) {
+    (void)stream;
+    body();
+  }
   // stop(mode): stop taking work; later encoding fails with Error(kDeviceClosed). Idempotent.
   //   kDrain   — run everything submitted, then end the executor (Device::close).
   //   kQuiesce — drop what is queued, let the work in hand finish (bounded wait), park the

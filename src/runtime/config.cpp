@@ -49,6 +49,9 @@ constexpr VarSpec kVars[] = {
     {"TANDEM_CUDA_PDL", "1 (batch-1 GEMV and copy kernels use programmatic dependent launch)", "0, 1"},
     {"TANDEM_CUDA_AUTOTUNE", "0 (cuBLASLt's heuristic choice)",
      "0, 1 (large GEMM shapes time cuBLASLt's first 8 algorithms once)"},
+    {"TANDEM_CUDA_GRAPH_SIGNAL",
+     "1 (a synchronize after a kernel-only graph replay spins on a flag the graph stores)",
+     "0, 1 (0: always cudaStreamSynchronize)"},
 };
 
 const char* env(const char* name) { return std::getenv(name); }  // NOLINT(concurrency-mt-unsafe)
@@ -111,6 +114,9 @@ RuntimeConfig RuntimeConfig::from_environment() {
   }
   if (const char* v = env("TANDEM_CUDA_AUTOTUNE")) {
     c.cuda_autotune = parse_int("TANDEM_CUDA_AUTOTUNE", v, 0, 1) == 1;
+  }
+  if (const char* v = env("TANDEM_CUDA_GRAPH_SIGNAL")) {
+    c.cuda_graph_signal = parse_int("TANDEM_CUDA_GRAPH_SIGNAL", v, 0, 1) == 1;
   }
   if (const char* v = env("TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD")) {
     c.cuda_mempool_release_threshold =

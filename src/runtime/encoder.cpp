@@ -14,11 +14,11 @@ EncodingLockGuard::EncodingLockGuard(Stream& stream) TANDEM_NO_THREAD_SAFETY_ANA
   const EncodingLockPolicy policy = stream.device().encoding_lock_policy();
   if (policy == EncodingLockPolicy::kGlobal) {
     global_ = &detail::global_encoding_mutex();
-    global_->lock();
+    global_->lock_spinning();  // sections are short (encoding, a launch): spin, then sleep
   }
   if (policy == EncodingLockPolicy::kStream || stream.index() == 0) {
     stream_ = &stream.encoding_mutex();
-    stream_->lock();
+    stream_->lock_spinning();
   }
 }
 

@@ -8,7 +8,7 @@ namespace tandem {
 
 void run_graph(Stream& stream, std::uint64_t key, const std::function<void()>& body) {
   stream.device().state().throw_if_closed();
-  stream.impl().run_graph(key, body);
+  stream.impl().run_graph(key, body, stream);
 }
 
 }  // namespace tandem

@@ -23,6 +23,7 @@ TEST(RuntimeConfig, ReadsEveryVariable) {
   ScopedEnv f("TANDEM_CUDA_TF32", "1");
   ScopedEnv g("TANDEM_CUDA_PDL", "0");
   ScopedEnv h("TANDEM_CUDA_AUTOTUNE", "1");
+  ScopedEnv i("TANDEM_CUDA_GRAPH_SIGNAL", "0");
   RuntimeConfig cfg = RuntimeConfig::from_environment();
   EXPECT_EQ(cfg.stream_pool_size, 8);
   EXPECT_EQ(cfg.stream_pool_wait_ms, -1);
@@ -32,6 +33,7 @@ TEST(RuntimeConfig, ReadsEveryVariable) {
   EXPECT_TRUE(cfg.cuda_tf32);
   EXPECT_FALSE(cfg.cuda_pdl);
   EXPECT_TRUE(cfg.cuda_autotune);
+  EXPECT_FALSE(cfg.cuda_graph_signal);
 }
 
 struct BadValue {
@@ -60,7 +62,8 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{"TANDEM_ENCODING_LOCK", "mutex", "none, stream, global"},
                       BadValue{"TANDEM_AGX_MODEL_WINDOW_US", "-5", "0..100000"},
                       BadValue{"TANDEM_CUDA_GRAPHS", "yes", "0, 1"},
-                      BadValue{"TANDEM_CUDA_AUTOTUNE", "2", "0, 1"}),
+                      BadValue{"TANDEM_CUDA_AUTOTUNE", "2", "0, 1"},
+                      BadValue{"TANDEM_CUDA_GRAPH_SIGNAL", "on", "0, 1"}),
     [](const auto& info) { return "case" + std::to_string(info.index); });
 
 TEST(RuntimeConfig, ValidateRejectsOutOfRangeFieldsSetInCode) {

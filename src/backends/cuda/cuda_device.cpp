@@ -117,6 +117,7 @@ void* CudaDevice::allocate(std::size_t bytes, detail::StreamImpl& stream) {
     if (void* p = capture->allocate(bytes)) return p;
   }
   make_current();
+  cs.disarm_signal();
   void* p = nullptr;
   const cudaError_t st = cudaMallocFromPoolAsync(&p, bytes, pool_, cs.get());
   if (st == cudaErrorMemoryAllocation) {
@@ -148,6 +149,7 @@ void CudaDevice::deallocate(void* p, std::size_t, detail::StreamImpl& stream,
     return;
   }
   // Called from Buffer::release (noexcept): a failure (a lost context) leaks the block.
+  cs.disarm_signal();
   if (cudaFreeAsync(p, cs.get()) != cudaSuccess) (void)cudaGetLastError();
   on_freed();
 }

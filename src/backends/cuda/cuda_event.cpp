@@ -78,6 +78,7 @@ void CudaEvent::wait_host() {
 
 void CudaEvent::wait_stream(detail::StreamImpl& stream) {
   CudaStream& cs = cuda_stream(stream);
+  cs.disarm_signal();
   TANDEM_CUDA_CHECK(cudaStreamWaitEvent(cs.get(), event_, 0), cs.label());
   if (auto src = source(); src && src->faulted.load(std::memory_order_acquire)) {
     if (auto e = src->peek()) cs.host_errors()->set(e);

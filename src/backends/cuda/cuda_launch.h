@@ -27,6 +27,11 @@ cudaError_t copy(cudaStream_t stream, void* dst, const void* src, std::size_t by
 cudaError_t sum(cudaStream_t stream, float* out, const float* x, std::size_t n);
 // An empty kernel: the launch+sync ceiling of `tandem bench`.
 cudaError_t empty(cudaStream_t stream);
+// signal: *host_word = ++*counter, after a system-scope fence (Note [Graph completion signal] in
+// completion_signal.h). Launched without programmatic serialization, so it starts only once
+// everything before it on `stream` has completed. counter: device memory; host_word: the device
+// alias of page-locked, mapped host memory.
+cudaError_t signal(cudaStream_t stream, unsigned* counter, unsigned* host_word);
 
 }  // namespace tandem::backends::cuda::launch
 

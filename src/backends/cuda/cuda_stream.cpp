@@ -115,11 +115,13 @@ CudaStream::~CudaStream() {
 
 void CudaStream::begin_encoding() {
   throw_if_stopped();
+  signal_.disarm();
   device_.make_current();
   if (capture_ == nullptr) reap();
 }
 
 void CudaStream::launch_host(std::function<void()> fn, bool always) {
+  signal_.disarm();
   auto task = std::make_unique<HostTask>(HostTask{std::move(fn), errors_, always});
   if (capture_ != nullptr) {
     TANDEM_CUDA_CHECK(cudaLaunchHostFunc(stream_, run_graph_task, task.get()), label_);
@@ -141,6 +143,7 @@ void CudaStream::defer(std::function<void()> fn) {
 }
 
 void CudaStream::end_encoding() {
+  signal_.disarm();  // the encoder's kernels and copies follow any replay
   if (pending_.empty()) return;
   Deferred d{device_.events().acquire(false), std::move(pending_)};
   pending_.clear();
@@ -190,7 +193,8 @@ void CudaStream::throw_if_stopped() const {
   }
 }
 
-void CudaStream::run_graph(std::uint64_t key, const std::function<void()>& body) {
+void CudaStream::run_graph(std::uint64_t key, const std::function<void()>& body,
+                           Stream& stream) {
   if (!device_.config().cuda_graphs) {
     body();
     return;
@@ -206,7 +210,13 @@ void CudaStream::run_graph(std::uint64_t key, const std::function<void()>& body)
     MutexLock lock(graphs_mu_);
     graph = graphs_.try_emplace(key, std::move(fresh)).first->second;  // first finisher wins
   }
-  TANDEM_CUDA_CHECK(cudaGraphLaunch(graph->exec, stream_), label_);
+  EncodingLockGuard lock(stream);  // a launch is encoding: the device's policy applies
+  if (graph->info.ends_with_signal) {
+    signal_.launch(graph->exec, stream_, graph->info.signalling);
+  } else {
+    TANDEM_CUDA_CHECK(cudaGraphLaunch(graph->exec, stream_), label_);
+    signal_.disarm();
+  }
 }
 
 namespace {
@@ -230,6 +240,8 @@ std::shared_ptr<CudaStream::Graph> CudaStream::capture(const std::function<void(
   // Library handles and their workspace first: cudaMalloc is not allowed inside a capture.
   init_blas();
   device_.make_current();
+  const bool signal = device_.config().cuda_graph_signal;
+  if (signal) signal_.prepare();
   reap();
   std::size_t arena_bytes = 0;
   std::size_t first_needed = 0;
@@ -242,7 +254,7 @@ std::shared_ptr<CudaStream::Graph> CudaStream::capture(const std::function<void(
     CaptureMemory memory(*this, graph->arena, arena_bytes);
     GraphHolder g;
     try {
-      g.g = record(body, *graph, memory);
+      g.g = record(body, *graph, memory, signal);
     } catch (...) {
       orphan_leaks(memory, *graph);
       throw;
@@ -262,6 +274,13 @@ std::shared_ptr<CudaStream::Graph> CudaStream::capture(const std::function<void(
     if (!memory.overflowed()) {
       count_nodes(g.g, graph->info);
       graph->info.captures = pass;
+      if (signal) {
+        GraphInfo& info = graph->info;
+        --info.kernel_nodes;  // the signal kernel
+        info.ends_with_signal = true;
+        info.signalling = info.memcpy_nodes == 0 && info.host_nodes == 0 &&
+                          info.memory_nodes == 0 && info.other_nodes == 0;
+      }
       TANDEM_CUDA_CHECK(cudaGraphInstantiate(&graph->exec, g.g, 0), label_);
       return graph;
     }
@@ -279,7 +298,7 @@ std::shared_ptr<CudaStream::Graph> CudaStream::capture(const std::function<void(
 }
 
 cudaGraph_t CudaStream::record(const std::function<void()>& body, Graph& graph,
-                               CaptureMemory& memory) {
+                               CaptureMemory& memory, bool signal) {
   TANDEM_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), label_);
   capture_ = &graph;
   cudaGraph_t g = nullptr;
@@ -287,6 +306,7 @@ cudaGraph_t CudaStream::record(const std::function<void()>& body, Graph& graph,
     CaptureScope scope(memory);
     try {
       body();
+      if (signal) signal_.record(stream_);  // last: Note [Graph completion signal]
     } catch (...) {
       capture_ = nullptr;
       if (cudaStreamEndCapture(stream_, &g) == cudaSuccess && g) (void)cudaGraphDestroy(g);
@@ -363,15 +383,22 @@ void CudaStream::submit(std::function<void()> fn, bool always) noexcept {
 }
 
 void CudaStream::synchronize() {
-  const cudaError_t st = cudaStreamSynchronize(stream_);
-  reap();  // also after an error: the work is over either way
-  check(st, "cudaStreamSynchronize(stream)", label_, ErrorKind::kKernel);
+  if (signal_.wait()) {
+    reap();  // the replay completed, and everything before it (Note [Graph completion signal])
+  } else {
+    const cudaError_t st = cudaStreamSynchronize(stream_);
+    reap();  // also after an error: the work is over either way
+    check(st, "cudaStreamSynchronize(stream)", label_, ErrorKind::kKernel);
+  }
   if (errors_->faulted.load(std::memory_order_acquire)) {
     if (auto e = errors_->take()) std::rethrow_exception(e);
   }
 }
 
 bool CudaStream::query() const {
+  // A signalling replay that stored its word: all that may still run is the signal kernel
+  // itself (it stores, then retires), which is no work of the caller's.
+  if (signal_.reached()) return true;
   // cudaErrorNotReady: work pending. Any other error also ends the wait: synchronize reports it.
   return cudaStreamQuery(stream_) != cudaErrorNotReady;
 }

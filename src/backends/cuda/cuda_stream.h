@@ -26,6 +26,9 @@
 //   graph holds kernels and host nodes only, no memory nodes; a key whose body allocates is
 //   captured twice on first use (once to measure the arena). Note [Graph-owned memory] in
 //   graph_arena.h. Graphs (and their arenas) are destroyed only after a stream synchronize.
+// - A synchronize right after the replay of a kernel-only graph spins on a word the graph's last
+//   kernel stores into mapped host memory instead of calling cudaStreamSynchronize (Note [Graph
+//   completion signal] in completion_signal.h; TANDEM_CUDA_GRAPH_SIGNAL).
 #pragma once
 
 #include <atomic>
@@ -40,6 +43,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cuda/completion_signal.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/lt_cache.h"
 #include "runtime/backend.h"
@@ -80,7 +84,7 @@ class CudaStream : public detail::StreamImpl {
   void dispatch(std::function<void()> fn) override;
   void defer(std::function<void()> fn) override;
   void end_encoding() override;
-  void run_graph(std::uint64_t key, const std::function<void()>& body) override
+  void run_graph(std::uint64_t key, const std::function<void()>& body, Stream& stream) override
       TANDEM_EXCLUDES(graphs_mu_);
   void submit(std::function<void()> fn, bool always) noexcept override;
   void synchronize() override;
@@ -94,6 +98,10 @@ class CudaStream : public detail::StreamImpl {
   // label(): "cuda:0 stream 3", for messages.
   [[nodiscard]] const std::string& label() const { return label_; }
   [[nodiscard]] const std::shared_ptr<HostErrors>& host_errors() const { return errors_; }
+  // disarm_signal(): work other than a graph replay was enqueued on this stream from outside
+  // CudaStream (an allocation, a free, an event wait): the next synchronize must not rely on
+  // the graph completion signal. Any thread.
+  void disarm_signal() noexcept { signal_.disarm(); }
 
   // cuBLAS / cuBLASLt handles bound to this stream and its workspace; created on first call.
   // Encoding thread only.
@@ -108,13 +116,15 @@ class CudaStream : public detail::StreamImpl {
   [[nodiscard]] std::size_t graphs_cached() const TANDEM_EXCLUDES(graphs_mu_);
   // GraphInfo: what a cached graph holds, counted on the captured graph before instantiation.
   struct GraphInfo {
-    std::size_t kernel_nodes = 0;
+    std::size_t kernel_nodes = 0;  // the body's kernels (not the completion signal kernel)
     std::size_t memcpy_nodes = 0;
     std::size_t host_nodes = 0;
     std::size_t memory_nodes = 0;  // allocation and free nodes: 0 with graph-owned memory
     std::size_t other_nodes = 0;
     std::size_t arena_bytes = 0;  // the graph's arena (0: the body allocates nothing)
     int captures = 0;             // times body was captured for it (1, or 2 with an arena)
+    bool ends_with_signal = false;  // the graph's last node is the completion signal kernel
+    bool signalling = false;        // ... and a synchronize after a replay waits on it
   };
   // graph_info(key): the cached graph of `key`, or nullopt (tests, diagnostics).
   [[nodiscard]] std::optional<GraphInfo> graph_info(std::uint64_t key) const
@@ -128,9 +138,10 @@ class CudaStream : public detail::StreamImpl {
   void throw_if_stopped() const;
   // capture(body): a new instantiated graph of body's work (Note [Graph-owned memory]).
   [[nodiscard]] std::shared_ptr<Graph> capture(const std::function<void()>& body);
-  // record(body, graph, memory): one capture of body, allocations through `memory`.
+  // record(body, graph, memory, signal): one capture of body, allocations through `memory`,
+  // ending with the completion signal kernel when `signal`.
   [[nodiscard]] cudaGraph_t record(const std::function<void()>& body, Graph& graph,
-                                   CaptureMemory& memory);
+                                   CaptureMemory& memory, bool signal);
   // orphan_leaks(memory, graph): hands the blocks still live to the device (with the arena).
   void orphan_leaks(const CaptureMemory& memory, Graph& graph);
   void count_nodes(cudaGraph_t g, GraphInfo& info) const;
@@ -143,6 +154,7 @@ class CudaStream : public detail::StreamImpl {
   CudaDevice& device_;
   const int index_;
   const std::string label_;
+  CompletionSignal signal_{label_};  // Note [Graph completion signal]
   cudaStream_t stream_ = nullptr;
   std::shared_ptr<HostErrors> errors_;
   // accepting_: false once stop() ran. Writer: stop() (release); readers: encoding entry points.

@@ -1,4 +1,4 @@
-// elementwise.cu — the runtime kernels of the cuda backend (fill, scale, add, copy, sum, empty).
+// elementwise.cu — the runtime kernels of the cuda backend (fill, scale, add, copy, sum, empty, signal).
 #include <algorithm>
 #include <cstdint>
 
@@ -85,6 +85,13 @@ __global__ void sum_kernel(float* out, const float* __restrict__ x, std::size_t 
 
 __global__ void empty_kernel() {}
 
+__global__ void signal_kernel(unsigned* counter, volatile unsigned* host_word) {
+  const unsigned v = ++*counter;
+  __threadfence_system();  // every earlier write of this thread, and of the kernels before it
+                           // (they completed before this kernel started), precede the store
+  *host_word = v;
+}
+
 }  // namespace
 
 cudaError_t fill(cudaStream_t stream, float* y, std::size_t n, float value) {
@@ -122,6 +129,11 @@ cudaError_t copy(cudaStream_t stream, void* dst, const void* src, std::size_t by
 
 cudaError_t sum(cudaStream_t stream, float* out, const float* x, std::size_t n) {
   sum_kernel<<<1, kSumThreads, 0, stream>>>(out, x, n);  // n == 0 writes 0
+  return cudaGetLastError();
+}
+
+cudaError_t signal(cudaStream_t stream, unsigned* counter, unsigned* host_word) {
+  signal_kernel<<<1, 1, 0, stream>>>(counter, host_word);
   return cudaGetLastError();
 }
 
