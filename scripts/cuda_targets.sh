@@ -97,6 +97,18 @@ if has blas; then
   done
 fi
 
+if has tf32; then
+  section "batched MLP TF32 (issue 3): cuBLASLt vs tandem (heuristic, autotuned), three alternating rounds, 2 s points"
+  for round in 1 2 3; do
+    run 60 build/cuda/bench/cublas_mlp --batch 1024,4096 --seconds 2 --tf32 | grep -E "^(1024|4096)"
+    for bs in 1024 4096; do
+      echo "tandem $bs heuristic / autotuned:"
+      TANDEM_CUDA_TF32=1 run 30 "$T" bench --device cuda --seconds 2 --model mlp --batch $bs --threads 1 --policies none | grep -E "^none"
+      TANDEM_CUDA_AUTOTUNE=1 TANDEM_CUDA_TF32=1 run 30 "$T" bench --device cuda --seconds 2 --model mlp --batch $bs --threads 1 --policies none | grep -E "^none"
+    done
+  done
+fi
+
 if has batch1; then
   section "batch 1 MLP (issue 3): empty-kernel ceiling, graphs with and without PDL, PyTorch"
   b --model empty --threads 1,8,16 --policies none,global --json "$OUT/t_empty.json"

@@ -42,12 +42,12 @@ class ModelCache {
 }  // namespace
 
 BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t seed,
-                             bool graphs) {
+                             bool graphs, bool into) {
   BenchWorkload w;
-  w.model = graphs ? model + "+graph" : model;
+  w.model = graphs ? model + "+graph" : into ? model + "+into" : model;
   w.batch = batch;
   auto cache = std::make_shared<ModelCache>(model, seed);
-  w.per_thread = [cache, batch, graphs](const std::shared_ptr<Device>& device) {
+  w.per_thread = [cache, batch, graphs, into](const std::shared_ptr<Device>& device) {
     std::shared_ptr<const nn::Model> m = cache->get(device);
     const nn::Shape shape = m->input_shape(static_cast<std::size_t>(batch));
     std::vector<float> host(shape.numel());
@@ -65,6 +65,14 @@ BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t 
       const auto key = static_cast<std::uint64_t>(batch);
       return std::function<void()>([m, x, out, stream, key] {
         run_graph(*stream, key, [&] { m->forward_into(x, *out); });
+        stream->synchronize();
+      });
+    }
+    if (into) {
+      auto out = std::make_shared<nn::Tensor>(
+          nn::Tensor::empty(device, m->output_shape(static_cast<std::size_t>(batch))));
+      return std::function<void()>([m, x, out, stream] {
+        m->forward_into(x, *out);
         stream->synchronize();
       });
     }

@@ -30,8 +30,10 @@ struct BenchWorkload {
 // samples and runs forward() then synchronize() on its own stream. Defined in bench_models.cpp.
 // graphs: each thread's forward is recorded once with run_graph (tandem/graph.h) from a static
 // input into a static output (Model::forward_into), then replayed.
+// into (eager only): each forward writes into a static output (Model::forward_into) instead of
+// returning a new tensor: no output allocation and free per forward, like a plain cuBLAS loop.
 [[nodiscard]] BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t seed,
-                                           bool graphs = false);
+                                           bool graphs = false, bool into = false);
 // The launch + synchronize ceiling: one empty kernel (Kernels::empty), then synchronize.
 // graphs: the kernel is recorded once with run_graph and replayed (the ceiling of graph
 // replays, with the same completion wait as a model's graph).

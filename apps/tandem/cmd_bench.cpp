@@ -170,10 +170,14 @@ int run_bench(const std::vector<std::string>& args) {
                                    "launch + sync ceiling)")->capture_default_str()
       ->check(CLI::IsMember({"seed", "mlp", "encoder", "empty"}));
   bool graphs = false;
+  bool into = false;
   app.add_flag("--graphs", graphs, "mlp/encoder: replay each thread's forward as a graph "
                                    "(run_graph; on cuda a CUDA graph per stream and batch, with "
                                    "static input and output; elsewhere plain forwards); empty: "
                                    "replay the empty kernel as a graph");
+  app.add_flag("--into", into, "mlp/encoder, eager: each forward writes into a static output "
+                               "(Model::forward_into) instead of returning a new tensor")
+      ->excludes("--graphs");
   app.add_option("--batch", batch, "samples per forward (mlp, encoder)")->capture_default_str()
       ->check(CLI::Range(1, 65536));
   app.add_option("--json", json_path, "also write the records to this JSON file");
@@ -205,7 +209,7 @@ int run_bench(const std::vector<std::string>& args) {
   const BenchWorkload workload =
       model == "seed"    ? seed_workload(size)
       : model == "empty" ? empty_workload(graphs)
-                         : model_workload(model, batch, /*seed=*/0, graphs);
+                         : model_workload(model, batch, /*seed=*/0, graphs, into);
 
   std::printf("tandem bench: %s, model %s, batch %d, %.2f s per point\n", base->name().c_str(),
               workload.model.c_str(), workload.batch, seconds);

@@ -3,7 +3,7 @@
 //
 // Lock order across tandem (outer first; never take an earlier one while holding a later one):
 //   Device registry  ->  StreamPool wait mutex  ->  EncodingLock (global, then per-stream)
-//     ->  stream queue mutex  ->  event state mutex
+//     ->  stream queue mutex / cuda graph launch mutex (CompletionSignal)  ->  event state mutex
 #pragma once
 
 #include <chrono>

@@ -13,11 +13,12 @@
 //   Fallback when cuBLASLt offers no algorithm: cublasGemmEx + the bias_act kernel.
 //   Algorithm choice, cached per device and shape (LtAlgoCache): the heuristic's first, except
 //   that with TANDEM_CUDA_AUTOTUNE=1 (opt-in) the first eager call of a shape with at least
-//   2^28 multiply-adds times the heuristic's first 8 algorithms on its own operands (1 warm-up
-//   + 3 timed runs each, on its stream, waiting for them) and keeps the fastest (another than
-//   the heuristic's first only when at least 3% faster: timing noise). The first
-//   finisher's choice wins when threads tune one shape at once. A graph capture cannot time: it
-//   uses the heuristic's first and caches nothing, so eager calls still tune the shape.
+//   2^28 multiply-adds times the heuristic's first 8 algorithms on its own operands (after 5
+//   untimed runs of the heuristic's choice: the clock ramps up; then 2 passes of 1 untimed + 5
+//   timed runs each, keeping each one's best; on its stream, waiting for them) and keeps the
+//   fastest (another than the heuristic's first only when at least 3% faster: timing noise). The
+//   first finisher's choice wins when threads tune one shape at once. A graph capture cannot
+//   time: it uses the heuristic's first and caches nothing, so eager calls still tune the shape.
 //   Each stream keeps a plan per shape (LtPlanCache: descriptors + algorithm), so a call after
 //   the first sets the bias pointer and runs the matmul, without descriptor calls or locks.
 // fp32 throughout, unless TANDEM_CUDA_TF32=1 (RuntimeConfig::cuda_tf32): then the cuBLAS GEMMs
