@@ -83,7 +83,7 @@ struct PerThread {
   cudaGraphExec_t graph{};
   unsigned* host_flag = nullptr;  // page-locked, mapped
   unsigned* dev_flag = nullptr;   // its device alias
-  unsigned* counter = nullptr;     // device memory, incr_kernel's replay count
+  unsigned* counter = nullptr;    // device memory, incr_kernel's replay count
   unsigned seq = 0;
 };
 
@@ -117,7 +117,8 @@ void step(PerThread& t, const std::string& wait, bool graph) {
       check(cuStreamWriteValue32(t.stream, reinterpret_cast<CUdeviceptr>(t.dev_flag), want, 0),
             "cuStreamWriteValue32");
     }
-    while (reinterpret_cast<std::atomic<unsigned>*>(t.host_flag)->load(std::memory_order_acquire) != want) {
+    while (reinterpret_cast<std::atomic<unsigned>*>(t.host_flag)->load(std::memory_order_acquire) !=
+           want) {
     }
   }
 }
@@ -125,7 +126,8 @@ void step(PerThread& t, const std::string& wait, bool graph) {
 void setup(PerThread& t, const std::string& wait, bool graph) {
   check(cudaStreamCreateWithFlags(&t.stream, cudaStreamNonBlocking), "cudaStreamCreate");
   check(cudaEventCreateWithFlags(&t.event, cudaEventDisableTiming), "cudaEventCreate");
-  check(cudaHostAlloc(&t.host_flag, 64, cudaHostAllocMapped | cudaHostAllocPortable), "cudaHostAlloc");
+  check(cudaHostAlloc(&t.host_flag, 64, cudaHostAllocMapped | cudaHostAllocPortable),
+        "cudaHostAlloc");
   *t.host_flag = 0;
   check(cudaHostGetDevicePointer(reinterpret_cast<void**>(&t.dev_flag), t.host_flag, 0),
         "cudaHostGetDevicePointer");
@@ -154,20 +156,25 @@ int main(int argc, char** argv) {
   std::vector<std::string> waits = {"stream", "event", "query", "flag", "memop"};
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--threads") threads = parse_list(argv[i + 1]);
-    else if (a == "--seconds") seconds = std::atof(argv[i + 1]);
-    else if (a == "--waits") waits = parse_words(argv[i + 1]);
-    else if (a == "--kernels") g_kernels = std::max(1, std::atoi(argv[i + 1]));
+    if (a == "--threads")
+      threads = parse_list(argv[i + 1]);
+    else if (a == "--seconds")
+      seconds = std::atof(argv[i + 1]);
+    else if (a == "--waits")
+      waits = parse_words(argv[i + 1]);
+    else if (a == "--kernels")
+      g_kernels = std::max(1, std::atoi(argv[i + 1]));
     else if (a == "--schedule") {
       const std::string v = argv[i + 1];
-      const unsigned flags = v == "spin" ? cudaDeviceScheduleSpin
-                             : v == "yield" ? cudaDeviceScheduleYield
+      const unsigned flags = v == "spin"       ? cudaDeviceScheduleSpin
+                             : v == "yield"    ? cudaDeviceScheduleYield
                              : v == "blocking" ? cudaDeviceScheduleBlockingSync
                                                : cudaDeviceScheduleAuto;
       check(cudaSetDeviceFlags(flags), "cudaSetDeviceFlags");
-    }
-    else {
-      std::fprintf(stderr, "usage: sync_probe [--threads 1,8,16] [--seconds 1] [--waits ...] [--schedule ...]\n");
+    } else {
+      std::fprintf(
+          stderr,
+          "usage: sync_probe [--threads 1,8,16] [--seconds 1] [--waits ...] [--schedule ...]\n");
       return 2;
     }
   }
@@ -203,7 +210,8 @@ int main(int argc, char** argv) {
         std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
         stop = true;
         for (auto& th : ts) th.join();
-        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double dt =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         long long total = 0;
         for (long long c : counts) total += c;
         const double rate = static_cast<double>(total) / dt;

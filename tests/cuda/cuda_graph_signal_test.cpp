@@ -5,9 +5,8 @@
 // true, results are in place) — for signalling replays, for graphs that may not signal (host
 // nodes), for eager work enqueued after a replay (it disarms), for graphs longer than the spin,
 // with the signal off, and at many threads.
-#include <gtest/gtest.h>
-
 #include <cuda_runtime.h>
+#include <gtest/gtest.h>
 
 #include <atomic>
 #include <cstdio>
@@ -32,13 +31,26 @@ CudaStream& cuda_stream(Stream& s) { return static_cast<CudaStream&>(s.impl()); 
 
 class CudaGraphSignal : public testing::GpuTest<> {};
 
+// expect_graph(s, key, kernels, host_nodes, ends_with_signal, signalling): the cached graph of
+// `key` on s holds that many body kernels and host nodes and has those signal flags.
+void expect_graph(Stream& s, std::uint64_t key, std::size_t kernels, std::size_t host_nodes,
+                  bool ends_with_signal, bool signalling) {
+  const auto info = cuda_stream(s).graph_info(key);
+  ASSERT_TRUE(info.has_value()) << "no graph cached for key " << key;
+  EXPECT_EQ(info->kernel_nodes, kernels) << "key " << key;  // the signal kernel is not counted
+  EXPECT_EQ(info->host_nodes, host_nodes) << "key " << key;
+  EXPECT_EQ(info->ends_with_signal, ends_with_signal) << "key " << key;
+  EXPECT_EQ(info->signalling, signalling) << "key " << key;
+}
+
 // peek(b, i): element i of b read with a plain cudaMemcpy on the legacy default stream, which
 // does not wait for tandem's non-blocking streams: it sees what is in memory now, so a
 // synchronize that returned before the work that writes b completed shows as a stale value.
 float peek(const Buffer& b, std::size_t i) {
   float v = 0;
-  EXPECT_EQ(cudaMemcpy(&v, static_cast<const float*>(b.data()) + i, sizeof v, cudaMemcpyDeviceToHost),
-            cudaSuccess);
+  EXPECT_EQ(
+      cudaMemcpy(&v, static_cast<const float*>(b.data()) + i, sizeof v, cudaMemcpyDeviceToHost),
+      cudaSuccess);
   return v;
 }
 
@@ -69,11 +81,8 @@ TEST_F(CudaGraphSignal, KernelOnlyGraphsSignalAndSynchronizeReturnsOnlyWhenTheyC
   Stream& s = dev->current_stream();
   // 1M floats: a replay of some microseconds, inside the spin.
   EXPECT_EQ(replay_scale_loop(dev, s, 1000, 1, std::size_t{1} << 20), 0);
-  const auto info = cuda_stream(s).graph_info(1);
-  ASSERT_TRUE(info.has_value());
-  EXPECT_EQ(info->kernel_nodes, 1u);  // the scale kernel; the signal kernel is not counted
-  EXPECT_TRUE(info->ends_with_signal);
-  EXPECT_TRUE(info->signalling);
+  expect_graph(s, 1, /*kernels=*/1, /*host_nodes=*/0,
+               /*ends_with_signal=*/true, /*signalling=*/true);
 }
 
 TEST_F(CudaGraphSignal, AGraphLongerThanTheSpinFallsBackAndStillWaits) {
@@ -91,7 +100,8 @@ TEST_F(CudaGraphSignal, AGraphLongerThanTheSpinFallsBackAndStillWaits) {
     EXPECT_TRUE(s.query()) << "replay " << i;
     EXPECT_EQ(peek(out, 0), static_cast<float>(n)) << "replay " << i;
   }
-  EXPECT_TRUE(cuda_stream(s).graph_info(2)->signalling);
+  expect_graph(s, 2, /*kernels=*/1, /*host_nodes=*/0,
+               /*ends_with_signal=*/true, /*signalling=*/true);
 }
 
 TEST_F(CudaGraphSignal, EagerWorkAfterAReplayIsWaitedFor) {
@@ -112,7 +122,8 @@ TEST_F(CudaGraphSignal, EagerWorkAfterAReplayIsWaitedFor) {
   }
 }
 
-TEST_F(CudaGraphSignal, GraphsWithHostFunctionsDoNotSignalAndTheirFunctionsRunBeforeSynchronizeReturns) {
+TEST_F(CudaGraphSignal,
+       GraphsWithHostFunctionsDoNotSignalAndTheirFunctionsRunBeforeSynchronizeReturns) {
   auto dev = testing::open_cuda();
   Stream& s = dev->current_stream();
   Buffer y(dev, 1024 * sizeof(float), s);
@@ -126,11 +137,8 @@ TEST_F(CudaGraphSignal, GraphsWithHostFunctionsDoNotSignalAndTheirFunctionsRunBe
     s.synchronize();
     EXPECT_EQ(ran.load(std::memory_order_relaxed), i);
   }
-  const auto info = cuda_stream(s).graph_info(4);
-  ASSERT_TRUE(info.has_value());
-  EXPECT_EQ(info->host_nodes, 1u);
-  EXPECT_TRUE(info->ends_with_signal);
-  EXPECT_FALSE(info->signalling);
+  expect_graph(s, 4, /*kernels=*/1, /*host_nodes=*/1,
+               /*ends_with_signal=*/true, /*signalling=*/false);
 }
 
 TEST_F(CudaGraphSignal, OffCapturesNoSignalKernel) {
@@ -139,11 +147,8 @@ TEST_F(CudaGraphSignal, OffCapturesNoSignalKernel) {
   auto dev = testing::open_cuda(config);
   Stream& s = dev->current_stream();
   EXPECT_EQ(replay_scale_loop(dev, s, 200, 5, 4096), 0);
-  const auto info = cuda_stream(s).graph_info(5);
-  ASSERT_TRUE(info.has_value());
-  EXPECT_EQ(info->kernel_nodes, 1u);
-  EXPECT_FALSE(info->ends_with_signal);
-  EXPECT_FALSE(info->signalling);
+  expect_graph(s, 5, /*kernels=*/1, /*host_nodes=*/0,
+               /*ends_with_signal=*/false, /*signalling=*/false);
 }
 
 TEST_F(CudaGraphSignal, ManyThreadsReplayAndSynchronizeOnTheirOwnStreams) {

@@ -24,17 +24,21 @@ CompletionSignal::~CompletionSignal() {
 void CompletionSignal::prepare() {
   std::call_once(prepared_, [this] {
     void* word = nullptr;
-    TANDEM_CUDA_CHECK(cudaHostAlloc(&word, sizeof(unsigned), cudaHostAllocMapped | cudaHostAllocPortable),
-                      label_ + " (graph completion signal)");
+    TANDEM_CUDA_CHECK(
+        cudaHostAlloc(&word, sizeof(unsigned), cudaHostAllocMapped | cudaHostAllocPortable),
+        label_ + " (graph completion signal)");
     host_word_ = static_cast<unsigned*>(word);
     *host_word_ = 0;
     void* alias = nullptr;
-    TANDEM_CUDA_CHECK(cudaHostGetDevicePointer(&alias, word, 0), label_ + " (graph completion signal)");
+    TANDEM_CUDA_CHECK(cudaHostGetDevicePointer(&alias, word, 0),
+                      label_ + " (graph completion signal)");
     host_alias_ = static_cast<unsigned*>(alias);
     void* counter = nullptr;
-    TANDEM_CUDA_CHECK(cudaMalloc(&counter, sizeof(unsigned)), label_ + " (graph completion signal)");
+    TANDEM_CUDA_CHECK(cudaMalloc(&counter, sizeof(unsigned)),
+                      label_ + " (graph completion signal)");
     counter_ = static_cast<unsigned*>(counter);
-    TANDEM_CUDA_CHECK(cudaMemset(counter_, 0, sizeof(unsigned)), label_ + " (graph completion signal)");
+    TANDEM_CUDA_CHECK(cudaMemset(counter_, 0, sizeof(unsigned)),
+                      label_ + " (graph completion signal)");
   });
 }
 

@@ -33,13 +33,13 @@
 //    threads replaying on one shared stream (stream 0) arm in launch order.
 #pragma once
 
+#include <cuda_runtime.h>
+
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <mutex>
 #include <string>
-
-#include <cuda_runtime.h>
 
 #include "tandem/mutex.h"
 
@@ -79,7 +79,7 @@ class CompletionSignal {
 
   const std::string label_;
   std::once_flag prepared_;
-  unsigned* host_word_ = nullptr;  // page-locked, mapped; written by the signal kernel only
+  unsigned* host_word_ = nullptr;   // page-locked, mapped; written by the signal kernel only
   unsigned* host_alias_ = nullptr;  // its device pointer
   unsigned* counter_ = nullptr;     // device memory
   Mutex launch_mu_;
