@@ -32,7 +32,7 @@ if has build; then
   cmake --preset cuda "${gen[@]}" -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
     >"$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; exit 1; }
   if ! timeout 400 cmake --build build/cuda -j"$(nproc)" --target tandem cuda_gpu_tests cuda_unit_tests \
-      cublas_mlp sync_probe >>"$OUT/build.txt" 2>&1; then
+      cublas_mlp sync_probe cuda_fault_tests >>"$OUT/build.txt" 2>&1; then
     grep -E "error|Error" -A6 "$OUT/build.txt" | head -60; exit 1
   fi
   echo built
@@ -188,6 +188,7 @@ if has tests; then
   section "all GPU tests"
   TANDEM_CUDA_AUTOTUNE=1 run 240 "$G" 2>&1 | tee "$OUT/gpu_tests.txt" | grep -E "^\[  (FAILED|PASSED|SKIPPED) |FAILED|Failure" | head -30
   run 30 build/cuda/tests/cuda/cuda_unit_tests 2>&1 | tail -1
+  run 60 build/cuda/tests/cuda/cuda_fault_tests 2>&1 | grep -E "^\[  (FAILED|PASSED|SKIPPED) |Failure|Expected|Which|sticky" | head
 fi
 
 if has arenasan; then
