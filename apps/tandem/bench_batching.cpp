@@ -139,9 +139,6 @@ std::shared_ptr<const nn::Model> make_model(const std::string& name,
 
 bool in_window(const Window& w, Clock::time_point t) { return t >= w.start && t < w.end; }
 
-// How queue clients wait (--client).
-enum class ClientKind { kFuture, kCallback };
-
 // wait_word(word, old): sleeps while `word` holds `old` (a futex wait: no spinning and no
 // sched_yield rounds, unlike libstdc++'s std::atomic::wait); may return spuriously: callers
 // re-check. wake_word(word): wakes every thread sleeping on `word` (one system call).
@@ -184,9 +181,7 @@ void complete_slot(Slot& s, std::exception_ptr error) {
 void wait_slot(Slot& s) {
   for (int i = 0; i < 64; ++i) {  // a short spin first
     if (s.word.load(std::memory_order_acquire) == Slot::kDone) return;
-#if defined(__x86_64__) || defined(__i386__)
-    __builtin_ia32_pause();
-#endif
+    cpu_relax();
   }
   std::uint32_t w = Slot::kPending;
   if (!s.word.compare_exchange_strong(w, Slot::kSleeping, std::memory_order_acquire,
@@ -238,8 +233,7 @@ void callback_client(serve::BatchQueue& queue, const nn::HostTensor& input, int 
 
 Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients, int in_flight,
                      const serve::BatchQueueOptions& options, double warmup_s, double seconds,
-                     ClientKind client) {
-  const bool callbacks = client == ClientKind::kCallback;
+                     bool callbacks) {
   serve::BatchQueue queue(model, options);
   std::vector<double> latencies;
   long long completed = 0;
@@ -542,8 +536,7 @@ int run_batching_bench(const std::vector<std::string>& args) {
         if (direct ? !run_direct : !run_queue) continue;
         Record r = direct ? measure_direct(model_name, device, model_options, c, warmup, seconds)
                           : measure_queue(model, c, in_flight, options, warmup, seconds,
-                                          client_kind == "callback" ? ClientKind::kCallback
-                                                                    : ClientKind::kFuture);
+                                          client_kind == "callback");
         r.device = device->name();
         r.model = model_name;
         std::printf("%-12s %8d %10d %14.0f %10.3f %10.3f %10.2f\n", r.mode.c_str(), r.clients,

@@ -56,23 +56,21 @@ BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t 
     for (auto& v : host) v = dist(rng);
     nn::Tensor x = nn::Tensor::from_host(device, shape, host);
     Stream* stream = &device->current_stream();
-    if (graphs) {
-      // Static output, written by the forward itself (forward_into); the forward's workspace is
-      // allocated and freed inside the recorded work (on cuda from the graph's arena: the graph
-      // holds kernels only, Note [Graph-owned memory]).
+    if (graphs || into) {
+      // Static output, written by the forward itself (forward_into). With graphs the forward's
+      // workspace is allocated and freed inside the recorded work (on cuda from the graph's
+      // arena: the graph holds kernels only, Note [Graph-owned memory]).
       auto out = std::make_shared<nn::Tensor>(
           nn::Tensor::empty(device, m->output_shape(static_cast<std::size_t>(batch))));
+      if (!graphs) {
+        return std::function<void()>([m, x, out, stream] {
+          m->forward_into(x, *out);
+          stream->synchronize();
+        });
+      }
       const auto key = static_cast<std::uint64_t>(batch);
       return std::function<void()>([m, x, out, stream, key] {
         run_graph(*stream, key, [&] { m->forward_into(x, *out); });
-        stream->synchronize();
-      });
-    }
-    if (into) {
-      auto out = std::make_shared<nn::Tensor>(
-          nn::Tensor::empty(device, m->output_shape(static_cast<std::size_t>(batch))));
-      return std::function<void()>([m, x, out, stream] {
-        m->forward_into(x, *out);
         stream->synchronize();
       });
     }

@@ -35,15 +35,19 @@ class TANDEM_CAPABILITY("mutex") Mutex {
   std::mutex mu_;
 };
 
+// cpu_relax(): one spin-wait hint to the CPU (x86 `pause`; nothing elsewhere), for loops that
+// poll a word another thread or the GPU will change.
+inline void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 inline void Mutex::lock_spinning() TANDEM_NO_THREAD_SAFETY_ANALYSIS {
   if (mu_.try_lock()) return;
   const auto deadline = std::chrono::steady_clock::now() + kSpin;
   do {
-    for (int i = 0; i < 32; ++i) {
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    }
+    for (int i = 0; i < 32; ++i) cpu_relax();
     if (mu_.try_lock()) return;
   } while (std::chrono::steady_clock::now() < deadline);
   mu_.lock();

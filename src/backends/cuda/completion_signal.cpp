@@ -5,16 +5,6 @@
 
 namespace tandem::backends::cuda {
 
-namespace {
-
-inline void cpu_relax() noexcept {
-#if defined(__x86_64__) || defined(__i386__)
-  __builtin_ia32_pause();
-#endif
-}
-
-}  // namespace
-
 CompletionSignal::~CompletionSignal() {
   // The stream was synchronized before its destruction (no signal kernel still runs).
   if (host_word_) (void)cudaFreeHost(host_word_);
