@@ -80,6 +80,31 @@ if has batchingcb; then
   run 60 "$T" bench --batching --device cuda --in-flight 16 --max-batch 1024 --seconds "$S" --warmup 0.3 --model mlp --instances 8 --delay-us 100 --clients 64 --modes queue,direct-batch | grep -E "^(queue|direct-batch)|%"
 fi
 
+if has graphbatch; then
+  section "graph batching (BatchQueueOptions::graphs) against plain batches (issue 4), alternating"
+  gq() { run 60 "$T" bench --batching --device cuda --in-flight 16 --max-batch 1024 --seconds "$S" --warmup 0.3 "$@"; }
+  echo "--- the issue's command (4 instances, no delay), graphs on"
+  gq --model mlp --instances 4 --clients 1,8,64,256 --graphs --json "$OUT/batching_graphs.json"
+  for round in 1 2; do
+    for cfg in "4 0" "8 0" "8 100" "2 0"; do
+      read -r inst delay <<<"$cfg"
+      for client in future callback; do
+        for g in plain graphs; do
+          flag=(); [[ $g == graphs ]] && flag=(--graphs)
+          echo "round $round: instances $inst delay_us $delay client $client $g"
+          gq --model mlp --instances "$inst" --delay-us "$delay" --clients 64 --client "$client" "${flag[@]}" \
+            --modes queue,direct-batch 2>&1 | grep -E "^(queue|direct-batch)|%|\[queue"
+        done
+      done
+    done
+  done
+  echo "--- noop model (the queue's own cost), 8 instances"
+  for g in plain graphs; do
+    flag=(); [[ $g == graphs ]] && flag=(--graphs)
+    echo "noop $g"; gq --model noop --instances 8 --clients 64 --modes queue "${flag[@]}" 2>&1 | grep -E "^queue|\[queue"
+  done
+fi
+
 if has blas; then
   section "batched MLP: plain cuBLASLt vs tandem (issue 3), two rounds"
   for round in 1 2; do

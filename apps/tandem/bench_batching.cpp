@@ -458,6 +458,7 @@ int run_batching_bench(const std::vector<std::string>& args) {
   std::uint64_t seed = 0;
   bool batching = true;
   std::string client_kind = "future";
+  bool graphs = false;
   app.add_flag("--batching", batching, "this benchmark (dynamic batching)");
   app.add_option("--device", device_name, "device (default: TANDEM_BACKEND or best available)");
   app.add_option("--model", model_name,
@@ -485,6 +486,9 @@ int run_batching_bench(const std::vector<std::string>& args) {
   app.add_option("--client", client_kind,
                  "queue clients wait on futures, or use the callback form of submit()")
       ->capture_default_str()->check(CLI::IsMember({"future", "callback"}));
+  app.add_flag("--graphs", graphs,
+               "queue: graph batching (BatchQueueOptions::graphs: each batch a graph replay, "
+               "padded to a power-of-two bucket; mlp, encoder, noop)");
   app.add_option("--json", json_path, "also write the records to this JSON file");
   if (auto code = parse(app, args)) return *code;
 
@@ -523,11 +527,13 @@ int run_batching_bench(const std::vector<std::string>& args) {
     options.max_queue_delay = std::chrono::microseconds(delay_us);
     options.instances = instances;
     options.max_queue_size = 1 << 20;
+    options.graphs = graphs;
     std::printf("tandem bench --batching: %s, model %s, batch-1 requests, %.2f s per point "
                 "(after %.2f s warm-up)\n  queue: %d in flight per client, max_batch_size %d, "
-                "max_queue_delay %ld us, %d instance(s); direct: 1 in flight per client\n",
+                "max_queue_delay %ld us, %d instance(s), graphs %s, %s clients; direct: 1 in "
+                "flight per client\n",
                 device->name().c_str(), model_name.c_str(), seconds, warmup, in_flight, max_batch,
-                delay_us, instances);
+                delay_us, instances, graphs ? "on" : "off", client_kind.c_str());
     std::printf("%-12s %8s %10s %14s %10s %10s %10s\n", "mode", "clients", "in_flight",
                 "samples/s", "p50_ms", "p99_ms", "avg_batch");
     for (int c : clients) {

@@ -42,4 +42,12 @@ class Stream;
 
 void run_graph(Stream& stream, std::uint64_t key, const std::function<void()>& body);
 
+// forget_graph(stream, key): waits for the work on `stream` (Stream::synchronize, which also
+// reports its errors), then destroys the graph cached for `key` on it, with its arena, so that
+// memory a graph's body used may be freed and the key reused with another body. Nothing to do
+// when no graph is cached for `key` (or on a backend without graphs). For owners of graphs whose
+// life is shorter than the stream's (a BatchQueue's executor, leasing a pool stream).
+// Thread-safety: like run_graph (the stream's owner).
+void forget_graph(Stream& stream, std::uint64_t key);
+
 }  // namespace tandem

@@ -53,6 +53,9 @@ class StreamImpl {
     (void)stream;
     body();
   }
+  // forget_graph(key): destroys key's cached graph, if any; the caller synchronized the stream
+  // since its last replay (tandem/graph.h). Default: nothing is cached.
+  virtual void forget_graph(std::uint64_t key) { (void)key; }
   // stop(mode): stop taking work; later encoding fails with Error(kDeviceClosed). Idempotent.
   //   kDrain   — run everything submitted, then end the executor (Device::close).
   //   kQuiesce — drop what is queued, let the work in hand finish (bounded wait), park the

@@ -11,4 +11,9 @@ void run_graph(Stream& stream, std::uint64_t key, const std::function<void()>& b
   stream.impl().run_graph(key, body, stream);
 }
 
+void forget_graph(Stream& stream, std::uint64_t key) {
+  stream.synchronize();
+  stream.impl().forget_graph(key);
+}
+
 }  // namespace tandem

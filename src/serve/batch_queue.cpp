@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "serve/batch_runner.h"
+#include "serve/graph_batch.h"
 #include "serve/scheduler.h"
 #include "tandem/device.h"
 #include "tandem/error.h"
@@ -133,26 +134,58 @@ void submit_callback(Scheduler& s, T&& input, std::function<void(Result<T>)> cal
 }  // namespace detail
 
 namespace {
-ForwardFn model_forward(const std::shared_ptr<const nn::Model>& model) {
+
+void check_model(const std::shared_ptr<const nn::Model>& model) {
   if (!model) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: the model is null");
-  return [model](const nn::Tensor& x) { return model->forward(x); };
 }
-}  // namespace
 
-BatchQueue::BatchQueue(std::shared_ptr<const nn::Model> model, BatchQueueOptions options)
-    : BatchQueue(model_forward(model), model->device(), std::move(options)) {}
-
-BatchQueue::BatchQueue(ForwardFn forward, std::shared_ptr<Device> device, BatchQueueOptions options) {
-  if (!forward) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: forward function is empty");
-  // Each executor gets its own staging memory, reused across its batches.
-  auto make_run = [forward = std::move(forward), device]() -> detail::RunBatch {
+// plain_run(forward, device): executors run run_merged_batch, each with its own staging memory,
+// reused across its batches.
+detail::MakeRunBatch plain_run(ForwardFn forward, std::shared_ptr<Device> device) {
+  return [forward = std::move(forward), device = std::move(device)]() -> detail::RunBatch {
     auto staging = std::make_shared<detail::Staging>();
     return [forward, device, staging](Stream& stream, const std::vector<detail::RequestPtr>& batch) {
       detail::run_merged_batch(forward, device, stream, *staging, batch);
     };
   };
+}
+
+// graph_run(model, options): executors run a GraphBatcher of their own (Note [Graph batching]),
+// built on the executor thread with its leased stream.
+detail::MakeRunBatch graph_run(std::shared_ptr<const nn::Model> model,
+                               const BatchQueueOptions& options) {
+  return [model = std::move(model), options]() -> detail::RunBatch {
+    auto batcher = std::make_shared<detail::GraphBatcher>(
+        model, model->device()->current_stream(), detail::graph_buckets(options));
+    return [batcher](Stream& stream, const std::vector<detail::RequestPtr>& batch) {
+      batcher->run(stream, batch);
+    };
+  };
+}
+
+}  // namespace
+
+BatchQueue::BatchQueue(std::shared_ptr<const nn::Model> model, BatchQueueOptions options) {
+  check_model(model);
+  auto device = model->device();
+  auto make_run = options.graphs
+                      ? graph_run(model, options)
+                      : plain_run([model](const nn::Tensor& x) { return model->forward(x); },
+                                  device);
   scheduler_ = std::make_unique<detail::Scheduler>(std::move(make_run), std::move(device),
                                                    std::move(options));
+}
+
+BatchQueue::BatchQueue(ForwardFn forward, std::shared_ptr<Device> device, BatchQueueOptions options) {
+  if (!forward) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: forward function is empty");
+  if (options.graphs) {
+    throw Error(ErrorKind::kConfig,
+                "BatchQueueOptions.graphs = true needs a queue built from a model "
+                "(BatchQueue(model, options)): graph batching replays the model's forward_into "
+                "into fixed memory, which a forward function cannot do; set graphs = false");
+  }
+  scheduler_ = std::make_unique<detail::Scheduler>(plain_run(std::move(forward), device),
+                                                   std::move(device), std::move(options));
 }
 
 BatchQueue::~BatchQueue() = default;  // the Scheduler's destructor stops (options.stop_mode)

@@ -336,3 +336,34 @@ TEST_F(CudaGraphMemory, CopyIsExactAtEveryAlignmentAndSize) {
 
 }  // namespace
 }  // namespace tandem
+
+namespace tandem {
+namespace {
+
+// forget_graph: the cached graph (and its arena) is gone, the key captures a new body, a key
+// never cached is no error.
+TEST_F(CudaGraphMemory, ForgetGraphDropsTheGraphAndTheKeyCapturesANewBody) {
+  auto dev = testing::open_cuda();
+  auto lease = dev->streams().lease();
+  Stream& s = lease.stream();
+  Buffer out(dev, 256 * sizeof(float), s);
+  int calls = 0;
+  for (const float value : {1.0f, 2.0f}) {
+    run_graph(s, 9, [&] {
+      ++calls;
+      Buffer tmp(dev, 1024, s);  // an arena
+      fill(s, tmp, value);
+      fill(s, out, value);
+    });
+    ASSERT_TRUE(cuda_stream(s).graph_info(9).has_value());
+    EXPECT_EQ(download_all(s, out).front(), value);
+    forget_graph(s, 9);
+    EXPECT_FALSE(cuda_stream(s).graph_info(9).has_value());
+  }
+  EXPECT_EQ(calls, 4);  // each body captured twice (arena measure), the second a new body
+  EXPECT_EQ(cuda_stream(s).graphs_cached(), 0u);
+  forget_graph(s, 12345);  // nothing cached: nothing to do
+}
+
+}  // namespace
+}  // namespace tandem

@@ -1,6 +1,7 @@
 // GPU tests of what the batching path uses on cuda: page-locked HostBuffers, programmatic
 // dependent launch of the batch-1 GEMVs (TANDEM_CUDA_PDL) changing no result, and a BatchQueue
-// on cuda handing every host request its own output rows from many threads.
+// on cuda handing every host request its own output rows from many threads (plain batches and
+// graph batching, whose graphs are gone with the queue).
 #include <gtest/gtest.h>
 
 #include <cuda_runtime.h>
@@ -13,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "backends/cuda/cuda_stream.h"
 #include "gpu_test_util.h"
 #include "tandem/encoder.h"
 #include "tandem/graph.h"
@@ -134,12 +136,16 @@ TEST(CudaBatchQueue, EveryHostRequestGetsItsOwnRowsFromManyThreads) {
       ins[ti].push_back(std::move(in));
     }
   }
+  for (const bool graphs : {false, true})
   for (int threads : {1, 8, kMaxThreads}) {
+    SCOPED_TRACE(graphs ? "graph batching" : "plain batches");
     serve::BatchQueueOptions options;
     options.max_batch_size = 256;
     options.instances = 4;
     options.max_queue_size = 1 << 20;
-    serve::BatchQueue queue(m_gpu, options);
+    options.graphs = graphs;
+    auto queue_ptr = std::make_unique<serve::BatchQueue>(m_gpu, options);
+    serve::BatchQueue& queue = *queue_ptr;
     std::atomic<int> bad{0};
     std::vector<std::thread> ts;
     for (int t = 0; t < threads; ++t) {
@@ -170,6 +176,11 @@ TEST(CudaBatchQueue, EveryHostRequestGetsItsOwnRowsFromManyThreads) {
     EXPECT_EQ(mt.submitted, static_cast<std::uint64_t>(threads) * kPerThread);
     EXPECT_EQ(mt.completed, mt.submitted);
     EXPECT_EQ(mt.failed + mt.rejected + mt.timed_out + mt.cancelled, 0u);
+    queue_ptr.reset();
+    // The executors forgot their graphs (Note [Graph batching]): no stream keeps one.
+    for (Stream* s : gpu->streams().created_streams()) {
+      EXPECT_EQ(static_cast<backends::cuda::CudaStream&>(s->impl()).graphs_cached(), 0u);
+    }
   }
   gpu->close();
 }

@@ -8,6 +8,7 @@
 #include <random>
 #include <thread>
 
+#include "serve/graph_batch.h"
 #include "serve/histogram.h"
 #include "test_model.h"
 #include "tandem/serve/batch_queue.h"
@@ -552,10 +553,12 @@ namespace {
 
 // The reference models through the queue: batched results equal a direct forward of each input
 // (within float32 rounding: a GEMM over a batch may sum in another order than over one row).
-void check_model_through_queue(const std::string& name, int threads, int each) {
+// Requests of 1..3 rows; with `graphs`, batches of every bucket (1, 2, 4, 8, 16) and padding.
+void check_model_through_queue(const std::string& name, int threads, int each,
+                               bool graphs = false) {
   auto dev = cpu();
   auto model = nn::load_model(name, dev, {.seed = 7});
-  BatchQueue q(model, {.max_batch_size = 16, .instances = 2});
+  BatchQueue q(model, {.max_batch_size = 16, .instances = 2, .graphs = graphs});
   std::vector<std::thread> ts;
   std::atomic<int> mismatches{0};
   std::atomic<double> worst{0.0};
@@ -565,7 +568,8 @@ void check_model_through_queue(const std::string& name, int threads, int each) {
       std::uniform_real_distribution<float> u(-1.0f, 1.0f);
       std::vector<std::pair<nn::HostTensor, std::future<nn::HostTensor>>> pending;
       for (int j = 0; j < each; ++j) {
-        nn::HostTensor in{"", model->input_shape(1), {}};
+        const std::size_t rows = 1 + static_cast<std::size_t>((t + j) % 3);
+        nn::HostTensor in{"", model->input_shape(rows), {}};
         in.values.resize(in.shape.numel());
         for (auto& v : in.values) v = u(rng);
         auto f = q.submit(in);
@@ -574,7 +578,7 @@ void check_model_through_queue(const std::string& name, int threads, int each) {
       for (auto& [in, f] : pending) {
         const nn::HostTensor out = f.get();
         const auto want = model->forward(nn::Tensor::from_host(dev, in.shape, in.values)).to_host();
-        if (!(out.shape == model->output_shape(1)) || out.values.size() != want.size()) {
+        if (!(out.shape == model->output_shape(in.shape[0])) || out.values.size() != want.size()) {
           ++mismatches;
           continue;
         }
@@ -604,6 +608,65 @@ TEST(BatchQueueModels, MlpThroughTheQueueMatchesDirectForward) {
 
 TEST(BatchQueueModels, EncoderThroughTheQueueMatchesDirectForward) {
   check_model_through_queue("encoder", 4, testing::under_sanitizer() ? 2 : 4);
+}
+
+TEST(BatchQueueModels, MlpThroughGraphBatchingMatchesDirectForward) {
+  check_model_through_queue("mlp", 8, testing::under_sanitizer() ? 4 : 16, /*graphs=*/true);
+}
+
+TEST(BatchQueueModels, EncoderThroughGraphBatchingMatchesDirectForward) {
+  check_model_through_queue("encoder", 4, testing::under_sanitizer() ? 2 : 4, /*graphs=*/true);
+}
+
+// Graph batching takes batches of host requests of the model's sample shape; a Tensor request
+// (and a batch it is part of) and a request of another sample shape run the plain path, with its
+// result, or the model's shape error.
+TEST(BatchQueueModels, GraphBatchingRunsOtherBatchesThePlainWay) {
+  auto dev = cpu();
+  auto model = nn::load_model("mlp", dev, {.seed = 3});
+  BatchQueue q(model, {.max_batch_size = 8, .instances = 1, .graphs = true});
+  std::vector<float> values(model->input_shape(2).numel());
+  for (std::size_t i = 0; i < values.size(); ++i) values[i] = static_cast<float>(i % 17) / 17.0f;
+  const auto want = model->forward(nn::Tensor::from_host(dev, model->input_shape(2), values)).to_host();
+  const nn::HostTensor got_host = q.submit(nn::HostTensor{"h", model->input_shape(2), values}).get();
+  EXPECT_EQ(got_host.name, "h");
+  EXPECT_EQ(got_host.shape, model->output_shape(2));
+  const nn::Tensor got = q.submit(nn::Tensor::from_host(dev, model->input_shape(2), values)).get();
+  ASSERT_EQ(got.shape(), model->output_shape(2));
+  const auto got_tensor = got.to_host();
+  for (std::size_t i = 0; i < want.size(); ++i) {
+    EXPECT_NEAR(got_host.values[i], want[i], 1e-4 * (1.0 + std::abs(want[i]))) << i;
+    EXPECT_NEAR(got_tensor[i], want[i], 1e-4 * (1.0 + std::abs(want[i]))) << i;
+  }
+  auto wrong = q.submit(nn::HostTensor{"w", {1, 7}, std::vector<float>(7, 1.0f)});
+  try {
+    (void)wrong.get();
+    ADD_FAILURE() << "a request of the wrong sample shape ran";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument) << e.what();
+  }
+  EXPECT_EQ(q.metrics().completed, 2u);
+  EXPECT_EQ(q.metrics().failed, 1u);
+}
+
+TEST(BatchQueueModels, GraphBatchingNeedsAModel) {
+  TestModel m(4, 4);
+  try {
+    BatchQueue q(m.fn(), cpu(), {.graphs = true});
+    ADD_FAILURE() << "graphs accepted without a model";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kConfig);
+    EXPECT_NE(std::string(e.what()).find("BatchQueueOptions.graphs"), std::string::npos) << e.what();
+  }
+}
+
+TEST(BatchQueueModels, GraphBucketsArePreferredSizesAndMaxOrPowersOfTwo) {
+  using detail::graph_buckets;
+  EXPECT_EQ(graph_buckets({.max_batch_size = 16}), (std::vector<std::int64_t>{1, 2, 4, 8, 16}));
+  EXPECT_EQ(graph_buckets({.max_batch_size = 12}), (std::vector<std::int64_t>{1, 2, 4, 8, 12}));
+  EXPECT_EQ(graph_buckets({.max_batch_size = 1}), (std::vector<std::int64_t>{1}));
+  EXPECT_EQ(graph_buckets({.max_batch_size = 100, .preferred_batch_sizes = {64, 8, 64, 32}}),
+            (std::vector<std::int64_t>{8, 32, 64, 100}));
 }
 
 }  // namespace

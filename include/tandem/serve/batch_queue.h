@@ -50,6 +50,20 @@
 // A running request is never timed out or cancelled: it completes with its output even when its
 // deadline passes while its batch runs.
 //
+// Note [Graph batching]
+// With BatchQueueOptions::graphs, an executor owns, for the model's sample shape, a page-locked
+// host staging pair and a device input/output pair of max_batch_size rows each, all at fixed
+// addresses, and one graph per bucket B (captured with run_graph when it starts): a copy kernel
+// from the first B rows of the host input staging (page-locked memory is device-addressable) into
+// the device input, model->forward_into() on those B rows, a copy kernel from the device output
+// back into the host output staging. A batch of n <= B rows of host requests is gathered into the
+// staging, the graph of the smallest bucket B >= n replays (one driver call), the executor waits
+// (on cuda the graph's completion signal: a spin, no driver call) and splits rows 0..n-1 out. The
+// padding rows n..B-1 hold whatever the staging held (finite values of earlier batches, zeros at
+// first); their outputs are computed and dropped: a model's sample i depends only on input
+// sample i (nn::Model::forward). A batch with a Tensor request, or whose sample shape is not the
+// model's, runs the plain path above (the forward then raises its shape error).
+//
 // Oversized requests: a request with more rows than max_batch_size is rejected (not split): a
 // split request would tie its latency to several batches and its failure to any of them; send
 // such inputs to the model directly, or raise max_batch_size.
@@ -136,6 +150,15 @@ struct BatchQueueOptions {
   int instances = 1;
   // What stop() without an argument and the destructor do with queued requests.
   StopMode stop_mode = StopMode::kDrain;
+  // Graph batching (Note [Graph batching]; queues built from a model only, else Error(kConfig)):
+  // each batch of HostTensor requests runs as the replay of a graph (tandem/graph.h) that holds
+  // the upload from the executor's page-locked staging, the model's forward and the download,
+  // captured per *bucket*: batches are padded up to the smallest bucket that holds them. Buckets:
+  // preferred_batch_sizes and max_batch_size, or, without preferred sizes, the powers of two
+  // below max_batch_size and max_batch_size itself. Every executor captures every bucket when it
+  // starts (the constructor waits for that), and destroys its graphs when it stops. Pays off
+  // where graphs replay (cuda); elsewhere the same work runs directly, padding included.
+  bool graphs = false;
 };
 
 struct SubmitOptions {
@@ -163,10 +186,11 @@ class Scheduler;
 
 class BatchQueue {
  public:
-  // BatchQueue(model, options): batches model->forward() on model->device(); keeps the model
-  // alive.
+  // BatchQueue(model, options): batches model->forward() on model->device() (as graph replays
+  // with options.graphs: Note [Graph batching]); keeps the model alive.
   explicit BatchQueue(std::shared_ptr<const nn::Model> model, BatchQueueOptions options = {});
-  // BatchQueue(forward, device, options): the same for any forward function on `device`.
+  // BatchQueue(forward, device, options): the same for any forward function on `device`;
+  // options.graphs must be false (Error(kConfig)).
   // Both start options.instances executor threads, each of which leases its stream on the device
   // (Device::current_stream()). Throw Error(kConfig) for bad options (naming the field and the
   // allowed values), Error(kInvalidArgument) for a null model/device or an empty function, and

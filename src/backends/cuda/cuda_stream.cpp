@@ -365,6 +365,18 @@ void CudaStream::drop_graphs() {
   graphs.clear();  // outside the lock: the releases may free Buffers
 }
 
+void CudaStream::forget_graph(std::uint64_t key) {
+  std::shared_ptr<Graph> graph;
+  {
+    MutexLock lock(graphs_mu_);
+    auto it = graphs_.find(key);
+    if (it == graphs_.end()) return;
+    graph = std::move(it->second);
+    graphs_.erase(it);
+  }
+  graph.reset();  // outside the lock: the releases may free Buffers
+}
+
 void CudaStream::submit(std::function<void()> fn, bool always) noexcept {
   if (accepting_.load(std::memory_order_acquire)) {
     try {

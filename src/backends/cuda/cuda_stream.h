@@ -86,6 +86,7 @@ class CudaStream : public detail::StreamImpl {
   void end_encoding() override;
   void run_graph(std::uint64_t key, const std::function<void()>& body, Stream& stream) override
       TANDEM_EXCLUDES(graphs_mu_);
+  void forget_graph(std::uint64_t key) override TANDEM_EXCLUDES(graphs_mu_);
   void submit(std::function<void()> fn, bool always) noexcept override;
   void synchronize() override;
   [[nodiscard]] bool query() const override;
