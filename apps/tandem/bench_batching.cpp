@@ -35,6 +35,7 @@
 #include <vector>
 
 #include <linux/futex.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -139,6 +140,31 @@ std::shared_ptr<const nn::Model> make_model(const std::string& name,
 
 bool in_window(const Window& w, Clock::time_point t) { return t >= w.start && t < w.end; }
 
+// Usage: the process's CPU time and context switches so far (getrusage).
+struct Usage {
+  double cpu_s = 0;
+  long voluntary = 0, involuntary = 0;
+};
+Usage usage_now() {
+  rusage u{};
+  (void)getrusage(RUSAGE_SELF, &u);
+  auto s = [](const timeval& t) { return static_cast<double>(t.tv_sec) + 1e-6 * static_cast<double>(t.tv_usec); };
+  return {s(u.ru_utime) + s(u.ru_stime), u.ru_nvcsw, u.ru_nivcsw};
+}
+
+// Snapshot: the queue's metrics and the process's usage at one of the window's edges.
+struct Snapshot {
+  serve::BatchQueueMetrics metrics;
+  Usage usage;
+};
+Snapshot snapshot(const serve::BatchQueue& queue) { return {queue.metrics(), usage_now()}; }
+
+// mean_ms(a, b, s): the mean of summary `s` between snapshots a and b.
+double mean_ms(const serve::LatencySummary& a, const serve::LatencySummary& b) {
+  const auto n = b.count - a.count;
+  return n == 0 ? 0.0 : (b.sum_ms - a.sum_ms) / static_cast<double>(n);
+}
+
 // wait_word(word, old): sleeps while `word` holds `old` (a futex wait: no spinning and no
 // sched_yield rounds, unlike libstdc++'s std::atomic::wait); may return spuriously: callers
 // re-check. wake_word(word): wakes every thread sleeping on `word` (one system call).
@@ -238,7 +264,7 @@ Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients,
   std::vector<double> latencies;
   long long completed = 0;
   Window window;
-  serve::BatchQueueMetrics at_start, at_end;
+  Snapshot at_start, at_end;
   std::atomic<bool> started{false}, ended{false};
   run_clients(clients, warmup_s, seconds, latencies, completed, window,
               [&](int c, const Window& w, std::atomic<bool>& stop, std::vector<double>& lat,
@@ -251,10 +277,10 @@ Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients,
                   if (c == 0) {
                     sampler = std::thread([&] {
                       std::this_thread::sleep_until(w.start);
-                      at_start = queue.metrics();
+                      at_start = snapshot(queue);
                       started = true;
                       std::this_thread::sleep_until(w.end);
-                      at_end = queue.metrics();
+                      at_end = snapshot(queue);
                       ended = true;
                     });
                   }
@@ -282,32 +308,43 @@ Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients,
                   }
                   // Batch statistics over the window: one client samples the metrics at its edges.
                   if (c == 0 && !started && now >= w.start) {
-                    at_start = queue.metrics();
+                    at_start = snapshot(queue);
                     started = true;
                   }
                   if (c == 0 && !ended && now >= w.end) {
-                    at_end = queue.metrics();
+                    at_end = snapshot(queue);
                     ended = true;
                   }
                 }
                 for (auto& p : pending) (void)p.second.get();
               });
-  if (!ended) at_end = queue.metrics();
+  if (!ended) at_end = snapshot(queue);
   queue.stop();
   {
     // Where an executor's time goes (to stderr, so the table stays as it was): each executor has
-    // instances x seconds / batches of wall time per batch, of which `compute` (the histogram of
-    // RunBatch: gather, forward, copies out, synchronize, split) is a part; the rest is completing
-    // the batch's requests (the wake-ups) and finding the next batch (mu_, the intake, waiting).
-    const double batches = static_cast<double>(at_end.batches - at_start.batches);
-    const auto& ct = at_end.compute_time;
-    if (batches > 0) {
+    // instances x seconds / batches of wall time per batch: taking the batch (lock, intake,
+    // waiting for work), running it (`run`: gather, forward, copies, synchronize, split), and
+    // completing its requests (the clients' wake-ups); means over the window. And what the whole
+    // process used in the window: CPU cores, CPU time and context switches per request.
+    const auto& a = at_start.metrics;
+    const auto& b = at_end.metrics;
+    const double batches = static_cast<double>(b.batches - a.batches);
+    const double requests = static_cast<double>(b.completed - a.completed);
+    const double cpu = at_end.usage.cpu_s - at_start.usage.cpu_s;
+    if (batches > 0 && requests > 0) {
       std::fprintf(stderr,
-                   "  [queue %d clients] %.0f batches/s; per executor %.1f us per batch; run "
-                   "p50/p90/p99 %.1f/%.1f/%.1f us; queue time p50/p99 %.3f/%.3f ms\n",
+                   "  [queue %d clients] %.0f batches/s; per executor %.1f us per batch: take "
+                   "%.1f, run %.1f (p50/p99 %.1f/%.1f), complete %.1f us (means); queue time "
+                   "p50/p99 %.3f/%.3f ms; process: %.1f cores, %.2f us CPU and %.3f/%.3f "
+                   "voluntary/involuntary context switches per request\n",
                    clients, batches / seconds, options.instances * seconds * 1e6 / batches,
-                   ct.p50_ms * 1e3, ct.p90_ms * 1e3, ct.p99_ms * 1e3, at_end.queue_time.p50_ms,
-                   at_end.queue_time.p99_ms);
+                   1e3 * mean_ms(a.take_time, b.take_time),
+                   1e3 * mean_ms(a.compute_time, b.compute_time), b.compute_time.p50_ms * 1e3,
+                   b.compute_time.p99_ms * 1e3, 1e3 * mean_ms(a.complete_time, b.complete_time),
+                   b.queue_time.p50_ms, b.queue_time.p99_ms, cpu / seconds, 1e6 * cpu / requests,
+                   static_cast<double>(at_end.usage.voluntary - at_start.usage.voluntary) / requests,
+                   static_cast<double>(at_end.usage.involuntary - at_start.usage.involuntary) /
+                       requests);
     }
   }
   Record r;
@@ -317,8 +354,10 @@ Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients,
   r.samples_per_s = static_cast<double>(completed) / seconds;
   r.p50_ms = percentile(latencies, 0.50);
   r.p99_ms = percentile(latencies, 0.99);
-  const double batches = static_cast<double>(at_end.batches - at_start.batches);
-  r.avg_batch = batches > 0 ? static_cast<double>(at_end.batch_rows - at_start.batch_rows) / batches : 0;
+  const double batches = static_cast<double>(at_end.metrics.batches - at_start.metrics.batches);
+  r.avg_batch = batches > 0 ? static_cast<double>(at_end.metrics.batch_rows -
+                                                  at_start.metrics.batch_rows) / batches
+                            : 0;
   return r;
 }
 

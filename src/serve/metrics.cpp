@@ -63,6 +63,11 @@ std::string BatchQueueMetrics::to_prometheus(std::string_view prefix,
   summary("_queue_time_seconds", "Per request: submit until its batch starts.", queue_time);
   summary("_compute_time_seconds", "Per batch: merge, forward, slice, synchronize.",
           compute_time);
+  summary("_take_time_seconds",
+          "Per batch: its executor taking it (lock, intake, waiting for work or the delay).",
+          take_time);
+  summary("_complete_time_seconds", "Per batch: completing its requests after the forward.",
+          complete_time);
   return out;
 }
 

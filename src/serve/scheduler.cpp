@@ -567,6 +567,7 @@ void Scheduler::executor_main(int instance) {
     std::vector<Finish> done;
     std::vector<RequestPtr> batch;
     bool exit = false;
+    const auto taking = Clock::now();
     {
       MutexLock lock(mu_);
       batch = next_batch(done, exit);
@@ -580,6 +581,7 @@ void Scheduler::executor_main(int instance) {
     if (batch.empty()) continue;
 
     const auto start = Clock::now();
+    take_time_.record(start - taking);
     std::int64_t rows = 0;
     waits.clear();
     for (const auto& r : batch) {
@@ -597,7 +599,8 @@ void Scheduler::executor_main(int instance) {
       } catch (...) {
       }
     }
-    compute_time_.record(Clock::now() - start);
+    const auto computed = Clock::now();
+    compute_time_.record(computed - start);
     counters_.batches.fetch_add(1, std::memory_order_relaxed);
     counters_.batch_rows.fetch_add(static_cast<std::uint64_t>(rows), std::memory_order_relaxed);
     counters_.batch_requests.fetch_add(batch.size(), std::memory_order_relaxed);
@@ -619,6 +622,7 @@ void Scheduler::executor_main(int instance) {
         finish({r, to, err ? own_copy(err) : nullptr, /*counted=*/!err});
       }
     }
+    complete_time_.record(Clock::now() - computed);
     (void)instance;
   }
 }
@@ -700,6 +704,8 @@ BatchQueueMetrics Scheduler::metrics() const {
   m.queued = admitted_.load(std::memory_order_seq_cst);
   m.queue_time = queue_time_.summary();
   m.compute_time = compute_time_.summary();
+  m.take_time = take_time_.summary();
+  m.complete_time = complete_time_.summary();
   return m;
 }
 

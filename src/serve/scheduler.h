@@ -228,6 +228,8 @@ class Scheduler {
   Counters counters_;
   LatencyHistogram queue_time_;
   LatencyHistogram compute_time_;
+  LatencyHistogram take_time_;
+  LatencyHistogram complete_time_;
 };
 
 }  // namespace tandem::serve::detail

@@ -42,6 +42,11 @@ struct BatchQueueMetrics {
   // Per request: submit -> its batch starts. Per batch: start -> outputs ready.
   LatencySummary queue_time;
   LatencySummary compute_time;
+  // Where an executor's time goes besides compute, per batch: taking it (the queue's lock, the
+  // intake, waiting for work or for max_queue_delay), and completing its requests after its
+  // outputs are ready (futures, callbacks: the clients' wake-ups).
+  LatencySummary take_time;
+  LatencySummary complete_time;
 
   // avg_batch_size(): rows per batch (0 before the first batch).
   [[nodiscard]] double avg_batch_size() const {
