@@ -83,10 +83,15 @@ fi
 if has graphbatch; then
   section "graph batching (BatchQueueOptions::graphs) against plain batches (issue 4), alternating"
   gq() { run 60 "$T" bench --batching --device cuda --in-flight 16 --max-batch 1024 --seconds "$S" --warmup 0.3 "$@"; }
-  echo "--- the issue's command (4 instances, no delay), graphs on"
-  gq --model mlp --instances 4 --clients 1,8,64,256 --graphs --json "$OUT/batching_graphs.json"
-  for round in 1 2; do
-    for cfg in "4 0" "8 0" "8 100" "2 0"; do
+  if [[ -z ${GB_QUICK:-} ]]; then
+    echo "--- the issue's command (4 instances, no delay), graphs on"
+    gq --model mlp --instances 4 --clients 1,8,64,256 --graphs --json "$OUT/batching_graphs.json"
+  fi
+  # GB_CFGS="I D,I D,...", GB_ROUNDS=N, GB_QUICK=1 (skip the issue's command) narrow the step.
+  cfgs=("4 0" "8 0" "8 100" "2 0")
+  [[ -n ${GB_CFGS:-} ]] && IFS=, read -ra cfgs <<<"$GB_CFGS"
+  for round in $(seq "${GB_ROUNDS:-2}"); do
+    for cfg in "${cfgs[@]}"; do
       read -r inst delay <<<"$cfg"
       for client in future callback; do
         for g in plain graphs; do
