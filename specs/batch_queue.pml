@@ -13,7 +13,7 @@
  *   mirrors src/serve/scheduler.cpp Scheduler::dequeued sha256:2ef4366b1a1c947a
  *   mirrors src/serve/scheduler.cpp Scheduler::take sha256:84cd99b8310719bd
  *   mirrors src/serve/scheduler.cpp Scheduler::next_batch sha256:72eff63595b2a91d
- *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:c903bcb3342558b1
+ *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:7134dd4cd173db8e
  *   mirrors src/serve/scheduler.cpp Scheduler::timer_main sha256:9184d118e1eb3b8e
  *   mirrors src/serve/scheduler.cpp Scheduler::stop sha256:eb647e4707f4f59d
  *   mirrors src/serve/scheduler.cpp Scheduler::cancel_queued sha256:143f228f2c2a209a

@@ -157,7 +157,8 @@ struct BatchQueueOptions {
   // preferred_batch_sizes and max_batch_size, or, without preferred sizes, the powers of two
   // below max_batch_size and max_batch_size itself. Every executor captures every bucket when it
   // starts (the constructor waits for that), and destroys its graphs when it stops. Pays off
-  // where graphs replay (cuda); elsewhere the same work runs directly, padding included.
+  // where graphs replay (cuda); elsewhere the same work runs directly, padding included (and
+  // the start runs each bucket's forward once).
   bool graphs = false;
 };
 
