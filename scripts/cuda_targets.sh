@@ -5,7 +5,9 @@
 #   1024/4096 (issue 3) -> batch-1 MLP with and without PDL, empty-kernel ceiling, PyTorch ->
 #   encoder table -> all GPU tests -> compute-sanitizer on the changed kernels.
 #   Step `arena` (not in the default list): graph-owned memory, its tests, memcheck and the
-#   batch-1 graph bench next to the empty-kernel ceiling.
+#   batch-1 graph bench next to the empty-kernel ceiling. Steps `graphbatch` (graph batching
+#   against plain batches, alternating; GB_ROUNDS, GB_CFGS, GB_QUICK narrow it) and `bqsan`
+#   (memcheck on the BatchQueue GPU tests), not in the default list either.
 # NEWTESTS=<gtest filter> picks the 'newtests' step's tests. Each step has its own timeout, so one hang loses only that step. Logs: $OUT/log.txt, JSON
 # records in $OUT. Steps: scripts/cuda_targets.sh [step...] (default: all).
 set -uo pipefail
@@ -225,6 +227,12 @@ if has arenasan; then
   section "compute-sanitizer memcheck on the graph tests"
   cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
   run 200 "$cs" --tool memcheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaGraph*' 2>&1 | grep -E "ERROR SUMMARY|Invalid|^\[  |Failure" | head -40
+fi
+
+if has bqsan; then
+  section "compute-sanitizer memcheck on the BatchQueue GPU tests (graph batching included)"
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  run 300 "$cs" --tool memcheck --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaBatchQueue*:CudaGraphMemory.Forget*' 2>&1 | grep -E "ERROR SUMMARY|Invalid|^\[  |Failure" | head -40
 fi
 
 if has sanitize; then
