@@ -41,38 +41,52 @@ enum class RequestState : int {
   return s >= RequestState::kCompleted;
 }
 
-class Request {
+// Note [Request layout]
+// An executor drains, places and takes each request under Scheduler::mu_, and the request was
+// just written on its submitter's core: every cache line of it that the scheduler touches there
+// is a miss (~0.1 us each on the 16-core GPU host), and mu_'s hold time per request was the
+// queue's bound (docs/benchmarks.md, "Graph batching"). So the fields the scheduler uses under
+// mu_ come first, packed into the object's first 64-byte line (the object is 64-byte aligned),
+// with the rest of what it reads there (submission time, deadline, sample shape) right after;
+// the tensors, which only the running executor and deliver() touch, come last.
+class alignas(64) Request {
  public:
   virtual ~Request() = default;
 
-  // Set by submit() before the request is shared; read-only afterwards.
-  nn::Shape shape;                  // input shape, shape[0] = rows (validated by the scheduler)
-  nn::Shape sample;  // shape[1..]: requests merge only when these are equal (inline: no allocation)
-  int priority = 0;
-  std::uint64_t submitter = 0;  // the submitting thread (a per-thread number): completion order
-  Clock::time_point submitted{};
-  std::optional<Clock::time_point> deadline;
-  bool host = false;                // host input (host_in), host output (host_out)
-  nn::Tensor device_in;             // when !host
-  std::unique_ptr<Event> in_ready;  // recorded on the submitter's stream when it was busy
-  nn::HostTensor host_in;           // when host
+  // ---- Hot under Scheduler::mu_ (first line, with the vtable pointer) ----
+ private:
+  std::atomic<RequestState> state_{RequestState::kNew};  // see state()
 
-  // Under Scheduler::mu_ only (no annotation: the mutex belongs to another object).
-  std::uint64_t seq = 0;
-  Clock::time_point enqueued{};
-
+ public:
+  int priority = 0;        // set by submit() before the request is shared; read-only afterwards
+  std::int64_t row_count = 0;  // shape[0]: set by the scheduler's submit() (nrows())
   // The intake (Note [Batch queue intake] in scheduler.h): written by the submitting thread
   // before the release CAS that publishes the request, read and cleared by the thread that
   // drains the intake (under Scheduler::mu_) after its acquire exchange.
   Request* intake_next = nullptr;
   std::shared_ptr<Request> intake_self;  // the intake's reference, dropped when drained
+  // Under Scheduler::mu_ only (no annotation: the mutex belongs to another object).
+  std::uint64_t seq = 0;
+  Clock::time_point enqueued{};
 
-  // Written by the running executor, read by deliver().
+  // ---- Set by submit() before the request is shared; read-only afterwards ----
+  Clock::time_point submitted{};
+  std::optional<Clock::time_point> deadline;
+  std::uint64_t submitter = 0;  // the submitting thread (a per-thread number): completion order
+  bool host = false;            // host input (host_in), host output (host_out)
+  nn::Shape sample;  // shape[1..]: requests merge only when these are equal (inline: no allocation)
+  nn::Shape shape;   // input shape, shape[0] = rows (validated by the scheduler)
+  nn::Tensor device_in;             // when !host
+  std::unique_ptr<Event> in_ready;  // recorded on the submitter's stream when it was busy
+  nn::HostTensor host_in;           // when host
+
+  // ---- Written by the running executor, read by deliver() ----
   nn::Tensor device_out;
   nn::HostTensor host_out;
 
   [[nodiscard]] std::size_t rows() const { return shape.rank() == 0 ? 0 : shape[0]; }
-  [[nodiscard]] std::int64_t nrows() const { return static_cast<std::int64_t>(rows()); }
+  // nrows(): rows() as the scheduler's submit() recorded it on the hot line (0 before).
+  [[nodiscard]] std::int64_t nrows() const { return row_count; }
 
   // state: writers are submit(), the executors, the timer thread and stop(), all through
   // transition(). acq_rel CAS: the winner of a transition sees everything the previous owner
@@ -95,9 +109,6 @@ class Request {
     device_out = {};
     host_out = {};
   }
-
- private:
-  std::atomic<RequestState> state_{RequestState::kNew};
 };
 
 }  // namespace tandem::serve::detail

@@ -250,6 +250,7 @@ void Scheduler::submit(const RequestPtr& r, const SubmitOptions& so) {
     return;
   }
   r->sample = nn::Shape(r->shape.dims().subspan(1));
+  r->row_count = static_cast<std::int64_t>(r->rows());
 
   // Fast path, without mu_ (Note [Batch queue intake]): no deadline, not stopping, room.
   if (!r->deadline && !stopping_flag_.load(std::memory_order_seq_cst) && try_admit()) {
@@ -350,8 +351,8 @@ void Scheduler::drain_intake() {
   while (fifo) {
     Request* next = fifo->intake_next;
     fifo->intake_next = nullptr;
-    RequestPtr r = std::move(fifo->intake_self);
-    place(r, r->submitted);
+    const Clock::time_point submitted = fifo->submitted;
+    place(std::move(fifo->intake_self), submitted);  // moved: no reference count traffic
     fifo = next;
   }
 }
@@ -373,12 +374,11 @@ void Scheduler::settle_after_stop() {
   finish_all(done);
 }
 
-void Scheduler::place(const RequestPtr& r, Clock::time_point enqueued) {
+void Scheduler::place(RequestPtr r, Clock::time_point enqueued) {
   r->seq = next_seq_++;
   r->enqueued = enqueued;
   auto& q = queues_[r->sample];
   if (q.levels.empty()) q.levels.resize(static_cast<std::size_t>(options_.priority_levels));
-  q.levels[static_cast<std::size_t>(r->priority)].push_back(r);
   q.rows += r->nrows();
   (void)r->transition(r->state(), RequestState::kQueued);
   ++queued_;
@@ -392,6 +392,8 @@ void Scheduler::place(const RequestPtr& r, Clock::time_point enqueued) {
       timer_cv_.notify_one();
     }
   }
+  auto& fifo = q.levels[static_cast<std::size_t>(r->priority)];
+  fifo.push_back(std::move(r));  // last: r is moved from
 }
 
 void Scheduler::compact_deadlines() {

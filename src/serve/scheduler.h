@@ -135,7 +135,7 @@ class Scheduler {
   void cancel_queued(std::vector<Finish>& done) TANDEM_REQUIRES(mu_);
   // place(r, enqueued): puts an admitted request (counted in admitted_) into its FIFO. Does not
   // notify an executor: the caller does (Note [Batch queue intake]).
-  void place(const RequestPtr& r, Clock::time_point enqueued) TANDEM_REQUIRES(mu_);
+  void place(RequestPtr r, Clock::time_point enqueued) TANDEM_REQUIRES(mu_);
   // drain_intake(): moves every pushed request into its FIFO, in push order.
   void drain_intake() TANDEM_REQUIRES(mu_);
   // drain_intake_settled(done): drain_intake(); then, when stopping and no executor will run
