@@ -9,7 +9,9 @@
 //           clients are spread over ceil(C/62) private devices of the same backend
 //           (Device::open), each with its own copy of the model.
 //           With --client callback the clients use the callback form of submit() instead of
-//           futures, waiting for their oldest request as a future client does (see Slot).
+//           futures, waiting for their oldest request as a future client does (see Slot);
+//           with --client any they refill as soon as any request completes (see AnyClient),
+//           the only client that really keeps K in flight (mode queue-any).
 //   direct-batch: after each queue point, ONE thread calling model->forward() itself at the
 //           queue's average batch size B (rounded), host input and output in page-locked
 //           HostBuffers that live across calls (upload, forward, download, synchronize): the
@@ -257,9 +259,91 @@ void callback_client(serve::BatchQueue& queue, const nn::HostTensor& input, int 
   if (error) std::rethrow_exception(error);
 }
 
+// AnyClient: a --client any client's completions. Every callback stores its slot's completion
+// (done, error), pushes the slot onto `completed` (a lock-free stack; seq_cst), then wakes the
+// client only if it announced that it sleeps (`sleeping` 1 -> 0 by exchange: one waker makes the
+// system call). The client sets `sleeping` (seq_cst), re-reads the stack and sleeps on the word
+// only when the stack is still empty: either its re-read sees a push or the pusher's exchange
+// sees its 1 (the seq_cst pair), so no completion is missed.
+struct AnySlot {
+  Clock::time_point submitted{}, done{};
+  std::exception_ptr error;
+  AnySlot* next = nullptr;  // in `completed`
+};
+struct AnyClient {
+  std::atomic<AnySlot*> completed{nullptr};
+  std::atomic<std::uint32_t> sleeping{0};
+};
+
+void complete_any(AnyClient& c, AnySlot& s, std::exception_ptr error) {
+  s.done = Clock::now();
+  s.error = std::move(error);
+  AnySlot* head = c.completed.load(std::memory_order_relaxed);
+  do {
+    s.next = head;
+  } while (!c.completed.compare_exchange_weak(head, &s, std::memory_order_seq_cst,
+                                              std::memory_order_relaxed));
+  if (c.sleeping.exchange(0, std::memory_order_seq_cst) == 1) wake_word(c.sleeping);
+}
+
+// take_completed(c): the slots completed since the last call; sleeps until there is one.
+AnySlot* take_completed(AnyClient& c) {
+  for (;;) {
+    if (AnySlot* s = c.completed.exchange(nullptr, std::memory_order_seq_cst)) return s;
+    c.sleeping.store(1, std::memory_order_seq_cst);
+    if (AnySlot* s = c.completed.exchange(nullptr, std::memory_order_seq_cst)) {
+      c.sleeping.store(0, std::memory_order_relaxed);
+      return s;
+    }
+    wait_word(c.sleeping, 1);  // returns at once when a completion already cleared it
+  }
+}
+
+// any_client(...): a closed-loop client that keeps in_flight requests in flight through the
+// callback form, refilling as soon as any of them completes (a future client can only wait for
+// one future: it waits for its oldest, while its later requests may be done already).
+void any_client(serve::BatchQueue& queue, const nn::HostTensor& input, int in_flight,
+                const Window& w, const std::atomic<bool>& stop, std::vector<double>& lat,
+                long long& done) {
+  AnyClient client;
+  std::vector<AnySlot> slots(static_cast<std::size_t>(in_flight));
+  std::vector<AnySlot*> free;
+  for (auto& s : slots) free.push_back(&s);
+  std::exception_ptr error;
+  auto submit = [&] {
+    AnySlot* s = free.back();
+    free.pop_back();
+    s->submitted = Clock::now();
+    queue.submit(nn::HostTensor(input), [&client, s](serve::Result<nn::HostTensor> r) {
+      complete_any(client, *s, std::move(r.error));
+    });
+  };
+  auto consume = [&] {
+    for (AnySlot* s = take_completed(client); s != nullptr;) {
+      AnySlot* next = s->next;
+      if (s->error) {
+        if (!error) error = s->error;
+      } else if (in_window(w, s->done)) {
+        lat.push_back(std::chrono::duration<double, std::milli>(s->done - s->submitted).count());
+        ++done;
+      }
+      s->error = nullptr;
+      free.push_back(s);
+      s = next;
+    }
+  };
+  while (!stop.load(std::memory_order_relaxed) && !error) {
+    while (!free.empty()) submit();
+    consume();
+  }
+  while (free.size() != slots.size()) consume();
+  if (error) std::rethrow_exception(error);
+}
+
 Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients, int in_flight,
                      const serve::BatchQueueOptions& options, double warmup_s, double seconds,
-                     bool callbacks) {
+                     const std::string& client_kind) {
+  const bool callbacks = client_kind != "future";
   serve::BatchQueue queue(model, options);
   std::vector<double> latencies;
   long long completed = 0;
@@ -285,7 +369,11 @@ Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients,
                     });
                   }
                   try {
-                    callback_client(queue, input, in_flight, w, stop, lat, done);
+                    if (client_kind == "any") {
+                      any_client(queue, input, in_flight, w, stop, lat, done);
+                    } else {
+                      callback_client(queue, input, in_flight, w, stop, lat, done);
+                    }
                   } catch (...) {
                     if (sampler.joinable()) sampler.join();
                     throw;
@@ -348,7 +436,7 @@ Record measure_queue(const std::shared_ptr<const nn::Model>& model, int clients,
     }
   }
   Record r;
-  r.mode = callbacks ? "queue-cb" : "queue";
+  r.mode = client_kind == "any" ? "queue-any" : callbacks ? "queue-cb" : "queue";
   r.clients = clients;
   r.in_flight = in_flight;
   r.samples_per_s = static_cast<double>(completed) / seconds;
@@ -523,8 +611,10 @@ int run_batching_bench(const std::vector<std::string>& args) {
   app.add_option("--warmup", warmup, "warm-up time per point (not measured)")->capture_default_str()
       ->check(CLI::Range(0.0, 60.0));
   app.add_option("--client", client_kind,
-                 "queue clients wait on futures, or use the callback form of submit()")
-      ->capture_default_str()->check(CLI::IsMember({"future", "callback"}));
+                 "queue clients: future (wait for the oldest future), callback (the callback form, "
+                 "waiting for the oldest request), any (the callback form, refilling as soon as "
+                 "any request completes)")
+      ->capture_default_str()->check(CLI::IsMember({"future", "callback", "any"}));
   app.add_flag("--graphs", graphs,
                "queue: graph batching (BatchQueueOptions::graphs: each batch a graph replay, "
                "padded to a power-of-two bucket; mlp, encoder, noop)");
@@ -581,7 +671,7 @@ int run_batching_bench(const std::vector<std::string>& args) {
         if (direct ? !run_direct : !run_queue) continue;
         Record r = direct ? measure_direct(model_name, device, model_options, c, warmup, seconds)
                           : measure_queue(model, c, in_flight, options, warmup, seconds,
-                                          client_kind == "callback");
+                                          client_kind);
         r.device = device->name();
         r.model = model_name;
         std::printf("%-12s %8d %10d %14.0f %10.3f %10.3f %10.2f\n", r.mode.c_str(), r.clients,
