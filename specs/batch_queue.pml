@@ -4,16 +4,16 @@
  *
  * Mirrors (checked by specs/check_mirrors.py; update the hashes with --update only after
  * re-reading the model against the code):
- *   mirrors src/serve/scheduler.cpp Scheduler::submit sha256:462ec6e2fbc85006
+ *   mirrors src/serve/scheduler.cpp Scheduler::submit sha256:7cf7d5b93689275c
  *   mirrors src/serve/scheduler.cpp Scheduler::complete_now sha256:b1561dc0ee7ca391
- *   mirrors src/serve/scheduler.cpp Scheduler::place sha256:7e158ffd3502c1d6
- *   mirrors src/serve/scheduler.cpp Scheduler::drain_intake sha256:245fbedadd0e5366
+ *   mirrors src/serve/scheduler.cpp Scheduler::place sha256:44e84c8b2eb9afc4
+ *   mirrors src/serve/scheduler.cpp Scheduler::drain_intake sha256:3c63c452b82e7104
  *   mirrors src/serve/scheduler.cpp Scheduler::settle_after_stop sha256:87e06d3dc1270d28
  *   mirrors src/serve/scheduler.cpp Scheduler::try_admit sha256:6c6bbc35223c7028
  *   mirrors src/serve/scheduler.cpp Scheduler::dequeued sha256:2ef4366b1a1c947a
  *   mirrors src/serve/scheduler.cpp Scheduler::take sha256:84cd99b8310719bd
  *   mirrors src/serve/scheduler.cpp Scheduler::next_batch sha256:72eff63595b2a91d
- *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:7134dd4cd173db8e
+ *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:cbcfe5c631481753
  *   mirrors src/serve/scheduler.cpp Scheduler::timer_main sha256:9184d118e1eb3b8e
  *   mirrors src/serve/scheduler.cpp Scheduler::stop sha256:eb647e4707f4f59d
  *   mirrors src/serve/scheduler.cpp Scheduler::cancel_queued sha256:143f228f2c2a209a

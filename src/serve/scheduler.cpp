@@ -565,11 +565,13 @@ void Scheduler::executor_main(int instance) {
     ++started_;
     ready_cv_.notify_all();
   }
+  // take_time: from the end of the last batch (or the start) to the next batch in hand, rounds
+  // that found no batch (a delay wait, a wake-up with nothing left) included.
+  auto taking = Clock::now();
   for (;;) {
     std::vector<Finish> done;
     std::vector<RequestPtr> batch;
     bool exit = false;
-    const auto taking = Clock::now();
     {
       MutexLock lock(mu_);
       batch = next_batch(done, exit);
@@ -624,7 +626,8 @@ void Scheduler::executor_main(int instance) {
         finish({r, to, err ? own_copy(err) : nullptr, /*counted=*/!err});
       }
     }
-    complete_time_.record(Clock::now() - computed);
+    taking = Clock::now();
+    complete_time_.record(taking - computed);
     (void)instance;
   }
 }

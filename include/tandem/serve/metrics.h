@@ -42,9 +42,10 @@ struct BatchQueueMetrics {
   // Per request: submit -> its batch starts. Per batch: start -> outputs ready.
   LatencySummary queue_time;
   LatencySummary compute_time;
-  // Where an executor's time goes besides compute, per batch: taking it (the queue's lock, the
-  // intake, waiting for work or for max_queue_delay), and completing its requests after its
-  // outputs are ready (futures, callbacks: the clients' wake-ups).
+  // Where an executor's time goes besides compute, per batch: taking it (from the end of its
+  // executor's previous batch: the queue's lock, the intake, waiting for work or for
+  // max_queue_delay), and completing its requests after its outputs are ready (futures,
+  // callbacks: the clients' wake-ups). take + compute + complete is the executor's whole cycle.
   LatencySummary take_time;
   LatencySummary complete_time;
 
