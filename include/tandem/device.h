@@ -34,6 +34,9 @@ struct MemoryStats {
   std::int64_t peak_bytes = 0;     // high-water mark of current_bytes
   std::int64_t allocs = 0;         // number of allocations
   std::int64_t frees = 0;          // number of frees (completed, in stream order)
+  // Device memory that cached graphs hold outside the allocator above (cuda: the graphs'
+  // arenas, Note [Graph-owned memory]; freed with their graph); 0 on host backends.
+  std::int64_t graph_bytes = 0;
 };
 
 class Device {

@@ -94,6 +94,8 @@ class BackendDevice {
   // engines read and write directly. allocate_host throws Error(kOutOfMemory).
   [[nodiscard]] virtual void* allocate_host(std::size_t bytes);
   virtual void deallocate_host(void* p, std::size_t bytes) noexcept;
+  // graph_bytes(): MemoryStats::graph_bytes. Any thread.
+  [[nodiscard]] virtual std::int64_t graph_bytes() const { return 0; }
 };
 
 class Backend {

@@ -251,7 +251,7 @@ MemoryStats Device::memory_stats() const {
   return {state_->current_bytes_.load(std::memory_order_relaxed),
           state_->peak_bytes_.load(std::memory_order_relaxed),
           state_->allocs_.load(std::memory_order_relaxed),
-          state_->frees_.load(std::memory_order_relaxed)};
+          state_->frees_.load(std::memory_order_relaxed), state_->impl_->graph_bytes()};
 }
 
 void Device::synchronize() {

@@ -341,7 +341,7 @@ namespace tandem {
 namespace {
 
 // forget_graph: the cached graph (and its arena) is gone, the key captures a new body, a key
-// never cached is no error.
+// never cached is no error. MemoryStats::graph_bytes counts the arena while the graph lives.
 TEST_F(CudaGraphMemory, ForgetGraphDropsTheGraphAndTheKeyCapturesANewBody) {
   auto dev = testing::open_cuda();
   auto lease = dev->streams().lease();
@@ -356,9 +356,13 @@ TEST_F(CudaGraphMemory, ForgetGraphDropsTheGraphAndTheKeyCapturesANewBody) {
       fill(s, out, value);
     });
     ASSERT_TRUE(cuda_stream(s).graph_info(9).has_value());
+    const auto arena = static_cast<std::int64_t>(cuda_stream(s).graph_info(9)->arena_bytes);
+    EXPECT_GE(arena, 1024);
+    EXPECT_EQ(dev->memory_stats().graph_bytes, arena);  // the arena, outside the pool's stats
     EXPECT_EQ(download_all(s, out).front(), value);
     forget_graph(s, 9);
     EXPECT_FALSE(cuda_stream(s).graph_info(9).has_value());
+    EXPECT_EQ(dev->memory_stats().graph_bytes, 0);
   }
   EXPECT_EQ(calls, 4);  // each body captured twice (arena measure), the second a new body
   EXPECT_EQ(cuda_stream(s).graphs_cached(), 0u);

@@ -189,6 +189,7 @@ TEST(Buffer, StatsCountAllocationsAndStreamOrderedFrees) {
   EXPECT_EQ(m.current_bytes, 0);
   EXPECT_EQ(m.peak_bytes, 1024);
   EXPECT_EQ(m.frees, 2);
+  EXPECT_EQ(m.graph_bytes, 0);  // host backends cache no graphs
 }
 
 TEST(HostBuffer, HoldsAlignedMemoryForCopiesAndMovesOwnership) {

@@ -68,6 +68,14 @@ class CudaDevice : public detail::BackendDevice {
   // arena they lie in, is kept until this device is destroyed. Any thread.
   void adopt_orphans(const std::vector<CaptureMemory::Block>& blocks, void* arena)
       TANDEM_EXCLUDES(orphans_mu_);
+  // count_graph_bytes(delta): a graph arena of `delta` bytes was allocated (> 0) or freed or
+  // orphaned (< 0); graph_bytes() sums them (MemoryStats::graph_bytes). Any thread.
+  void count_graph_bytes(std::int64_t delta) noexcept {
+    graph_bytes_.fetch_add(delta, std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::int64_t graph_bytes() const override {
+    return graph_bytes_.load(std::memory_order_relaxed);
+  }
 
  private:
   // take_orphan(p): whether p is an orphan block (and forgets it).
@@ -89,6 +97,7 @@ class CudaDevice : public detail::BackendDevice {
   // (release); deallocate() reads it (acquire) and takes the mutex only when it is not 0, so
   // frees pay one load while no capture ever leaked.
   std::atomic<std::size_t> orphan_count_{0};
+  std::atomic<std::int64_t> graph_bytes_{0};  // count_graph_bytes
 };
 
 }  // namespace tandem::backends::cuda

@@ -62,13 +62,14 @@ void CUDART_CB run_graph_task(void* arg) { run_task(*static_cast<HostTask*>(arg)
 
 struct CudaStream::Graph {
   const cudaStream_t stream;
+  CudaDevice& device;  // counts the arena's bytes (MemoryStats::graph_bytes)
   cudaGraphExec_t exec = nullptr;
   std::vector<std::unique_ptr<HostTask>> host_tasks;  // the host nodes' state
   std::vector<std::function<void()>> kept;            // deferred releases, run at destruction
-  void* arena = nullptr;                              // Note [Graph-owned memory]
+  void* arena = nullptr;  // Note [Graph-owned memory]; info.arena_bytes long, counted by device
   GraphInfo info;
 
-  explicit Graph(cudaStream_t s) : stream(s) {}
+  Graph(cudaStream_t s, CudaDevice& d) : stream(s), device(d) {}
   Graph(const Graph&) = delete;
   Graph& operator=(const Graph&) = delete;
   ~Graph() {
@@ -84,6 +85,7 @@ struct CudaStream::Graph {
       // use the arena, whoever drops the graph.
       (void)cudaStreamSynchronize(stream);
       (void)cudaFree(arena);
+      device.count_graph_bytes(-static_cast<std::int64_t>(info.arena_bytes));
     }
   }
 };
@@ -246,10 +248,11 @@ std::shared_ptr<CudaStream::Graph> CudaStream::capture(const std::function<void(
   std::size_t arena_bytes = 0;
   std::size_t first_needed = 0;
   for (int pass = 1;; ++pass) {
-    auto graph = std::make_shared<Graph>(stream_);
+    auto graph = std::make_shared<Graph>(stream_, device_);
     if (arena_bytes > 0) {
       TANDEM_CUDA_CHECK(cudaMalloc(&graph->arena, arena_bytes), label_);
       graph->info.arena_bytes = arena_bytes;
+      device_.count_graph_bytes(static_cast<std::int64_t>(arena_bytes));
     }
     CaptureMemory memory(*this, graph->arena, arena_bytes);
     GraphHolder g;
@@ -322,7 +325,10 @@ cudaGraph_t CudaStream::record(const std::function<void()>& body, Graph& graph,
 void CudaStream::orphan_leaks(const CaptureMemory& memory, Graph& graph) {
   if (memory.live().empty()) return;
   void* arena = nullptr;
-  if (memory.live_in_arena()) arena = std::exchange(graph.arena, nullptr);
+  if (memory.live_in_arena()) {
+    arena = std::exchange(graph.arena, nullptr);
+    device_.count_graph_bytes(-static_cast<std::int64_t>(graph.info.arena_bytes));  // orphaned
+  }
   device_.adopt_orphans(memory.live(), arena);
 }
 

@@ -28,9 +28,11 @@
 // - Lifetime: the arena is freed with its graph (CudaStream::Graph), after the graph's exec is
 //   destroyed and the stream synchronized: graphs are dropped at Device::close (stop(kDrain)) or
 //   stream destruction, both after a cudaStreamSynchronize, and ~Graph synchronizes again.
-// - Accounting: arena blocks count in Device::memory_stats while allocated (inside the capture
-//   only). The arenas themselves are outside the memory pool: PoolStats and describe_pool() do
-//   not include them; CudaStream::graph_info(key).arena_bytes gives one graph's.
+// - Accounting: arena blocks count in Device::memory_stats' current_bytes while allocated
+//   (inside the capture only). The arenas themselves are outside the memory pool: PoolStats and
+//   describe_pool() do not include them; MemoryStats::graph_bytes sums the arenas of the
+//   cached graphs (an orphaned arena leaves it), CudaStream::graph_info(key).arena_bytes gives
+//   one graph's.
 #pragma once
 
 #include <cstddef>
