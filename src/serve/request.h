@@ -46,15 +46,17 @@ enum class RequestState : int {
 // just written on its submitter's core: every cache line of it that the scheduler touches there
 // is a miss, and executors held mu_ 0.3-0.4 us per request on the 16-core GPU host
 // (docs/benchmarks.md, "Graph batching"). So the fields the scheduler uses under mu_ come first,
-// packed into the object's first 64-byte line (the object is 64-byte aligned), with the rest of
-// what it reads there (submission time, deadline, sample shape) right after; the tensors, which
-// only the running executor and deliver() touch, come last. Measured: executors' take time
-// -20-35%; throughput unchanged within the H100's noise.
-class alignas(64) Request {
+// packed into the object's first 64 bytes (at most two cache lines: the object is not
+// over-aligned, since an alignas(64) type is allocated with posix_memalign, which took 8% of the
+// process's CPU samples at 64 x 16 on the GPU host), with the rest of what it reads there
+// (submission time, deadline, sample shape) right after; the tensors, which only the running
+// executor and deliver() touch, come last. Measured (aligned): executors' take time -20-35%;
+// throughput unchanged within the H100's noise.
+class Request {
  public:
   virtual ~Request() = default;
 
-  // ---- Hot under Scheduler::mu_ (first line, with the vtable pointer) ----
+  // ---- Hot under Scheduler::mu_ (the first 64 bytes, with the vtable pointer) ----
  private:
   std::atomic<RequestState> state_{RequestState::kNew};  // see state()
 
