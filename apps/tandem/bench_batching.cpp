@@ -617,7 +617,7 @@ int run_batching_bench(const std::vector<std::string>& args) {
       ->capture_default_str()->check(CLI::IsMember({"future", "callback", "any"}));
   app.add_flag("--graphs", graphs,
                "queue: graph batching (BatchQueueOptions::graphs: each batch a graph replay, "
-               "padded to a power-of-two bucket; mlp, encoder, noop)");
+               "padded up to a power of two or --max-batch; mlp, encoder, noop)");
   app.add_option("--json", json_path, "also write the records to this JSON file");
   if (auto code = parse(app, args)) return *code;
 
