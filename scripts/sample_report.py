@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
-"""sample_report.py FILE [--top N] — where the CPU went, from a libtandem_sampler.so profile.
+"""sample_report.py FILE [--top N] [--by-role] — a libtandem_sampler.so profile, aggregated.
 
 FILE is what bench/sampler.cpp wrote (TANDEM_SAMPLE_OUT): /proc/self/maps, then one call stack
-per sample. Prints the functions with the most samples where the CPU was (self) and on the stack
-(inclusive), and the share of samples by thread role (executor / client / other, from the
-stack's functions). Symbolizes with addr2line (binutils), one call per module.
+per sample (thread id first). Prints the functions with the most samples at the top of the stack
+(self: where the CPU was in cpu mode, where the thread was in wall mode) and anywhere on it
+(inclusive), and the share of samples by thread role: a thread is an executor when any of its
+stacks passes through Scheduler::executor_main, a client when one passes through the bench's
+client code, else other. --by-role repeats the two lists for each role. Symbolizes with
+addr2line (binutils), one call per module.
 """
 import argparse
 import collections
@@ -30,7 +33,8 @@ def load(path):
                     lo, hi = (int(x, 16) for x in parts[0].split("-"))
                     maps.append((lo, hi, int(parts[2], 16), parts[5]))
             elif section == "samples" and line:
-                stacks.append([int(x, 16) for x in line.split()])
+                tid, _, rest = line.partition(":")
+                stacks.append((int(tid), [int(x, 16) for x in rest.split()]))
     return maps, stacks
 
 
@@ -43,7 +47,7 @@ def module_of(maps, addr):
 
 def symbolize(maps, stacks):
     wanted = collections.defaultdict(set)  # module -> offsets
-    for st in stacks:
+    for _, st in stacks:
         for i, a in enumerate(st):
             # Return addresses point after the call: look up a-1 (the leaf past the signal
             # trampoline is an exact pc, but one byte earlier is inside the same function).
@@ -69,6 +73,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("file")
     ap.add_argument("--top", type=int, default=30)
+    ap.add_argument("--by-role", action="store_true", help="the lists for each thread role too")
     args = ap.parse_args()
     maps, stacks = load(args.file)
     names = symbolize(maps, stacks)
@@ -84,27 +89,43 @@ def main():
                 return out[i + 1:]
         return out[2:]
 
-    self_c, incl_c, roles = collections.Counter(), collections.Counter(), collections.Counter()
-    for st in stacks:
-        fs = frames(st)
-        if not fs:
-            continue
-        self_c[fs[0]] += 1
-        for fn in set(fs):
-            incl_c[fn] += 1
+    framed = [(tid, frames(st)) for tid, st in stacks]
+    framed = [(tid, fs) for tid, fs in framed if fs]
+    role_of = {}
+    for tid, fs in framed:
         text = " ".join(fs)
-        role = ("executor" if "executor_main" in text else
-                "client" if ("client" in text or "measure_queue" in text or "submit" in text)
-                else "other")
-        roles[role] += 1
-    n = max(1, sum(roles.values()))
-    print("by thread role: " + ", ".join(f"{r} {c} ({100 * c / n:.1f}%)" for r, c in roles.most_common()))
-    print(f"\n-- self (where the CPU was), top {args.top}")
-    for fn, c in self_c.most_common(args.top):
-        print(f"{100 * c / n:6.2f}%  {fn[:150]}")
-    print(f"\n-- inclusive (on the stack), top {args.top}")
-    for fn, c in incl_c.most_common(args.top):
-        print(f"{100 * c / n:6.2f}%  {fn[:150]}")
+        if "executor_main" in text:
+            role_of[tid] = "executor"
+        elif role_of.get(tid) != "executor" and ("_client" in text or "measure_queue" in text
+                                                 or "run_clients" in text):
+            role_of[tid] = "client"
+    by_role = collections.defaultdict(list)
+    for tid, fs in framed:
+        by_role[role_of.get(tid, "other")].append(fs)
+    n = max(1, len(framed))
+    threads = collections.Counter(role_of.get(tid, "other") for tid in {t for t, _ in framed})
+    print("by thread role: " + ", ".join(
+        f"{r} {len(v)} samples ({100 * len(v) / n:.1f}%, {threads[r]} threads)"
+        for r, v in sorted(by_role.items(), key=lambda kv: -len(kv[1]))))
+
+    def report(title, stacks_of):
+        total = max(1, len(stacks_of))
+        self_c, incl_c = collections.Counter(), collections.Counter()
+        for fs in stacks_of:
+            self_c[fs[0]] += 1
+            for fn in set(fs):
+                incl_c[fn] += 1
+        print(f"\n-- {title}: self (top of the stack), top {args.top}, % of {total} samples")
+        for fn, c in self_c.most_common(args.top):
+            print(f"{100 * c / total:6.2f}%  {fn[:150]}")
+        print(f"\n-- {title}: inclusive (on the stack), top {args.top}")
+        for fn, c in incl_c.most_common(args.top):
+            print(f"{100 * c / total:6.2f}%  {fn[:150]}")
+
+    report("all threads", [fs for _, fs in framed])
+    if args.by_role:
+        for role in sorted(by_role):
+            report(role, by_role[role])
 
 
 if __name__ == "__main__":
