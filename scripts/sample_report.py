@@ -74,6 +74,9 @@ def main():
     ap.add_argument("file")
     ap.add_argument("--top", type=int, default=30)
     ap.add_argument("--by-role", action="store_true", help="the lists for each thread role too")
+    ap.add_argument("--callers", metavar="NAME", action="append", default=[],
+                    help="also: who calls the functions whose name contains NAME, per role, "
+                         "up to 3 frames up (repeatable)")
     args = ap.parse_args()
     maps, stacks = load(args.file)
     names = symbolize(maps, stacks)
@@ -123,6 +126,21 @@ def main():
             print(f"{100 * c / total:6.2f}%  {fn[:150]}")
 
     report("all threads", [fs for _, fs in framed])
+    for name in args.callers:
+        for role in sorted(by_role):
+            chains = collections.Counter()
+            hits = 0
+            for fs in by_role[role]:
+                for i, fn in enumerate(fs):
+                    if name in fn:
+                        hits += 1
+                        chains[" <- ".join(f[:70] for f in fs[i + 1:i + 4])] += 1
+                        break
+            if not hits:
+                continue
+            print(f"\n-- {role}: callers of *{name}* ({hits} of {len(by_role[role])} samples)")
+            for chain, c in chains.most_common(args.top):
+                print(f"{100 * c / hits:6.2f}%  {chain}")
     if args.by_role:
         for role in sorted(by_role):
             report(role, by_role[role])
