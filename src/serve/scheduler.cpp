@@ -515,8 +515,10 @@ std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& e
     if (full || options_.max_queue_delay.count() == 0 || now >= due || stopping_) {
       std::int64_t target = avail;
       if (!full) {
+        // The largest preferred size it can fill, when the head request fits in it: a target
+        // below the head's rows would take nothing, and the executor would spin on it.
         const std::int64_t p = largest_preferred_at_most(options_, avail);
-        if (p > 0) target = p;
+        if (p >= head->nrows()) target = p;
       }
       auto batch = take(*head_q, target, now, done);
       if (admitted_.load(std::memory_order_seq_cst) < options_.max_queue_size) {

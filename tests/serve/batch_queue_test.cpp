@@ -234,6 +234,19 @@ TEST(BatchQueue, PreferredBatchSizesShapeTheBatches) {
   EXPECT_EQ(b[3].size(), 2u);  // below every preferred size: all of it, after the delay
 }
 
+// A head request with more rows than the largest preferred size the queue could fill runs with
+// everything queued (it once made the executor spin: a target below the head's rows took
+// nothing, forever).
+TEST(BatchQueue, AHeadLargerThanThePreferredSizeItCouldFillStillRuns) {
+  TestModel m(4, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 6, .preferred_batch_sizes = {2, 4}});
+  auto f = q.submit(m.input(1, 3));
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready) << "the 3-row request never ran";
+  expect_rows(m, m.input(1, 3), f.get());
+  EXPECT_EQ(q.metrics().batch_rows, 3u);
+  q.stop(StopMode::kCancel);
+}
+
 TEST(BatchQueue, MaxQueueDelayWaitsForAFullerBatchButNotLonger) {
   TestModel m(8, 4);
   BatchQueue q(m.fn(), cpu(), {.max_batch_size = 4, .max_queue_delay = 200ms});
@@ -647,6 +660,46 @@ TEST(BatchQueueModels, GraphBatchingRunsOtherBatchesThePlainWay) {
   }
   EXPECT_EQ(q.metrics().completed, 2u);
   EXPECT_EQ(q.metrics().failed, 1u);
+}
+
+// A model whose forward_into fails at one batch size: graph batching captures every bucket when
+// an executor starts, so the queue's constructor reports the failure (nothing left running, no
+// hang), and a queue whose buckets avoid that size serves.
+class FailsAtRows final : public nn::Model {
+ public:
+  FailsAtRows(std::shared_ptr<Device> device, std::size_t bad)
+      : nn::Model(std::move(device)), bad_(bad) {}
+  [[nodiscard]] std::string_view name() const override { return "fails_at_rows"; }
+  [[nodiscard]] nn::Shape input_shape(std::size_t batch) const override { return {batch, 4}; }
+  [[nodiscard]] nn::Shape output_shape(std::size_t batch) const override { return {batch, 4}; }
+  [[nodiscard]] nn::Tensor forward(const nn::Tensor& input) const override { return input; }
+  void forward_into(const nn::Tensor& input, const nn::Tensor& output) const override {
+    if (input.dim(0) == bad_) {
+      throw Error(ErrorKind::kInvalidArgument, "forward_into fails at " + std::to_string(bad_));
+    }
+    nn::Model::forward_into(input, output);
+  }
+
+ private:
+  const std::size_t bad_;
+};
+
+TEST(BatchQueueModels, GraphBatchingReportsAFailedBucketFromTheConstructor) {
+  auto dev = cpu();
+  auto model = std::make_shared<FailsAtRows>(dev, 8);
+  try {
+    BatchQueue q(model, {.max_batch_size = 16, .instances = 2, .graphs = true});
+    ADD_FAILURE() << "a queue whose bucket 8 cannot run was constructed";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("fails at 8"), std::string::npos) << e.what();
+  }
+  // Buckets 2, 4 and 6 (the preferred sizes and the maximum) never meet the bad size.
+  BatchQueue q(model, {.max_batch_size = 6, .preferred_batch_sizes = {2, 4}, .instances = 2,
+                       .graphs = true});
+  const nn::HostTensor out = q.submit(nn::HostTensor{"x", {3, 4}, std::vector<float>(12, 2.5f)}).get();
+  EXPECT_EQ(out.shape, (nn::Shape{3, 4}));
+  EXPECT_EQ(out.values, std::vector<float>(12, 2.5f));
 }
 
 TEST(BatchQueueModels, GraphBatchingNeedsAModel) {

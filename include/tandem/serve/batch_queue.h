@@ -13,8 +13,8 @@
 //   - at once when it holds the largest preferred batch size (or max_batch_size without
 //     preferred sizes), or when max_queue_delay is zero;
 //   - else when its oldest request has waited max_queue_delay (or the queue is draining): then
-//     with the largest preferred batch size it can fill, or everything it has when it can fill
-//     none.
+//     with the largest preferred batch size it can fill that holds the oldest request, or
+//     everything it has when there is none. (The same choice when max_queue_delay is zero.)
 // The executor concatenates the inputs into one tensor on its stream (a copy kernel per tensor
 // request; host requests gathered on the host and uploaded with one copy per run of consecutive
 // host requests), calls the forward once, copies each request's output rows out (into a new
