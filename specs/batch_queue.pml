@@ -12,7 +12,7 @@
  *   mirrors src/serve/scheduler.cpp Scheduler::try_admit sha256:6c6bbc35223c7028
  *   mirrors src/serve/scheduler.cpp Scheduler::dequeued sha256:2ef4366b1a1c947a
  *   mirrors src/serve/scheduler.cpp Scheduler::take sha256:84cd99b8310719bd
- *   mirrors src/serve/scheduler.cpp Scheduler::next_batch sha256:3c6c00481e522147
+ *   mirrors src/serve/scheduler.cpp Scheduler::next_batch sha256:901e1915ad606a9c
  *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:cbcfe5c631481753
  *   mirrors src/serve/scheduler.cpp Scheduler::timer_main sha256:9184d118e1eb3b8e
  *   mirrors src/serve/scheduler.cpp Scheduler::stop sha256:eb647e4707f4f59d

@@ -498,6 +498,9 @@ std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& e
     // than that all fit: then they are the answer, without a walk over the FIFOs.
     const std::int64_t avail = [&]() TANDEM_REQUIRES(mu_) {
       if (head_q->rows < dispatch_rows_) return head_q->rows;
+      // A head of dispatch_rows_ rows or more (more than the largest preferred size) is a full
+      // batch on its own: nothing could join it in a preferred size.
+      if (head->nrows() >= dispatch_rows_) return head->nrows();
       std::int64_t n = 0;
       for (auto& level : head_q->levels) {
         for (auto& r : level) {

@@ -234,16 +234,18 @@ TEST(BatchQueue, PreferredBatchSizesShapeTheBatches) {
   EXPECT_EQ(b[3].size(), 2u);  // below every preferred size: all of it, after the delay
 }
 
-// A head request with more rows than the largest preferred size the queue could fill runs with
-// everything queued (it once made the executor spin: a target below the head's rows took
-// nothing, forever).
+// A head request with more rows than the largest preferred size the queue could fill, or than
+// every preferred size, runs (either once made the executor spin: a target below the head's rows
+// took nothing, forever).
 TEST(BatchQueue, AHeadLargerThanThePreferredSizeItCouldFillStillRuns) {
   TestModel m(4, 4);
   BatchQueue q(m.fn(), cpu(), {.max_batch_size = 6, .preferred_batch_sizes = {2, 4}});
-  auto f = q.submit(m.input(1, 3));
-  ASSERT_EQ(f.wait_for(10s), std::future_status::ready) << "the 3-row request never ran";
-  expect_rows(m, m.input(1, 3), f.get());
-  EXPECT_EQ(q.metrics().batch_rows, 3u);
+  for (const std::int64_t rows : {3, 5}) {  // below the largest preferred size (4), above it
+    auto f = q.submit(m.input(rows, rows));
+    ASSERT_EQ(f.wait_for(10s), std::future_status::ready) << "the " << rows << "-row request never ran";
+    expect_rows(m, m.input(rows, rows), f.get());
+  }
+  EXPECT_EQ(q.metrics().batch_rows, 8u);
   q.stop(StopMode::kCancel);
 }
 

@@ -11,7 +11,8 @@
 // `max_batch_size` (stopping at the first request that does not fit, so nothing jumps the line).
 // A batch is dispatched
 //   - at once when it holds the largest preferred batch size (or max_batch_size without
-//     preferred sizes), or when max_queue_delay is zero;
+//     preferred sizes; a request larger than every preferred size is such a batch on its own),
+//     or when max_queue_delay is zero;
 //   - else when its oldest request has waited max_queue_delay (or the queue is draining): then
 //     with the largest preferred batch size it can fill that holds the oldest request, or
 //     everything it has when there is none. (The same choice when max_queue_delay is zero.)
