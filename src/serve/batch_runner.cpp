@@ -47,6 +47,12 @@ float* reserve(HostBuffer& buf, const std::shared_ptr<Device>& device, std::size
 
 }  // namespace
 
+void set_host_rows(Request& r, const float* first, std::size_t n) {
+  std::vector<float>& values = r.host_out.values;
+  if (r.host_in.values.capacity() >= n) values = std::move(r.host_in.values);
+  values.assign(first, first + n);
+}
+
 void run_merged_batch(const ForwardFn& forward, const std::shared_ptr<Device>& device,
                       Stream& stream, Staging& staging, const std::vector<RequestPtr>& batch) {
   const Kernels& k = device->kernels();
@@ -169,14 +175,7 @@ void run_merged_batch(const ForwardFn& forward, const std::shared_ptr<Device>& d
     std::size_t at = 0;
     for (const auto& r : batch) {
       const std::size_t n = r->rows() * row;
-      if (r->host) {
-        // The output takes over the input's storage when it is large enough (the input was
-        // consumed by the upload above), so no host memory is allocated per request.
-        std::vector<float>& values = r->host_out.values;
-        if (r->host_in.values.capacity() >= n) values = std::move(r->host_in.values);
-        const float* first = staging_out + at;
-        values.assign(first, first + n);
-      }
+      if (r->host) set_host_rows(*r, staging_out + at, n);
       at += n;
     }
   }

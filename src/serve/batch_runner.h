@@ -16,6 +16,11 @@ struct Staging {
   HostBuffer in, out;
 };
 
+// set_host_rows(r, first, n): r's host output values become the n floats at `first`, written
+// over the input's storage when it is large enough (the input was consumed by the upload), so no
+// host memory is allocated per request. Shape and name are the caller's.
+void set_host_rows(Request& r, const float* first, std::size_t n);
+
 // run_merged_batch(forward, device, stream, staging, batch): on an executor thread whose current stream
 // on `device` is `stream`: concatenates the inputs of `batch` (same sample shape, queue order)
 // along dimension 0 into one tensor (tensor inputs: an event wait for their producer when

@@ -22,8 +22,6 @@ namespace {
 constexpr std::uint64_t kKeyTag = std::uint64_t{0xB9} << 56;
 std::atomic<std::uint64_t> next_owner{1};
 
-std::size_t floats_per_row(const nn::Shape& one) { return one.numel(); }
-
 }  // namespace
 
 std::vector<std::int64_t> graph_buckets(const BatchQueueOptions& options) {
@@ -44,8 +42,9 @@ GraphBatcher::GraphBatcher(std::shared_ptr<const nn::Model> model, Stream& strea
       buckets_(std::move(buckets)),
       owner_(next_owner.fetch_add(1, std::memory_order_relaxed)),
       one_in_(model_->input_shape(1)),
-      row_in_(floats_per_row(one_in_)),
-      row_out_(floats_per_row(model_->output_shape(1))) {
+      one_out_(model_->output_shape(1)),
+      row_in_(one_in_.numel()),
+      row_out_(one_out_.numel()) {
   const auto& device = model_->device();
   const auto most = static_cast<std::size_t>(buckets_.back());
   host_in_ = HostBuffer(device, most * row_in_ * sizeof(float));
@@ -123,17 +122,13 @@ void GraphBatcher::run(Stream& stream, const std::vector<RequestPtr>& batch) {
       buckets_.begin());
   replay(stream, bucket);
   stream.synchronize();
-  // 3. Split. The output takes over the input's storage when it is large enough (no host
-  //    allocation per request).
+  // 3. Split.
   const float* out = host_out_.floats();
-  const nn::Shape one_out = model_->output_shape(1);
   for (const auto& r : batch) {
     const std::size_t n = r->rows() * row_out_;
     r->host_out.name = r->host_in.name;
-    r->host_out.shape = one_out.with(0, r->rows());
-    std::vector<float>& values = r->host_out.values;
-    if (r->host_in.values.capacity() >= n) values = std::move(r->host_in.values);
-    values.assign(out, out + n);
+    r->host_out.shape = one_out_.with(0, r->rows());
+    set_host_rows(*r, out, n);
     out += n;
   }
 }

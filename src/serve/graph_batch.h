@@ -52,6 +52,7 @@ class GraphBatcher {
   const std::vector<std::int64_t> buckets_;
   const std::uint64_t owner_;     // process-unique: its graphs' keys
   nn::Shape one_in_;              // model->input_shape(1): a request's shape with 1 row
+  nn::Shape one_out_;             // model->output_shape(1)
   std::size_t row_in_ = 0, row_out_ = 0;  // floats per input / output row
   HostBuffer host_in_, host_out_;         // page-locked staging, buckets_.back() rows
   nn::Tensor dev_in_, dev_out_;           // device buffers, buckets_.back() rows
