@@ -6,6 +6,7 @@
 
 #include "serve/batch_runner.h"
 #include "serve/graph_batch.h"
+#include "serve/request_pool.h"
 #include "serve/scheduler.h"
 #include "tandem/device.h"
 #include "tandem/error.h"
@@ -29,10 +30,13 @@ nn::HostTensor take_output<nn::HostTensor>(Request& r) {
   return std::move(r.host_out);
 }
 
+// Requests and their promises' shared state and result come from the submitting thread's
+// block cache (Note [Request pool] in request_pool.h): one pooled block each instead of a malloc
+// that an executor frees into another thread's arena.
 template <class T>
 class PromiseRequest final : public Request {
  public:
-  std::promise<T> promise;
+  std::promise<T> promise{std::allocator_arg, PoolAllocator<T>{}};
   void deliver(std::exception_ptr error) noexcept override {
     try {
       if (error) {
@@ -99,7 +103,7 @@ void set_input(Request& r, nn::HostTensor&& input) {
 
 template <class T>
 std::future<T> submit_future(Scheduler& s, T&& input, const SubmitOptions& options) {
-  auto r = std::make_shared<PromiseRequest<T>>();
+  auto r = std::allocate_shared<PromiseRequest<T>>(PoolAllocator<PromiseRequest<T>>{});
   auto future = r->promise.get_future();
   try {
     set_input(*r, std::move(input));
@@ -117,7 +121,7 @@ void submit_callback(Scheduler& s, T&& input, std::function<void(Result<T>)> cal
   if (!callback) {
     throw Error(ErrorKind::kInvalidArgument, "BatchQueue::submit: the callback is empty");
   }
-  auto r = std::make_shared<CallbackRequest<T>>();
+  auto r = std::allocate_shared<CallbackRequest<T>>(PoolAllocator<CallbackRequest<T>>{});
   r->callback = std::move(callback);
   try {
     set_input(*r, std::move(input));
