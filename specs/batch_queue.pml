@@ -6,17 +6,17 @@
  * re-reading the model against the code):
  *   mirrors src/serve/scheduler.cpp Scheduler::submit sha256:7cf7d5b93689275c
  *   mirrors src/serve/scheduler.cpp Scheduler::complete_now sha256:b1561dc0ee7ca391
- *   mirrors src/serve/scheduler.cpp Scheduler::place sha256:44e84c8b2eb9afc4
+ *   mirrors src/serve/scheduler.cpp Scheduler::place sha256:f0eab811b775e01d
  *   mirrors src/serve/scheduler.cpp Scheduler::drain_intake sha256:3c63c452b82e7104
  *   mirrors src/serve/scheduler.cpp Scheduler::settle_after_stop sha256:87e06d3dc1270d28
  *   mirrors src/serve/scheduler.cpp Scheduler::try_admit sha256:6c6bbc35223c7028
  *   mirrors src/serve/scheduler.cpp Scheduler::dequeued sha256:2ef4366b1a1c947a
  *   mirrors src/serve/scheduler.cpp Scheduler::take sha256:84cd99b8310719bd
- *   mirrors src/serve/scheduler.cpp Scheduler::next_batch sha256:901e1915ad606a9c
- *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:cbcfe5c631481753
+ *   mirrors src/serve/scheduler.cpp Scheduler::next_batch sha256:88f7c10f5e35375c
+ *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:67469b5b66165c1f
  *   mirrors src/serve/scheduler.cpp Scheduler::timer_main sha256:9184d118e1eb3b8e
  *   mirrors src/serve/scheduler.cpp Scheduler::stop sha256:eb647e4707f4f59d
- *   mirrors src/serve/scheduler.cpp Scheduler::cancel_queued sha256:143f228f2c2a209a
+ *   mirrors src/serve/scheduler.cpp Scheduler::cancel_queued sha256:97987e0d75e853ba
  *   mirrors src/serve/scheduler.cpp Scheduler::finish sha256:eed7d46185bb1f03
  * (and Request::transition in src/serve/request.h: a compare-and-swap of the request's state,
  * modelled as one atomic test-and-set of st[i]; a one-line function, not hashed.)
@@ -81,7 +81,10 @@
  *   st[i]        Request::state_ (RequestState), changed only by a compare-and-swap (transition)
  *   q[], qlen    the deque of the one (sample shape, priority level) key: request ids + 1, in
  *                enqueue (seq) order, tombstones (requests no longer kQueued) included.
- *                queues_.clear() in cancel_queued is qlen = 0.
+ *                queues_.clear() in cancel_queued is qlen = 0. (With one key, the map lookup
+ *                and place()'s cached pointer to the last key's queue, last_q_, are not
+ *                modelled; nor are reference counts: executor_main moves a finished request's
+ *                pointer out of its batch.)
  *   queued       queued_
  *   dl           deadlines_: bit i set <=> an entry for request i is in the heap (entries stay
  *                after the request leaves the queue, until the timer pops them).

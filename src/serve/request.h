@@ -16,6 +16,7 @@
 #include <exception>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "tandem/event.h"
 #include "tandem/serve/batch_queue.h"
@@ -104,13 +105,15 @@ class Request {
   // null. Called exactly once, by the winner of the terminal transition, never under a lock.
   virtual void deliver(std::exception_ptr error) noexcept = 0;
 
-  // release_buffers(): drops inputs (and outputs not delivered); after deliver().
+  // release_buffers(): drops inputs (and outputs not delivered); after deliver(). Touches only
+  // what holds memory (assigning `= {}` built and copied a zeroed temporary per field: 5% of the
+  // process's CPU samples at 2 clients x 128 on the cpu noop model).
   void release_buffers() noexcept {
-    device_in = {};
+    if (device_in.defined()) device_in = nn::Tensor();
     in_ready.reset();
-    host_in = {};
-    device_out = {};
-    host_out = {};
+    std::vector<float>().swap(host_in.values);
+    if (device_out.defined()) device_out = nn::Tensor();
+    std::vector<float>().swap(host_out.values);
   }
 };
 

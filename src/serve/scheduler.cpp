@@ -199,6 +199,8 @@ void Scheduler::cancel_queued(std::vector<Finish>& done) {
     }
   }
   queues_.clear();
+  last_key_ = nullptr;
+  last_q_ = nullptr;
 }
 
 // ---- submit ------------------------------------------------------------------------------------
@@ -377,7 +379,12 @@ void Scheduler::settle_after_stop() {
 void Scheduler::place(RequestPtr r, Clock::time_point enqueued) {
   r->seq = next_seq_++;
   r->enqueued = enqueued;
-  auto& q = queues_[r->sample];
+  if (!last_key_ || !(*last_key_ == r->sample)) {  // else the same key as the last place()
+    auto [it, inserted] = queues_.try_emplace(r->sample);
+    last_key_ = &it->first;
+    last_q_ = &it->second;
+  }
+  KeyQueue& q = *last_q_;
   if (q.levels.empty()) q.levels.resize(static_cast<std::size_t>(options_.priority_levels));
   q.rows += r->nrows();
   (void)r->transition(r->state(), RequestState::kQueued);
@@ -484,6 +491,8 @@ std::vector<RequestPtr> Scheduler::next_batch(std::vector<Finish>& done, bool& e
         }
         return true;
       });
+      last_key_ = nullptr;
+      last_q_ = nullptr;
       idle_executors_.fetch_add(1, std::memory_order_seq_cst);
       work_cv_.wait(mu_, [&]() TANDEM_REQUIRES(mu_) {
         // Woken (or not yet asleep): give the token back before looking at the intake, also
@@ -626,9 +635,10 @@ void Scheduler::executor_main(int instance) {
     // a success is counted once for the whole batch (before any delivery, as finish() would).
     if (!err) counters_.completed.fetch_add(batch.size(), std::memory_order_relaxed);
     for (const auto& entry : order) {
-      const RequestPtr& r = batch[entry.second];
+      RequestPtr& r = batch[entry.second];
       if (r->transition(RequestState::kRunning, to)) {
-        finish({r, to, err ? own_copy(err) : nullptr, /*counted=*/!err});
+        // Moved, not copied (no reference count traffic): batch[i] is not used again.
+        finish({std::move(r), to, err ? own_copy(err) : nullptr, /*counted=*/!err});
       }
     }
     taking = Clock::now();

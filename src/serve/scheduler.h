@@ -171,6 +171,11 @@ class Scheduler {
   CondVar ready_cv_;  // the constructor: an executor started (or failed to)
 
   std::map<nn::Shape, KeyQueue, SampleLess> queues_ TANDEM_GUARDED_BY(mu_);
+  // The key and queue of the last place() (a run of same-shape requests skips the map lookup):
+  // pointers into a node of queues_, reset wherever a key is erased (next_batch(),
+  // cancel_queued()).
+  const nn::Shape* last_key_ TANDEM_GUARDED_BY(mu_) = nullptr;
+  KeyQueue* last_q_ TANDEM_GUARDED_BY(mu_) = nullptr;
   std::size_t queued_ TANDEM_GUARDED_BY(mu_) = 0;  // requests in state kQueued (in queues_)
   std::optional<StopMode> stop_mode_ TANDEM_GUARDED_BY(mu_);  // set by the first stop()
 
