@@ -53,6 +53,7 @@ class PoolAllocator {
  public:
   using value_type = T;
   PoolAllocator() noexcept = default;
+  // Implicit, as the allocator requirements' rebinding conversion (PoolAllocator<U> -> <T>) is.
   template <class U>
   explicit(false) PoolAllocator(const PoolAllocator<U>& /*unused*/) noexcept {}
 
