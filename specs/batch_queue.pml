@@ -13,7 +13,7 @@
  *   mirrors src/serve/scheduler.cpp Scheduler::dequeued sha256:2ef4366b1a1c947a
  *   mirrors src/serve/scheduler.cpp Scheduler::take sha256:84cd99b8310719bd
  *   mirrors src/serve/scheduler.cpp Scheduler::next_batch sha256:88f7c10f5e35375c
- *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:67469b5b66165c1f
+ *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:ec7a21d061e0606c
  *   mirrors src/serve/scheduler.cpp Scheduler::timer_main sha256:9184d118e1eb3b8e
  *   mirrors src/serve/scheduler.cpp Scheduler::stop sha256:eb647e4707f4f59d
  *   mirrors src/serve/scheduler.cpp Scheduler::cancel_queued sha256:97987e0d75e853ba

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <condition_variable>
+#include <mutex>
 #include <future>
 #include <random>
 #include <thread>
@@ -545,6 +547,74 @@ TEST(BatchQueueMetrics, PrometheusTextHasEveryCounterAndQuantile) {
         "tandem_batch_batch_size_average{model=\"test\"} "}) {
     EXPECT_NE(text.find(s), std::string::npos) << s << "\nin:\n" << text;
   }
+}
+
+TEST(BatchQueue, CompletesABatchGroupedBySubmitterNewestFirst) {
+  TestModel m(4, 2);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 64});
+  auto held = hold(q, m);
+  constexpr int kThreads = 3, kEach = 4;
+  std::mutex mu;
+  std::condition_variable cv;
+  int turn = 0;
+  std::vector<std::pair<int, int>> completed;  // (thread, its k-th request), in completion order
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {  // the threads take turns: a0 b0 c0 a1 b1 c1 ...
+      for (int k = 0; k < kEach; ++k) {
+        std::unique_lock<std::mutex> lock(mu);
+        cv.wait(lock, [&] { return turn % kThreads == t; });
+        lock.unlock();
+        q.submit(m.input(t * 100 + k, 1), [&, t, k](Result<nn::HostTensor> r) {
+          EXPECT_TRUE(r.ok());
+          std::lock_guard<std::mutex> l(mu);
+          completed.emplace_back(t, k);
+        });
+        lock.lock();
+        ++turn;
+        cv.notify_all();
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  m.gate.open();
+  (void)held.get();
+  q.stop();  // waits for the batch, whose callbacks ran before it ended
+  ASSERT_EQ(m.batches().size(), 2u);  // the held request, then all twelve in one batch
+  ASSERT_EQ(completed.size(), static_cast<std::size_t>(kThreads * kEach));
+  // Each thread's requests are contiguous and newest first.
+  for (std::size_t i = 0; i < completed.size(); ++i) {
+    const std::size_t first = i - i % kEach;
+    EXPECT_EQ(completed[i].first, completed[first].first) << i;
+    EXPECT_EQ(completed[i].second, kEach - 1 - static_cast<int>(i % kEach)) << i;
+  }
+}
+
+TEST(LatencyHistogram, BucketIsTheEighthOfAnOctaveThatLog2Gives) {
+  // bucket_of() avoids log2; it must agree with floor(8 log2(us)) except within rounding of a
+  // bucket boundary.
+  std::mt19937_64 rng(12345);
+  std::uniform_real_distribution<double> exponent(-2.0, 40.0);
+  for (int i = 0; i < 200000; ++i) {
+    const double us = std::exp2(exponent(rng));
+    const double exact = std::log2(us) * detail::LatencyHistogram::kBucketsPerOctave;
+    const int want = us > 1.0 ? std::clamp(static_cast<int>(std::floor(exact)), 0,
+                                           detail::LatencyHistogram::kBuckets - 1)
+                              : 0;
+    const int got = detail::LatencyHistogram::bucket_of(us);
+    if (got != want) {
+      EXPECT_NEAR(exact, std::round(exact), 1e-9) << us << " us: " << got << " != " << want;
+    }
+  }
+  for (int b = 0; b + 1 < detail::LatencyHistogram::kBuckets; ++b) {  // just inside each bucket
+    const double upper = detail::LatencyHistogram::upper_us(b);
+    EXPECT_EQ(detail::LatencyHistogram::bucket_of(upper * (1 - 1e-9)), b) << b;
+    EXPECT_EQ(detail::LatencyHistogram::bucket_of(upper * (1 + 1e-9)), b + 1) << b;
+  }
+  EXPECT_EQ(detail::LatencyHistogram::bucket_of(0.5), 0);
+  EXPECT_EQ(detail::LatencyHistogram::bucket_of(std::nan("")), 0);
+  EXPECT_EQ(detail::LatencyHistogram::bucket_of(1e300), detail::LatencyHistogram::kBuckets - 1);
+  EXPECT_EQ(detail::LatencyHistogram::bucket_of(INFINITY), detail::LatencyHistogram::kBuckets - 1);
 }
 
 TEST(LatencyHistogram, QuantilesAreWithinABucketOfTheTruth) {
