@@ -265,6 +265,10 @@ std::vector<double> reference(const Weights& W, const float* x) {
   return a;
 }
 
+// The host's view of a mailbox word the GPU also reads or writes (C++17: no std::atomic_ref; a
+// lock-free std::atomic<unsigned> has unsigned's layout, as bench/sync_probe.cu relies on too).
+std::atomic<unsigned>& host_word(unsigned& w) { return *reinterpret_cast<std::atomic<unsigned>*>(&w); }
+
 struct Resident {
   cudaStream_t stream{};
   Mailbox* mb = nullptr;  // host
@@ -307,9 +311,9 @@ void launch(Resident& r) {
 void forward(Resident& r, const float* x, float* y, int layers) {
   if (layers > 0) std::memcpy(r.mb->in, x, kDims[0] * sizeof(float));
   const unsigned want = ++r.seq;
-  std::atomic_ref<unsigned>(r.mb->doorbell).store(want, std::memory_order_release);
+  host_word(r.mb->doorbell).store(want, std::memory_order_release);
   const auto t0 = std::chrono::steady_clock::now();
-  for (long spins = 0; std::atomic_ref<unsigned>(r.mb->done).load(std::memory_order_acquire) != want;
+  for (long spins = 0; host_word(r.mb->done).load(std::memory_order_acquire) != want;
        ++spins) {
     if (spins % 4096 == 0 && std::chrono::steady_clock::now() - t0 > std::chrono::seconds(2)) {
       std::fprintf(stderr, "resident_probe: forward %u not done after 2 s (a resident grid that "
@@ -321,7 +325,7 @@ void forward(Resident& r, const float* x, float* y, int layers) {
 }
 
 void ring_stop(Resident& r) {
-  std::atomic_ref<unsigned>(r.mb->doorbell).store(kStop, std::memory_order_release);
+  host_word(r.mb->doorbell).store(kStop, std::memory_order_release);
 }
 
 // After every ring_stop(): waits for the grid to exit (2 s at most), then frees.
