@@ -6,7 +6,9 @@
 # development machine, which has nvcc, and carried; LD_LIBRARY_PATH naming their
 # libtandem_runtime.so), nothing is built: building both trees there took over 4 minutes.
 #   ROUNDS (2): alternating rounds; S (1): seconds per point; STEPS: which blocks to run
-#   (default "mlp cb noop i4").
+#   (default "mlp cb noop i4"; also "cpunoop": the queue with no GPU on the cpu device, `any`
+#   clients, I = 8, the host-only ceiling); EXTRA: more bench flags for every cuda point (e.g.
+#   EXTRA=--graphs).
 set -uo pipefail
 OUT=${OUT:-/tmp/bq_compare}
 mkdir -p "$OUT"
@@ -34,7 +36,7 @@ q() {  # q LABEL BINARY ARGS...: one 64-client point (queue + one direct thread 
   local label=$1 bin=$2; shift 2
   echo "--- $label: $*"
   timeout -k 5 40 "$bin" bench --batching --device cuda --clients 64 --in-flight 16 --max-batch 1024 \
-    --seconds "$S" --warmup 0.3 "$@" | grep -E "^(queue|direct-batch)|%"
+    --seconds "$S" --warmup 0.3 "$@" ${EXTRA:-} | grep -E "^(queue|direct-batch)|%"
 }
 for r in $(seq "$ROUNDS"); do
   echo "=== round $r ($(date -u +%T))"
@@ -51,6 +53,14 @@ for r in $(seq "$ROUNDS"); do
   if has noop; then
     q "base noop       " "$TB" --model noop --instances 8 --modes queue
     q "new  noop       " "$TN" --model noop --instances 8 --modes queue
+  fi
+  if has cpunoop; then
+    for t in "base:$TB" "new:$TN"; do
+      echo "--- ${t%%:*} cpu noop any I8"
+      timeout -k 5 40 "${t#*:}" bench --batching --device cpu --model noop --clients 64 \
+        --in-flight 16 --max-batch 1024 --instances 8 --client any --modes queue --seconds "$S" \
+        --warmup 0.3 | grep -E "^queue"
+    done
   fi
   if has i4; then
     q "base I4 D0      " "$TB" --model mlp --instances 4 --modes queue,direct-batch

@@ -7,7 +7,9 @@
 #   Step `arena` (not in the default list): graph-owned memory, its tests, memcheck and the
 #   batch-1 graph bench next to the empty-kernel ceiling. Steps `graphbatch` (graph batching
 #   against plain batches, alternating; GB_ROUNDS, GB_CFGS, GB_QUICK narrow it) and `bqsan`
-#   (memcheck on the BatchQueue GPU tests), not in the default list either.
+#   (memcheck on the BatchQueue GPU tests), not in the default list either. Step `resident`
+#   (bench/resident_probe.cu: driver-free batch-1 forwards from persistent grids, next to
+#   tandem's graph path and the empty-kernel ceiling, two rounds), not in the default list.
 # NEWTESTS=<gtest filter> picks the 'newtests' step's tests. Each step has its own timeout, so one hang loses only that step. Logs: $OUT/log.txt, JSON
 # records in $OUT. Steps: scripts/cuda_targets.sh [step...] (default: all).
 set -uo pipefail
@@ -34,7 +36,7 @@ if has build; then
   cmake --preset cuda "${gen[@]}" -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
     >"$OUT/build.txt" 2>&1 || { tail -30 "$OUT/build.txt"; exit 1; }
   if ! timeout 400 cmake --build build/cuda -j"$(nproc)" --target tandem cuda_gpu_tests cuda_unit_tests \
-      cublas_mlp sync_probe cuda_fault_tests >>"$OUT/build.txt" 2>&1; then
+      cublas_mlp sync_probe resident_probe cuda_fault_tests >>"$OUT/build.txt" 2>&1; then
     grep -E "error|Error" -A6 "$OUT/build.txt" | head -60; exit 1
   fi
   echo built
@@ -167,6 +169,22 @@ if has sync; then
   echo "--- default connections, tandem, same run"
   b --model empty --threads 1,8,16 --policies none
   b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none
+fi
+
+if has resident; then
+  section "driver-free batch-1 forwards (issue 3 scaling): resident_probe, two rounds"
+  P=build/cuda/bench/resident_probe
+  for round in 1 2; do
+    echo "--- round $round: tandem graph MLP, empty kernel, sync_probe flag"
+    b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none
+    b --model empty --threads 1,8,16 --policies none
+    run 60 build/cuda/bench/sync_probe --threads 1,8,16 --seconds 0.5 --waits flag
+    echo "--- resident: round trip only, then the MLP at 16 and 8 blocks a grid, then 128 blocks"
+    run 60 "$P" --threads 1,8,16 --blocks 1 --layers 0 --seconds 0.5
+    run 60 "$P" --threads 1,8 --blocks 16 --seconds 0.5
+    run 60 "$P" --threads 1,16 --blocks 8 --seconds 0.5
+    run 60 "$P" --threads 1 --blocks 128 --block-threads 128 --seconds 0.5
+  done
 fi
 
 if has signal; then
