@@ -27,7 +27,13 @@ build() {
      >>"$OUT/build_$2.txt" 2>&1) || { echo "BUILD FAILED: $2"; grep -E "error" -A5 "$OUT/build_$2.txt" | head -30; }
 }
 if [[ -z ${TN:-} || -z ${TB:-} ]]; then
-  build "$NEW" new & build "$BASE" base & wait
+  # wait for the two builds only: a bare `wait` in bash >= 5.1 also waits for the `tee` process
+  # substitution above, i.e. forever (it hung a whole lease on the GPU machine).
+  build "$NEW" new &
+  p_new=$!
+  build "$BASE" base &
+  p_base=$!
+  wait "$p_new" "$p_base"
   date -u +%T
   TB=$BASE/build/cuda/apps/tandem/tandem
   TN=$NEW/build/cuda/apps/tandem/tandem
