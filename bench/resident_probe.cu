@@ -38,10 +38,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <random>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "probe_args.h"
 
 namespace {
 
@@ -217,14 +218,6 @@ __global__ void __launch_bounds__(kThreads) resident_kernel(Params p) {
   }
 }
 
-std::vector<int> parse_list(const std::string& s) {
-  std::vector<int> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(std::stoi(item));
-  return out;
-}
-
 struct Weights {
   std::vector<float> host[3], bias[3];
   float* dev_w[3]{};
@@ -362,8 +355,8 @@ int main(int argc, char** argv) {
   int layers = 3, block_threads = kThreads;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
-    if (a == "--threads") threads = parse_list(argv[i + 1]);
-    else if (a == "--blocks") blocks = parse_list(argv[i + 1]);
+    if (a == "--threads") threads = probe::parse_list(argv[i + 1]);
+    else if (a == "--blocks") blocks = probe::parse_list(argv[i + 1]);
     else if (a == "--seconds") seconds = std::atof(argv[i + 1]);
     else if (a == "--block-threads") block_threads = std::clamp(std::atoi(argv[i + 1]) / 32 * 32, 32, kThreads);
     else if (a == "--layers") layers = std::atoi(argv[i + 1]) > 0 ? 3 : 0;

@@ -23,10 +23,11 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "probe_args.h"
 
 namespace {
 
@@ -60,21 +61,6 @@ __global__ void incr_kernel(unsigned* counter, volatile unsigned* flag) {
   const unsigned v = ++*counter;
   __threadfence_system();
   *flag = v;
-}
-
-std::vector<int> parse_list(const std::string& s) {
-  std::vector<int> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(std::stoi(item));
-  return out;
-}
-std::vector<std::string> parse_words(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  std::string item;
-  while (std::getline(ss, item, ',')) out.push_back(item);
-  return out;
 }
 
 struct PerThread {
@@ -157,11 +143,11 @@ int main(int argc, char** argv) {
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string a = argv[i];
     if (a == "--threads")
-      threads = parse_list(argv[i + 1]);
+      threads = probe::parse_list(argv[i + 1]);
     else if (a == "--seconds")
       seconds = std::atof(argv[i + 1]);
     else if (a == "--waits")
-      waits = parse_words(argv[i + 1]);
+      waits = probe::parse_words(argv[i + 1]);
     else if (a == "--kernels")
       g_kernels = std::max(1, std::atoi(argv[i + 1]));
     else if (a == "--schedule") {
