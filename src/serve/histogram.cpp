@@ -15,6 +15,9 @@ int LatencyHistogram::bucket_of(double us) noexcept {
   // once per queue time): the octave is the binary exponent, the eighth comes from comparing
   // the mantissa with 2^(j/8). It differs from the log2 form only within rounding of a bucket
   // boundary. us > 1 is a normal double (or infinity: clamped below).
+  // The table is 2^(j/8), j = 1..7: a change of kBucketsPerOctave must rewrite it (a larger
+  // one would otherwise leave zeros at its end, and every mantissa would pass them).
+  static_assert(kBucketsPerOctave == 8, "kEighths holds 2^(j/8): recompute it");
   static constexpr std::array<double, kBucketsPerOctave - 1> kEighths = {
       1.0905077326652577, 1.189207115002721,  1.2968395546510096, 1.4142135623730951,
       1.5422108254079407, 1.681792830507429,  1.8340080864093424};
