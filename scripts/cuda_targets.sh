@@ -9,7 +9,9 @@
 #   against plain batches, alternating; GB_ROUNDS, GB_CFGS, GB_QUICK narrow it) and `bqsan`
 #   (memcheck on the BatchQueue GPU tests), not in the default list either. Step `resident`
 #   (bench/resident_probe.cu: driver-free batch-1 forwards from persistent grids, next to
-#   tandem's graph path and the empty-kernel ceiling, two rounds), not in the default list.
+#   tandem's graph path and the empty-kernel ceiling, two rounds), not in the default list. Step
+#   `residentserve` (tandem's resident mode, tandem/nn/resident.h: its GPU tests, then `tandem
+#   bench --resident` next to the graph path, the empty-kernel ceiling and PyTorch eager).
 # NEWTESTS=<gtest filter> picks the 'newtests' step's tests. Each step has its own timeout, so one hang loses only that step. Logs: $OUT/log.txt, JSON
 # records in $OUT. Steps: scripts/cuda_targets.sh [step...] (default: all).
 set -uo pipefail
@@ -185,6 +187,18 @@ if has resident; then
     run 60 "$P" --threads 1,16 --blocks 8 --seconds 0.5
     run 60 "$P" --threads 1 --blocks 128 --block-threads 128 --seconds 0.5
   done
+fi
+
+if has residentserve; then
+  section "resident serving (issue 3): tests, then tandem bench --resident next to the graph path, two rounds"
+  run 300 "$G" --gtest_filter='CudaResident*' 2>&1 | grep -E "^\[|blocks|threads,|launches|Failure|Expected|Which|rror|thread " | head -60
+  for round in 1 2; do
+    echo "--- round $round"
+    b --model mlp --batch 1 --resident --threads 1,2,4,8,16,32,64 --policies none --json "$OUT/resident_$round.json"
+    b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none,global --json "$OUT/resident_graph_$round.json"
+    b --model empty --threads 1,8,16 --policies none --json "$OUT/resident_empty_$round.json"
+  done
+  run 60 python3 bench/torch_reference.py --model mlp --batch 1 --threads 1,8 --modes eager --seconds "$S"
 fi
 
 if has signal; then

@@ -8,6 +8,7 @@
 #include "tandem/graph.h"
 #include "tandem/mutex.h"
 #include "tandem/nn/models.h"
+#include "tandem/nn/resident.h"
 #include "tandem/stream.h"
 
 namespace tandem::cli {
@@ -39,7 +40,49 @@ class ModelCache {
       TANDEM_GUARDED_BY(mu_);
 };
 
+// One resident server per device (ResidentModel), shared by the benchmark threads of that device.
+class ResidentCache {
+ public:
+  explicit ResidentCache(std::uint64_t seed) : models_(std::string("mlp"), seed) {}
+
+  std::shared_ptr<nn::ResidentModel> get(const std::shared_ptr<Device>& device)
+      TANDEM_EXCLUDES(mu_) {
+    std::shared_ptr<const nn::Model> m = models_.get(device);
+    MutexLock lock(mu_);
+    for (const auto& [d, r] : servers_) {
+      if (d == device) return r;
+    }
+    auto r = std::make_shared<nn::ResidentModel>(m);
+    servers_.emplace_back(device, r);
+    return r;
+  }
+
+ private:
+  ModelCache models_;
+  Mutex mu_;
+  std::vector<std::pair<std::shared_ptr<Device>, std::shared_ptr<nn::ResidentModel>>> servers_
+      TANDEM_GUARDED_BY(mu_);
+};
+
 }  // namespace
+
+BenchWorkload resident_workload(std::uint64_t seed) {
+  BenchWorkload w;
+  w.model = "mlp+resident";
+  w.batch = 1;
+  auto cache = std::make_shared<ResidentCache>(seed);
+  w.per_thread = [cache](const std::shared_ptr<Device>& device) {
+    std::shared_ptr<nn::ResidentModel> r = cache->get(device);
+    const nn::Shape in = r->model().input_shape(1), out = r->model().output_shape(1);
+    auto x = std::make_shared<std::vector<float>>(in.numel());
+    auto y = std::make_shared<std::vector<float>>(out.numel());
+    std::mt19937 rng(42);
+    std::normal_distribution<float> dist;
+    for (auto& v : *x) v = dist(rng);
+    return std::function<void()>([r, x, y] { r->forward(*x, *y); });
+  };
+  return w;
+}
 
 BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t seed,
                              bool graphs, bool into) {

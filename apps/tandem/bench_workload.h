@@ -34,6 +34,10 @@ struct BenchWorkload {
 // returning a new tensor: no output allocation and free per forward, like a plain cuBLAS loop.
 [[nodiscard]] BenchWorkload model_workload(const std::string& model, int batch, std::uint64_t seed,
                                            bool graphs = false, bool into = false);
+// The mlp served by a resident grid (tandem/nn/resident.h, one per device, shared by the
+// threads): each thread's operation is one forward of one sample, host memory in and out,
+// returning when the output is there. Devices without a resident mode fail in per_thread.
+[[nodiscard]] BenchWorkload resident_workload(std::uint64_t seed);
 // The launch + synchronize ceiling: one empty kernel (Kernels::empty), then synchronize.
 // graphs: the kernel is recorded once with run_graph and replayed (the ceiling of graph
 // replays, with the same completion wait as a model's graph).

@@ -178,6 +178,12 @@ int run_bench(const std::vector<std::string>& args) {
   app.add_flag("--into", into, "mlp/encoder, eager: each forward writes into a static output "
                                "(Model::forward_into) instead of returning a new tensor")
       ->excludes("--graphs");
+  bool resident = false;
+  app.add_flag("--resident", resident,
+               "mlp, batch 1: serve the forwards with a resident grid (tandem/nn/resident.h; "
+               "cuda only): no driver call per forward, concurrent threads batched on the GPU")
+      ->excludes("--graphs")
+      ->excludes("--into");
   app.add_option("--batch", batch, "samples per forward (mlp, encoder)")->capture_default_str()
       ->check(CLI::Range(1, 65536));
   app.add_option("--json", json_path, "also write the records to this JSON file");
@@ -206,8 +212,15 @@ int run_bench(const std::vector<std::string>& args) {
     std::fprintf(stderr, "tandem bench: %s\n", e.what());
     return kExitUsage;
   }
+  if (resident && (model != "mlp" || batch != 1)) {
+    std::fprintf(stderr, "tandem bench: --resident serves the mlp one sample at a time; got "
+                         "--model %s --batch %d (use --model mlp --batch 1)\n",
+                 model.c_str(), batch);
+    return kExitUsage;
+  }
   const BenchWorkload workload =
-      model == "seed"    ? seed_workload(size)
+      resident             ? resident_workload(/*seed=*/0)
+      : model == "seed"    ? seed_workload(size)
       : model == "empty" ? empty_workload(graphs)
                          : model_workload(model, batch, /*seed=*/0, graphs, into);
 

@@ -18,10 +18,16 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
+#include <vector>
 
 namespace tandem {
 
 class Encoder;
+class Stream;
+class ResidentChain;
+struct ResidentLayer;
+struct ResidentConfig;
 
 // Transpose: whether a gemm operand is used as stored (kNo) or transposed (kYes).
 enum class Transpose { kNo, kYes };
@@ -131,6 +137,16 @@ class Kernels {
   virtual void attention(Encoder& enc, float* out, const float* qkv, float* scratch,
                          std::size_t batch, std::size_t seq, std::size_t heads,
                          std::size_t head_dim, float scale) const = 0;
+
+  // ---- resident serving (tandem/resident.h, Note [Resident serving]) ----
+  // start_resident_chain(stream, layers, config): a persistent grid on `stream`'s device that
+  // serves forwards of the chain `layers` (1..kResidentMaxLayers, each layer's in equal to the
+  // previous out). `stream` only names the device: the chain runs on a stream of its own.
+  // Error(kInvalidArgument) for a bad chain or config (naming the value and the limit) or when
+  // the backend has no resident mode (the default: only cuda has one).
+  [[nodiscard]] virtual std::unique_ptr<ResidentChain> start_resident_chain(
+      Stream& stream, const std::vector<ResidentLayer>& layers,
+      const ResidentConfig& config) const;
 };
 
 }  // namespace tandem

@@ -8,6 +8,7 @@
 #include "tandem/device.h"
 #include "tandem/error.h"
 #include "tandem/nn/models.h"
+#include "tandem/nn/resident.h"
 #include "tandem/stream.h"
 #include "test_util.h"
 
@@ -48,6 +49,19 @@ TEST(Models, RandomWeightsAreDeterministicPerSeed) {
   EXPECT_NE(a[0].values, c[0].values);
   // PyTorch-like scale: |w| <= 1/sqrt(fan_in).
   for (float w : a[2].values) ASSERT_LE(std::abs(w), 1.0f / 32.0f);
+}
+
+// Resident serving needs a backend with a resident mode (cuda): elsewhere a clear error, not a
+// crash or a silent fallback. (The cuda tests cover the mode itself.)
+TEST(Models, ResidentModelOnAHostBackendIsAClearError) {
+  const auto m = load_model("mlp", Device::get("cpu"));
+  try {
+    ResidentModel r(m);
+    ADD_FAILURE() << "a resident model started on the cpu backend";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("cuda"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Models, UnknownModelIsNotFoundAndListsTheKnownOnes) {

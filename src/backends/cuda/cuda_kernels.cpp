@@ -3,7 +3,9 @@
 #include "backends/cuda/cuda_device.h"
 #include "backends/cuda/cuda_launch.h"
 #include "backends/cuda/cuda_stream.h"
+#include "backends/cuda/resident_chain.h"
 #include "tandem/encoder.h"
+#include "tandem/stream.h"
 
 namespace tandem::backends::cuda {
 
@@ -54,6 +56,13 @@ void CudaKernels::copy_to_host(Encoder& enc, void* host_dst, const void* src,
 void CudaKernels::empty(Encoder& enc) const {
   CudaStream& s = stream_of(enc);
   TANDEM_CUDA_CHECK(launch::empty(s.get()), s.label());
+}
+
+std::unique_ptr<ResidentChain> CudaKernels::start_resident_chain(
+    Stream& stream, const std::vector<ResidentLayer>& layers, const ResidentConfig& config) const {
+  // Only CudaDevice creates the streams of a cuda device, so this stream is a CudaStream.
+  auto& cs = static_cast<CudaStream&>(stream.impl());
+  return std::make_unique<CudaResidentChain>(cs.device(), layers, config);
 }
 
 }  // namespace tandem::backends::cuda

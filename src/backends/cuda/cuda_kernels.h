@@ -60,6 +60,11 @@ class CudaKernels : public Kernels {
   void attention(Encoder& enc, float* out, const float* qkv, float* scratch, std::size_t batch,
                  std::size_t seq, std::size_t heads, std::size_t head_dim,
                  float scale) const override;
+
+  // A CudaResidentChain (resident_chain.h) on `stream`'s device.
+  [[nodiscard]] std::unique_ptr<ResidentChain> start_resident_chain(
+      Stream& stream, const std::vector<ResidentLayer>& layers,
+      const ResidentConfig& config) const override;
 };
 
 }  // namespace tandem::backends::cuda

@@ -1,0 +1,319 @@
+// resident_kernel.cu — the persistent grid of a resident chain (resident_kernel.h; Note
+// [Resident serving] in tandem/resident.h).
+//
+// One pass (pass = 1, 2, ... within a launch; par = pass & 1 picks the published batch's
+// buffers):
+//   block 0, warp 0: polls every slot's doorbell until some rang (or it decides to exit), takes
+//     up to max_batch of them round-robin, marks them served;
+//   block 0: copies their inputs from the slots into act[0], writes list/seqs/count[par], and
+//     releases the pass word (device scope);
+//   other blocks: thread 0 acquires the pass word;
+//   every block: per layer, stages the batch's inputs (L2 loads) into shared memory, computes
+//     its rows, and (between layers) meets the others at a grid barrier; the last layer writes
+//     into the slots' mapped outputs;
+//   every block: a system-scope fence, then counts itself finished; the last one stores each
+//     request's sequence number into its slot's done word (release, system scope).
+// Why the buffers can be reused: block 0 publishes pass n+1 only after the last barrier of pass
+// n, which every block reaches only after it has read act[0] and the lists of pass n are
+// double-buffered by parity (a block may still write pass n's outputs while pass n+1 is
+// published; it cannot be two passes behind, since pass n+1's first barrier waits for it).
+#include <cuda/atomic>
+
+#include "backends/cuda/resident_kernel.h"
+
+namespace tandem::backends::cuda::resident {
+
+namespace {
+
+constexpr unsigned kFull = 0xFFFFFFFFu;
+
+__device__ inline unsigned long long now_ns() {
+  unsigned long long t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+__device__ inline unsigned load_acquire_system(unsigned* w) {
+  return ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_system>(*w).load(::cuda::memory_order_acquire);
+}
+
+__device__ inline void store_release_system(unsigned* w, unsigned v) {
+  ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_system>(*w).store(v, ::cuda::memory_order_release);
+}
+
+__device__ inline unsigned load_acquire_device(unsigned* w) {
+  return ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(*w).load(::cuda::memory_order_acquire);
+}
+
+// grid_barrier: every block arrives; returns when `target` arrivals were counted (the counter is
+// monotonic within a launch: target = barriers so far x blocks).
+__device__ void grid_barrier(unsigned* counter, unsigned target) {
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> c(*counter);
+    c.fetch_add(1, ::cuda::memory_order_acq_rel);
+    while (c.load(::cuda::memory_order_acquire) < target) {
+    }
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+__device__ inline float activate(float v, int act) {
+  if (act == 1) return v < 0.0f ? 0.0f : v;
+  if (act == 2) return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+  return v;
+}
+
+// The block's rows [row0, row0 + nrows) of one layer for a batch of b <= MB samples: a warp
+// per row, lanes strided over the inputs, every weight read once from shared memory per batch.
+template <int MB>
+__device__ void layer_rows(const LayerParams& L, const float* wsm, const float* bsm,
+                           const float* xs, int b, int row0, int nrows, float* y_device,
+                           float* y_host, const int* list) {
+  const int warps = static_cast<int>(blockDim.x) / 32;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int in = L.in;
+  for (int r = warp; r < nrows; r += warps) {
+    const float* w = wsm + r * in;
+    float acc[MB];
+#pragma unroll
+    for (int j = 0; j < MB; ++j) acc[j] = 0.0f;
+    for (int k = lane; k < in; k += 32) {
+      const float wv = w[k];
+#pragma unroll
+      for (int j = 0; j < MB; ++j) {
+        if (j < b) acc[j] = fmaf(wv, xs[j * in + k], acc[j]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < MB; ++j) {
+      if (j >= b) break;
+      float v = acc[j];
+#pragma unroll
+      for (int s = 16; s > 0; s /= 2) v += __shfl_xor_sync(kFull, v, s);
+      if (lane == 0) {
+        v = activate(v + bsm[r], L.act);
+        const int row = row0 + r;
+        if (y_host != nullptr) {
+          y_host[static_cast<size_t>(list[j]) * L.out + row] = v;
+        } else {
+          y_device[j * L.out + row] = v;
+        }
+      }
+    }
+  }
+}
+
+__device__ void run_layer(const LayerParams& L, const float* smem, float* stage, const float* x,
+                          int b, float* y_device, float* y_host, const int* list) {
+  // Stage the batch's inputs: written by other blocks (or block 0) in this launch, so read from
+  // L2 (ld.global.cg), never from a possibly stale L1 line.
+  const float4* x4 = reinterpret_cast<const float4*>(x);
+  float4* s4 = reinterpret_cast<float4*>(stage);
+  const int n4 = b * L.in / 4;
+  for (int i = static_cast<int>(threadIdx.x); i < n4; i += static_cast<int>(blockDim.x)) {
+    s4[i] = __ldcg(x4 + i);
+  }
+  __syncthreads();
+  const int row0 = static_cast<int>(blockIdx.x) * L.rows;
+  const int nrows = min(L.rows, L.out - row0);
+  const float* wsm = smem + L.w_off;
+  const float* bsm = wsm + L.rows * L.in;
+  if (nrows > 0) {
+    if (b <= 1) layer_rows<1>(L, wsm, bsm, stage, b, row0, nrows, y_device, y_host, list);
+    else if (b <= 2) layer_rows<2>(L, wsm, bsm, stage, b, row0, nrows, y_device, y_host, list);
+    else if (b <= 4) layer_rows<4>(L, wsm, bsm, stage, b, row0, nrows, y_device, y_host, list);
+    else if (b <= 8) layer_rows<8>(L, wsm, bsm, stage, b, row0, nrows, y_device, y_host, list);
+    else if (b <= 16) layer_rows<16>(L, wsm, bsm, stage, b, row0, nrows, y_device, y_host, list);
+    else layer_rows<32>(L, wsm, bsm, stage, b, row0, nrows, y_device, y_host, list);
+  }
+  __syncthreads();  // the stage is rewritten by the next layer
+}
+
+// Loads this block's rows of every layer (zero rows past the end) and their biases.
+__device__ void load_weights(const Params& p, float* smem) {
+  for (int l = 0; l < p.layers; ++l) {
+    const LayerParams& L = p.layer[l];
+    const int row0 = static_cast<int>(blockIdx.x) * L.rows;
+    float* w = smem + L.w_off;
+    const int n4 = L.rows * L.in / 4;
+    for (int i = static_cast<int>(threadIdx.x); i < n4; i += static_cast<int>(blockDim.x)) {
+      const int r = i / (L.in / 4);
+      float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      if (row0 + r < L.out) v = reinterpret_cast<const float4*>(L.w + static_cast<size_t>(row0) * L.in)[i];
+      reinterpret_cast<float4*>(w)[i] = v;
+    }
+    for (int r = static_cast<int>(threadIdx.x); r < L.rows; r += static_cast<int>(blockDim.x)) {
+      w[L.rows * L.in + r] = (L.b != nullptr && row0 + r < L.out) ? L.b[row0 + r] : 0.0f;
+    }
+  }
+  __syncthreads();
+}
+
+__global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params p) {
+  extern __shared__ float4 smem4[];
+  float* smem = reinterpret_cast<float*>(smem4);
+  float* stage = smem + p.stage_off;
+  __shared__ int s_list[kMaxBatch];
+  __shared__ unsigned s_seq[kMaxBatch];
+  __shared__ int s_count;
+  const unsigned B = gridDim.x;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const bool poller = blockIdx.x == 0 && threadIdx.x < 32;
+
+  load_weights(p, smem);
+
+  // Block 0, warp 0: the served sequence numbers of slots lane and lane + 32, in registers.
+  unsigned served0 = 0, served1 = 0;
+  int rot = 0;
+  unsigned long long passes = 0, requests = 0;
+  const unsigned long long start = now_ns();
+  auto* totals = reinterpret_cast<volatile unsigned long long*>(p.control);
+  if (poller) {
+    if (lane < p.slots) served0 = p.served[lane];
+    if (lane + 32 < p.slots) served1 = p.served[lane + 32];
+    passes = totals[kPasses / 2];
+    requests = totals[kRequests / 2];
+  }
+  unsigned barriers = 0;
+  const int in0 = p.layer[0].in;
+
+  for (unsigned pass = 1;; ++pass) {
+    const int par = static_cast<int>(pass & 1u);
+    if (blockIdx.x == 0) {
+      if (poller) {
+        int taken = -1;  // -1: exit
+        const unsigned long long poll_start = now_ns();
+        for (;;) {
+          const unsigned d0 = lane < p.slots ? load_acquire_system(p.doorbell + lane * kWordStride) : served0;
+          const unsigned d1 =
+              lane + 32 < p.slots ? load_acquire_system(p.doorbell + (lane + 32) * kWordStride) : served1;
+          const unsigned long long pending =
+              static_cast<unsigned long long>(__ballot_sync(kFull, d0 != served0)) |
+              (static_cast<unsigned long long>(__ballot_sync(kFull, d1 != served1)) << 32);
+          unsigned command = 0;
+          if (lane == 0) command = *reinterpret_cast<volatile unsigned*>(p.control + kCommand);
+          command = __shfl_sync(kFull, command, 0);
+          const unsigned long long t = __shfl_sync(kFull, now_ns(), 0);
+          if (command == kStopCommand || t - start > p.max_run_ns) break;
+          if (pending != 0) {
+            // Round-robin: rotate so that the slot after the last one taken comes first.
+            const unsigned long long rotated =
+                rot == 0 ? pending : (pending >> rot) | (pending << (64 - rot));
+            unsigned long long rest = rotated;
+            int j = 0, last = rot;
+            while (rest != 0 && j < p.max_batch) {
+              const int slot = (__ffsll(static_cast<long long>(rest)) - 1 + rot) & 63;
+              rest &= rest - 1;
+              const unsigned q0 = __shfl_sync(kFull, d0, slot & 31);
+              const unsigned q1 = __shfl_sync(kFull, d1, slot & 31);
+              const unsigned seq = slot < 32 ? q0 : q1;
+              if (lane == 0) {
+                s_list[j] = slot;
+                s_seq[j] = seq;
+              }
+              if (lane == (slot & 31)) {
+                if (slot < 32) served0 = seq;
+                else served1 = seq;
+              }
+              last = slot;
+              ++j;
+            }
+            rot = (last + 1) & 63;
+            taken = j;
+            break;
+          }
+          if (t - poll_start > p.idle_ns) break;
+        }
+        if (lane < p.slots) p.served[lane] = served0;
+        if (lane + 32 < p.slots) p.served[lane + 32] = served1;
+        if (lane == 0) {
+          s_count = taken;
+          if (taken > 0) {
+            ++passes;
+            requests += static_cast<unsigned long long>(taken);
+            totals[kPasses / 2] = passes;
+            totals[kRequests / 2] = requests;
+          }
+        }
+      }
+      __syncthreads();
+      const int b = s_count;
+      // Inputs: from the slots (host memory, rewritten by the host between passes: ld.cv).
+      for (int i = static_cast<int>(threadIdx.x); i < b * in0; i += static_cast<int>(blockDim.x)) {
+        const int j = i / in0, k = i % in0;
+        p.act[0][i] = __ldcv(p.in + static_cast<size_t>(s_list[j]) * in0 + k);
+      }
+      for (int j = static_cast<int>(threadIdx.x); j < b; j += static_cast<int>(blockDim.x)) {
+        p.list[par * kMaxBatch + j] = s_list[j];
+        p.seqs[par * kMaxBatch + j] = s_seq[j];
+      }
+      if (threadIdx.x == 0) p.count[par] = b;
+      __syncthreads();
+      if (threadIdx.x == 0) {
+        __threadfence();
+        ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(p.words[kPassWord])
+            .store(pass, ::cuda::memory_order_release);
+        if (b < 0) store_release_system(p.control + kExitedEpoch, p.epoch);
+      }
+    } else {
+      if (threadIdx.x == 0) {
+        while (load_acquire_device(p.words + kPassWord) < pass) {
+        }
+      }
+      __syncthreads();
+      if (threadIdx.x == 0) s_count = __ldcg(p.count + par);
+      if (threadIdx.x < kMaxBatch) {
+        s_list[threadIdx.x] = __ldcg(p.list + par * kMaxBatch + threadIdx.x);
+        s_seq[threadIdx.x] = __ldcg(p.seqs + par * kMaxBatch + threadIdx.x);
+      }
+      __syncthreads();
+    }
+    const int b = s_count;
+    if (b < 0) return;
+
+    for (int l = 0; l < p.layers; ++l) {
+      const bool last = l + 1 == p.layers;
+      run_layer(p.layer[l], smem, stage, p.act[l], b, last ? nullptr : p.act[l + 1],
+                last ? p.out : nullptr, s_list);
+      if (!last) grid_barrier(p.words + kBarrierWord, ++barriers * B);
+    }
+
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      __threadfence_system();  // this block's output rows reach the host before it counts
+      ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> finished(p.words[kFinishedWord]);
+      if (finished.fetch_add(1, ::cuda::memory_order_acq_rel) == pass * B - 1) {
+        __threadfence_system();
+        for (int j = 0; j < b; ++j) store_release_system(p.done + s_list[j] * kWordStride, s_seq[j]);
+      }
+    }
+  }
+}
+
+}  // namespace
+
+cudaError_t launch(const Params& p, int blocks, size_t shared_bytes, cudaStream_t stream) {
+  cudaError_t e = cudaFuncSetAttribute(resident_chain_kernel,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(shared_bytes));
+  if (e != cudaSuccess) return e;
+  Params copy = p;
+  void* args[] = {&copy};
+  return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(&resident_chain_kernel),
+                                     dim3(static_cast<unsigned>(blocks)), dim3(kBlockThreads), args,
+                                     shared_bytes, stream);
+}
+
+cudaError_t max_blocks_per_sm(size_t shared_bytes, int* out) {
+  cudaError_t e = cudaFuncSetAttribute(resident_chain_kernel,
+                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(shared_bytes));
+  if (e != cudaSuccess) return e;
+  return cudaOccupancyMaxActiveBlocksPerMultiprocessor(out, resident_chain_kernel, kBlockThreads,
+                                                       shared_bytes);
+}
+
+}  // namespace tandem::backends::cuda::resident

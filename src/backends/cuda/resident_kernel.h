@@ -1,0 +1,80 @@
+// resident_kernel.h (private) — the persistent grid of a resident chain (Note [Resident serving]
+// in tandem/resident.h): its parameters and its launcher. Plain C++17, shared by
+// resident_kernel.cu and resident_chain.cpp.
+//
+// Memory the grid touches (host = page-locked and mapped, reached through its device alias):
+//   host   doorbell[s * kWordStride], done[s * kWordStride]  one 64-byte line per slot and word
+//   host   in[s * in0 ...], out[s * out_last ...]            the slots' samples
+//   host   control[kCommand]: the host writes kStopCommand to end the grid;
+//          control[kExitedEpoch]: the grid stores its epoch when it has decided to exit;
+//          control[kPasses], control[kRequests]: block 0's running counts (stats)
+//   device served[s]: the last sequence number served per slot (kept across launches)
+//   device words[kPassWord | kBarrierWord | kFinishedWord]: zeroed before every launch
+//   device list / seqs / count [2][...]: the published batch of each pass, by pass parity
+//   device act[l]: layer l's input for the batch, [max_batch][layer[l].in] (act[0]: the inputs)
+#pragma once
+
+#include <cuda_runtime.h>
+
+namespace tandem::backends::cuda::resident {
+
+inline constexpr int kMaxSlots = 64;
+inline constexpr int kMaxBatch = 32;
+inline constexpr int kMaxLayers = 8;
+inline constexpr int kBlockThreads = 256;
+inline constexpr int kWordStride = 16;  // unsigned words: 64 bytes
+
+// control[] indices (each on its own 64-byte line)
+inline constexpr int kCommand = 0;
+inline constexpr int kExitedEpoch = 16;
+inline constexpr int kPasses = 32;
+inline constexpr int kRequests = 48;
+inline constexpr int kControlWords = 64;
+inline constexpr unsigned kStopCommand = 1;
+
+// words[] indices
+inline constexpr int kPassWord = 0;
+inline constexpr int kBarrierWord = 16;
+inline constexpr int kFinishedWord = 32;
+inline constexpr int kDeviceWords = 48;
+
+struct LayerParams {
+  const float* w = nullptr;  // out x in
+  const float* b = nullptr;  // out, or null
+  int in = 0, out = 0;
+  int rows = 0;     // output rows per block: ceil(out / blocks)
+  int act = 0;      // 0 none, 1 ReLU, 2 GELU (tandem::Activation's values)
+  int w_off = 0;    // floats into shared memory: this block's rows x in weights, then rows biases
+};
+
+struct Params {
+  LayerParams layer[kMaxLayers];
+  int layers = 0;
+  int slots = 0;
+  int max_batch = 0;
+  int stage_off = 0;  // floats into shared memory: the activation stage, max_batch x max(in)
+  unsigned long long idle_ns = 0, max_run_ns = 0;
+  unsigned epoch = 0;
+  unsigned* doorbell = nullptr;  // host
+  unsigned* done = nullptr;      // host
+  const float* in = nullptr;     // host
+  float* out = nullptr;          // host
+  unsigned* control = nullptr;   // host
+  unsigned* served = nullptr;    // device [kMaxSlots]
+  unsigned* words = nullptr;     // device [kDeviceWords]
+  int* list = nullptr;           // device [2][kMaxBatch]
+  unsigned* seqs = nullptr;      // device [2][kMaxBatch]
+  int* count = nullptr;          // device [2]
+  float* act[kMaxLayers] = {};   // device
+};
+
+// shared_bytes(p): dynamic shared memory a block needs (weights, biases, activation stage).
+// Set by the host from the layer sizes before the launch.
+// launch(p, blocks, shared_bytes, stream): cooperative launch of the grid (all blocks resident
+// at once, or cudaErrorCooperativeLaunchTooLarge). Raises the kernel's dynamic shared memory
+// limit first.
+cudaError_t launch(const Params& p, int blocks, size_t shared_bytes, cudaStream_t stream);
+// max_blocks_per_sm(shared_bytes, out): the occupancy of the kernel at that shared memory.
+cudaError_t max_blocks_per_sm(size_t shared_bytes, int* out);
+
+}  // namespace tandem::backends::cuda::resident
