@@ -30,8 +30,10 @@ std::vector<ResidentLayer> chain_of(const Model& m) {
   std::vector<ResidentLayer> layers;
   const char* prefixes[] = {"0.", "2.", "4."};
   for (int l = 0; l < 3; ++l) {
-    const Tensor& w = find_param(m, std::string(prefixes[l]) + "weight");
-    const Tensor& b = find_param(m, std::string(prefixes[l]) + "bias");
+    const std::string weight = std::string(prefixes[l]) + "weight";
+    const std::string bias = std::string(prefixes[l]) + "bias";
+    const Tensor& w = find_param(m, weight);
+    const Tensor& b = find_param(m, bias);
     layers.push_back({w.data(), b.data(), w.dim(1), w.dim(0),
                       l < 2 ? Activation::kRelu : Activation::kNone});
   }
