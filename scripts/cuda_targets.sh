@@ -191,8 +191,8 @@ fi
 
 if has residentserve; then
   section "resident serving (issue 3): tests, then tandem bench --resident next to the graph path, two rounds"
-  run 300 "$G" --gtest_filter='CudaResident*' 2>&1 | grep -E "^\[|blocks|threads,|launches|Failure|Expected|Which|rror|thread " | head -60
-  for round in 1 2; do
+  run 300 "$G" --gtest_filter='*CudaResident*' 2>&1 | grep -E "^\[|blocks|threads,|launches|Failure|Expected|Which|rror|thread " | head -60
+  for round in $(seq 1 "${ROUNDS:-2}"); do
     echo "--- round $round"
     b --model mlp --batch 1 --resident --threads 1,2,4,8,16,32,64 --policies none --json "$OUT/resident_$round.json"
     b --model mlp --batch 1 --graphs --threads 1,8,16 --policies none,global --json "$OUT/resident_graph_$round.json"

@@ -70,6 +70,10 @@ struct ResidentStats {
   std::uint64_t forwards = 0;  // completed forward() calls
   std::uint64_t passes = 0;    // grid passes (batches) run, over all launches
   std::uint64_t launches = 0;  // grid launches (the first, and every relaunch)
+  // Block 0's time per phase, summed over passes (divide by passes): doorbell seen -> inputs
+  // copied and the pass published; -> its rows of every layer done (barriers included); -> its
+  // outputs fenced and counted.
+  std::uint64_t input_ns = 0, layers_ns = 0, completion_ns = 0;
   int blocks = 0;              // the grid size chosen
   std::size_t shared_bytes = 0;  // shared memory per block
 };

@@ -130,12 +130,14 @@ TEST_P(CudaResidentThreads, EveryCallerGetsItsOwnOutput) {
     const ResidentStats st = rm.stats();
     EXPECT_EQ(st.forwards, static_cast<std::uint64_t>(threads) * 300u);
     EXPECT_LE(st.passes, st.forwards);
+    const double passes = static_cast<double>(st.passes);
     std::printf("%d threads, max_batch %d: %llu forwards in %llu passes (%.2f a pass), %llu "
-                "launches\n",
+                "launches; block 0 per pass: input %.2f us, layers %.2f us, completion %.2f us\n",
                 threads, max_batch, static_cast<unsigned long long>(st.forwards),
                 static_cast<unsigned long long>(st.passes),
-                static_cast<double>(st.forwards) / static_cast<double>(st.passes),
-                static_cast<unsigned long long>(st.launches));
+                static_cast<double>(st.forwards) / passes,
+                static_cast<unsigned long long>(st.launches), st.input_ns / passes / 1e3,
+                st.layers_ns / passes / 1e3, st.completion_ns / passes / 1e3);
   }
 }
 

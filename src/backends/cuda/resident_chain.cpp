@@ -23,9 +23,10 @@ using Clock = std::chrono::steady_clock;
 
 std::size_t align_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a; }
 
-// Shared memory floats of a block for `blocks` blocks: each layer's rows x in weights and its
+// Shared memory bytes of a block for `blocks` blocks: each layer's rows x in weights and its
 // rows biases (padded to 4 floats, so every layer starts 16-byte aligned), then the activation
-// stage of max_batch x the widest input. Fills the layers' rows and offsets.
+// stage of max_batch x the widest input, then the output stage of max_batch x the last layer's
+// rows. Fills the layers' rows and the offsets.
 std::size_t plan_shared(resident::Params& p, int blocks) {
   std::size_t off = 0, widest = 0;
   for (int l = 0; l < p.layers; ++l) {
@@ -37,7 +38,10 @@ std::size_t plan_shared(resident::Params& p, int blocks) {
     widest = std::max(widest, static_cast<std::size_t>(L.in));
   }
   p.stage_off = static_cast<int>(off);
-  return (off + static_cast<std::size_t>(p.max_batch) * widest) * sizeof(float);
+  off += static_cast<std::size_t>(p.max_batch) * widest;
+  p.out_stage_off = static_cast<int>(off);
+  off += static_cast<std::size_t>(p.max_batch) * static_cast<std::size_t>(p.layer[p.layers - 1].rows);
+  return off * sizeof(float);
 }
 
 }  // namespace
@@ -342,9 +346,15 @@ ResidentStats CudaResidentChain::stats() const {
   ResidentStats st;
   st.forwards = forwards_.load(std::memory_order_relaxed);
   st.launches = launches_.load(std::memory_order_relaxed);
-  st.passes = std::atomic_ref<unsigned long long>(
-                  reinterpret_cast<unsigned long long*>(control_)[resident::kPasses / 2])
-                  .load(std::memory_order_relaxed);
+  auto total = [&](int word) {
+    return std::atomic_ref<unsigned long long>(
+               reinterpret_cast<unsigned long long*>(control_)[word / 2])
+        .load(std::memory_order_relaxed);
+  };
+  st.passes = total(resident::kPasses);
+  st.input_ns = total(resident::kPhaseInput);
+  st.layers_ns = total(resident::kPhaseLayers);
+  st.completion_ns = total(resident::kPhaseCompletion);
   st.blocks = blocks_;
   st.shared_bytes = shared_bytes_;
   return st;

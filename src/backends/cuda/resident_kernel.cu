@@ -33,8 +33,8 @@ __device__ inline unsigned long long now_ns() {
   return t;
 }
 
-__device__ inline unsigned load_acquire_system(unsigned* w) {
-  return ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_system>(*w).load(::cuda::memory_order_acquire);
+__device__ inline unsigned load_volatile(const unsigned* w) {
+  return *reinterpret_cast<const volatile unsigned*>(w);
 }
 
 __device__ inline void store_release_system(unsigned* w, unsigned v) {
@@ -68,10 +68,10 @@ __device__ inline float activate(float v, int act) {
 
 // The block's rows [row0, row0 + nrows) of one layer for a batch of b <= MB samples: a warp
 // per row, lanes strided over the inputs, every weight read once from shared memory per batch.
+// Sample j's row r goes to y[j * ldy + col0 + r].
 template <int MB>
 __device__ void layer_rows(const LayerParams& L, const float* wsm, const float* bsm,
-                           const float* xs, int b, int row0, int nrows, float* y_device,
-                           float* y_host, const int* list) {
+                           const float* xs, int b, int nrows, float* y, int ldy, int col0) {
   const int warps = static_cast<int>(blockDim.x) / 32;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int in = L.in;
@@ -93,21 +93,17 @@ __device__ void layer_rows(const LayerParams& L, const float* wsm, const float* 
       float v = acc[j];
 #pragma unroll
       for (int s = 16; s > 0; s /= 2) v += __shfl_xor_sync(kFull, v, s);
-      if (lane == 0) {
-        v = activate(v + bsm[r], L.act);
-        const int row = row0 + r;
-        if (y_host != nullptr) {
-          y_host[static_cast<size_t>(list[j]) * L.out + row] = v;
-        } else {
-          y_device[j * L.out + row] = v;
-        }
-      }
+      if (lane == 0) y[j * ldy + col0 + r] = activate(v + bsm[r], L.act);
     }
   }
 }
 
-__device__ void run_layer(const LayerParams& L, const float* smem, float* stage, const float* x,
-                          int b, float* y_device, float* y_host, const int* list) {
+// One layer for the batch. Not the last: rows into y_device ([b][L.out], device memory). The
+// last: rows into this block's output stage in shared memory, then copied to each request's
+// slot (host memory) in 16-byte stores where the rows allow it — a few wide PCIe writes per
+// block and sample instead of a 4-byte write per output.
+__device__ void run_layer(const LayerParams& L, const float* smem, float* stage, float* out_stage,
+                          const float* x, int b, float* y_device, float* y_host, const int* list) {
   // Stage the batch's inputs: written by other blocks (or block 0) in this launch, so read from
   // L2 (ld.global.cg), never from a possibly stale L1 line.
   const float4* x4 = reinterpret_cast<const float4*>(x);
@@ -121,15 +117,34 @@ __device__ void run_layer(const LayerParams& L, const float* smem, float* stage,
   const int nrows = min(L.rows, L.out - row0);
   const float* wsm = smem + L.w_off;
   const float* bsm = wsm + L.rows * L.in;
+  float* y = y_host != nullptr ? out_stage : y_device;
+  const int ldy = y_host != nullptr ? L.rows : L.out;
+  const int col0 = y_host != nullptr ? 0 : row0;
   if (nrows > 0) {
-    if (b <= 1) layer_rows<1>(L, wsm, bsm, stage, b, row0, nrows, y_device, y_host, list);
-    else if (b <= 2) layer_rows<2>(L, wsm, bsm, stage, b, row0, nrows, y_device, y_host, list);
-    else if (b <= 4) layer_rows<4>(L, wsm, bsm, stage, b, row0, nrows, y_device, y_host, list);
-    else if (b <= 8) layer_rows<8>(L, wsm, bsm, stage, b, row0, nrows, y_device, y_host, list);
-    else if (b <= 16) layer_rows<16>(L, wsm, bsm, stage, b, row0, nrows, y_device, y_host, list);
-    else layer_rows<32>(L, wsm, bsm, stage, b, row0, nrows, y_device, y_host, list);
+    if (b <= 1) layer_rows<1>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
+    else if (b <= 2) layer_rows<2>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
+    else if (b <= 4) layer_rows<4>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
+    else if (b <= 8) layer_rows<8>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
+    else if (b <= 16) layer_rows<16>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
+    else layer_rows<32>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
   }
-  __syncthreads();  // the stage is rewritten by the next layer
+  __syncthreads();  // the stage is rewritten by the next layer; the output stage is complete
+  if (y_host != nullptr && nrows > 0) {
+    const bool wide = nrows % 4 == 0 && L.rows % 4 == 0 && L.out % 4 == 0 && row0 % 4 == 0;
+    if (wide) {
+      const int q = nrows / 4;
+      for (int i = static_cast<int>(threadIdx.x); i < b * q; i += static_cast<int>(blockDim.x)) {
+        const int j = i / q, c = i % q;
+        reinterpret_cast<float4*>(y_host + static_cast<size_t>(list[j]) * L.out + row0)[c] =
+            reinterpret_cast<const float4*>(out_stage + j * L.rows)[c];
+      }
+    } else {
+      for (int i = static_cast<int>(threadIdx.x); i < b * nrows; i += static_cast<int>(blockDim.x)) {
+        const int j = i / nrows, r = i % nrows;
+        y_host[static_cast<size_t>(list[j]) * L.out + row0 + r] = out_stage[j * L.rows + r];
+      }
+    }
+  }
 }
 
 // Loads this block's rows of every layer (zero rows past the end) and their biases.
@@ -156,6 +171,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
   float* stage = smem + p.stage_off;
+  float* out_stage = smem + p.out_stage_off;
   __shared__ int s_list[kMaxBatch];
   __shared__ unsigned s_seq[kMaxBatch];
   __shared__ int s_count;
@@ -177,6 +193,14 @@ __global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params
     passes = totals[kPasses / 2];
     requests = totals[kRequests / 2];
   }
+  const bool timer = blockIdx.x == 0 && threadIdx.x == 0;
+  unsigned long long t_taken = 0, t_published = 0, t_layers = 0;
+  unsigned long long ph_input = 0, ph_layers = 0, ph_completion = 0;  // running totals
+  if (timer) {  // read once: host memory reads are PCIe round trips, the writes below are posted
+    ph_input = totals[kPhaseInput / 2];
+    ph_layers = totals[kPhaseLayers / 2];
+    ph_completion = totals[kPhaseCompletion / 2];
+  }
   unsigned barriers = 0;
   const int in0 = p.layer[0].in;
 
@@ -187,18 +211,21 @@ __global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params
         int taken = -1;  // -1: exit
         const unsigned long long poll_start = now_ns();
         for (;;) {
-          const unsigned d0 = lane < p.slots ? load_acquire_system(p.doorbell + lane * kWordStride) : served0;
+          // Relaxed (volatile) loads, all in flight at once: one PCIe round trip a poll; the
+          // acquire fence below orders the input reads after a doorbell that rang.
+          const unsigned d0 = lane < p.slots ? load_volatile(p.doorbell + lane * kWordStride) : served0;
           const unsigned d1 =
-              lane + 32 < p.slots ? load_acquire_system(p.doorbell + (lane + 32) * kWordStride) : served1;
+              lane + 32 < p.slots ? load_volatile(p.doorbell + (lane + 32) * kWordStride) : served1;
           const unsigned long long pending =
               static_cast<unsigned long long>(__ballot_sync(kFull, d0 != served0)) |
               (static_cast<unsigned long long>(__ballot_sync(kFull, d1 != served1)) << 32);
           unsigned command = 0;
-          if (lane == 0) command = *reinterpret_cast<volatile unsigned*>(p.control + kCommand);
+          if (lane == 0) command = load_volatile(p.control + kCommand);
           command = __shfl_sync(kFull, command, 0);
           const unsigned long long t = __shfl_sync(kFull, now_ns(), 0);
           if (command == kStopCommand || t - start > p.max_run_ns) break;
           if (pending != 0) {
+            ::cuda::atomic_thread_fence(::cuda::memory_order_acquire, ::cuda::thread_scope_system);
             // Round-robin: rotate so that the slot after the last one taken comes first.
             const unsigned long long rotated =
                 rot == 0 ? pending : (pending >> rot) | (pending << (64 - rot));
@@ -223,6 +250,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params
             }
             rot = (last + 1) & 63;
             taken = j;
+            t_taken = t;
             break;
           }
           if (t - poll_start > p.idle_ns) break;
@@ -241,10 +269,27 @@ __global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params
       }
       __syncthreads();
       const int b = s_count;
-      // Inputs: from the slots (host memory, rewritten by the host between passes: ld.cv).
-      for (int i = static_cast<int>(threadIdx.x); i < b * in0; i += static_cast<int>(blockDim.x)) {
-        const int j = i / in0, k = i % in0;
-        p.act[0][i] = __ldcv(p.in + static_cast<size_t>(s_list[j]) * in0 + k);
+      // Inputs: from the slots (host memory, rewritten by the host between passes: ld.cv), 16
+      // bytes a load, up to 8 loads of a thread in flight before its first store (each load is
+      // a PCIe round trip).
+      {
+        const int q = in0 / 4, total = b * q;
+        const float4* in4 = reinterpret_cast<const float4*>(p.in);
+        float4* act4 = reinterpret_cast<float4*>(p.act[0]);
+        for (int base = static_cast<int>(threadIdx.x); base < total;
+             base += 8 * static_cast<int>(blockDim.x)) {
+          float4 v[8];
+#pragma unroll
+          for (int u = 0; u < 8; ++u) {
+            const int i = base + u * static_cast<int>(blockDim.x);
+            if (i < total) v[u] = __ldcv(in4 + static_cast<size_t>(s_list[i / q]) * q + i % q);
+          }
+#pragma unroll
+          for (int u = 0; u < 8; ++u) {
+            const int i = base + u * static_cast<int>(blockDim.x);
+            if (i < total) act4[i] = v[u];
+          }
+        }
       }
       for (int j = static_cast<int>(threadIdx.x); j < b; j += static_cast<int>(blockDim.x)) {
         p.list[par * kMaxBatch + j] = s_list[j];
@@ -256,6 +301,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params
         __threadfence();
         ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(p.words[kPassWord])
             .store(pass, ::cuda::memory_order_release);
+        t_published = now_ns();
         if (b < 0) store_release_system(p.control + kExitedEpoch, p.epoch);
       }
     } else {
@@ -276,11 +322,12 @@ __global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params
 
     for (int l = 0; l < p.layers; ++l) {
       const bool last = l + 1 == p.layers;
-      run_layer(p.layer[l], smem, stage, p.act[l], b, last ? nullptr : p.act[l + 1],
+      run_layer(p.layer[l], smem, stage, out_stage, p.act[l], b, last ? nullptr : p.act[l + 1],
                 last ? p.out : nullptr, s_list);
       if (!last) grid_barrier(p.words + kBarrierWord, ++barriers * B);
     }
 
+    if (timer) t_layers = now_ns();
     __syncthreads();
     if (threadIdx.x == 0) {
       __threadfence_system();  // this block's output rows reach the host before it counts
@@ -289,6 +336,14 @@ __global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params
         __threadfence_system();
         for (int j = 0; j < b; ++j) store_release_system(p.done + s_list[j] * kWordStride, s_seq[j]);
       }
+    }
+    if (timer) {  // block 0's time per phase, summed over passes (ResidentStats)
+      ph_input += t_published - t_taken;
+      ph_layers += t_layers - t_published;
+      ph_completion += now_ns() - t_layers;
+      totals[kPhaseInput / 2] = ph_input;
+      totals[kPhaseLayers / 2] = ph_layers;
+      totals[kPhaseCompletion / 2] = ph_completion;
     }
   }
 }

@@ -7,7 +7,8 @@
 //   host   in[s * in0 ...], out[s * out_last ...]            the slots' samples
 //   host   control[kCommand]: the host writes kStopCommand to end the grid;
 //          control[kExitedEpoch]: the grid stores its epoch when it has decided to exit;
-//          control[kPasses], control[kRequests]: block 0's running counts (stats)
+//          control[kPasses], control[kRequests]: block 0's running counts (stats), and its
+//          time per phase (kPhase*), 64-bit words
 //   device served[s]: the last sequence number served per slot (kept across launches)
 //   device words[kPassWord | kBarrierWord | kFinishedWord]: zeroed before every launch
 //   device list / seqs / count [2][...]: the published batch of each pass, by pass parity
@@ -29,7 +30,10 @@ inline constexpr int kCommand = 0;
 inline constexpr int kExitedEpoch = 16;
 inline constexpr int kPasses = 32;
 inline constexpr int kRequests = 48;
-inline constexpr int kControlWords = 64;
+inline constexpr int kPhaseInput = 64;       // 64-bit ns: doorbell seen -> pass published
+inline constexpr int kPhaseLayers = 80;      // published -> block 0's last layer written
+inline constexpr int kPhaseCompletion = 96;  // -> block 0 counted finished
+inline constexpr int kControlWords = 112;
 inline constexpr unsigned kStopCommand = 1;
 
 // words[] indices
@@ -52,7 +56,8 @@ struct Params {
   int layers = 0;
   int slots = 0;
   int max_batch = 0;
-  int stage_off = 0;  // floats into shared memory: the activation stage, max_batch x max(in)
+  int stage_off = 0;      // floats into shared memory: the activation stage, max_batch x max(in)
+  int out_stage_off = 0;  // ... the last layer's output stage, max_batch x its rows
   unsigned long long idle_ns = 0, max_run_ns = 0;
   unsigned epoch = 0;
   unsigned* doorbell = nullptr;  // host
