@@ -66,36 +66,59 @@ __device__ inline float activate(float v, int act) {
   return v;
 }
 
-// The block's rows [row0, row0 + nrows) of one layer for a batch of b <= MB samples: a warp
-// per row, lanes strided over the inputs, every weight read once from shared memory per batch.
-// Sample j's row r goes to y[j * ldy + col0 + r].
-template <int MB>
+// The block's rows [row0, row0 + nrows) of one layer for a batch of b <= MB samples. Warp w
+// computes rows w, w + warps, ... (at most RW of them) together, lanes strided over the inputs:
+// each input value loaded from shared memory once per warp serves all its rows (shared-memory
+// bandwidth, not the FMAs, bounds this loop). Sample j's row r goes to y[j * ldy + col0 + r].
+template <int MB, int RW>
 __device__ void layer_rows(const LayerParams& L, const float* wsm, const float* bsm,
                            const float* xs, int b, int nrows, float* y, int ldy, int col0) {
   const int warps = static_cast<int>(blockDim.x) / 32;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int in = L.in;
-  for (int r = warp; r < nrows; r += warps) {
-    const float* w = wsm + r * in;
-    float acc[MB];
+  for (int r0 = warp; r0 < nrows; r0 += warps * RW) {
+    float acc[RW][MB];
 #pragma unroll
-    for (int j = 0; j < MB; ++j) acc[j] = 0.0f;
+    for (int q = 0; q < RW; ++q) {
+#pragma unroll
+      for (int j = 0; j < MB; ++j) acc[q][j] = 0.0f;
+    }
+    const float* w[RW];
+#pragma unroll
+    for (int q = 0; q < RW; ++q) w[q] = wsm + min(r0 + q * warps, nrows - 1) * in;
     for (int k = lane; k < in; k += 32) {
-      const float wv = w[k];
+      float xv[MB];
 #pragma unroll
-      for (int j = 0; j < MB; ++j) {
-        if (j < b) acc[j] = fmaf(wv, xs[j * in + k], acc[j]);
+      for (int j = 0; j < MB; ++j) xv[j] = j < b ? xs[j * in + k] : 0.0f;
+#pragma unroll
+      for (int q = 0; q < RW; ++q) {
+        const float wv = w[q][k];
+#pragma unroll
+        for (int j = 0; j < MB; ++j) acc[q][j] = fmaf(wv, xv[j], acc[q][j]);
       }
     }
 #pragma unroll
-    for (int j = 0; j < MB; ++j) {
-      if (j >= b) break;
-      float v = acc[j];
+    for (int q = 0; q < RW; ++q) {
+      const int r = r0 + q * warps;
+      if (r >= nrows) break;  // uniform across the warp
 #pragma unroll
-      for (int s = 16; s > 0; s /= 2) v += __shfl_xor_sync(kFull, v, s);
-      if (lane == 0) y[j * ldy + col0 + r] = activate(v + bsm[r], L.act);
+      for (int j = 0; j < MB; ++j) {
+        if (j >= b) break;
+        float v = acc[q][j];
+#pragma unroll
+        for (int s = 16; s > 0; s /= 2) v += __shfl_xor_sync(kFull, v, s);
+        if (lane == 0) y[j * ldy + col0 + r] = activate(v + bsm[r], L.act);
+      }
     }
   }
+}
+
+template <int MB>
+__device__ void layer_rows_any(const LayerParams& L, const float* wsm, const float* bsm,
+                               const float* xs, int b, int nrows, float* y, int ldy, int col0) {
+  const int warps = static_cast<int>(blockDim.x) / 32;
+  if (nrows > warps) layer_rows<MB, 2>(L, wsm, bsm, xs, b, nrows, y, ldy, col0);
+  else layer_rows<MB, 1>(L, wsm, bsm, xs, b, nrows, y, ldy, col0);
 }
 
 // One layer for the batch. Not the last: rows into y_device ([b][L.out], device memory). The
@@ -106,11 +129,20 @@ __device__ void run_layer(const LayerParams& L, const float* smem, float* stage,
                           const float* x, int b, float* y_device, float* y_host, const int* list) {
   // Stage the batch's inputs: written by other blocks (or block 0) in this launch, so read from
   // L2 (ld.global.cg), never from a possibly stale L1 line.
+  // Up to 8 loads of a thread in flight before its first store.
   const float4* x4 = reinterpret_cast<const float4*>(x);
   float4* s4 = reinterpret_cast<float4*>(stage);
-  const int n4 = b * L.in / 4;
-  for (int i = static_cast<int>(threadIdx.x); i < n4; i += static_cast<int>(blockDim.x)) {
-    s4[i] = __ldcg(x4 + i);
+  const int n4 = b * L.in / 4, step = static_cast<int>(blockDim.x);
+  for (int base = static_cast<int>(threadIdx.x); base < n4; base += 8 * step) {
+    float4 v[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      if (base + u * step < n4) v[u] = __ldcg(x4 + base + u * step);
+    }
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      if (base + u * step < n4) s4[base + u * step] = v[u];
+    }
   }
   __syncthreads();
   const int row0 = static_cast<int>(blockIdx.x) * L.rows;
@@ -121,12 +153,12 @@ __device__ void run_layer(const LayerParams& L, const float* smem, float* stage,
   const int ldy = y_host != nullptr ? L.rows : L.out;
   const int col0 = y_host != nullptr ? 0 : row0;
   if (nrows > 0) {
-    if (b <= 1) layer_rows<1>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
-    else if (b <= 2) layer_rows<2>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
-    else if (b <= 4) layer_rows<4>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
-    else if (b <= 8) layer_rows<8>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
-    else if (b <= 16) layer_rows<16>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
-    else layer_rows<32>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
+    if (b <= 1) layer_rows_any<1>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
+    else if (b <= 2) layer_rows_any<2>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
+    else if (b <= 4) layer_rows_any<4>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
+    else if (b <= 8) layer_rows_any<8>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
+    else if (b <= 16) layer_rows_any<16>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
+    else layer_rows_any<32>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
   }
   __syncthreads();  // the stage is rewritten by the next layer; the output stage is complete
   if (y_host != nullptr && nrows > 0) {
