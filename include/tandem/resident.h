@@ -18,8 +18,10 @@
 //    its rows of layer 1 for the whole batch, a grid barrier, layer 2, ..., and the last layer
 //    writes straight into the slots' mapped outputs; the last block to finish stores each
 //    slot's sequence number into its done word, which the caller spins on.
-//    So threads that call forward() at once are batched on the device: a pass costs about the
-//    same for 1 and for 16 requests, and the host side is a memcpy and two atomics.
+//    So threads that call forward() at once are batched on the device, and the host side is
+//    a memcpy and two atomics. Callers re-ring a microsecond or two after their pass, so block
+//    0 *gathers*: while fewer doorbells rang than recent passes took (a count that decays by
+//    one a pass), it waits up to `gather_ns` after the first for the rest.
 //  - The grid is never "forever": block 0 ends it when no doorbell rang for `idle_us`, after
 //    `max_run_us` of serving, and on the destructor's stop command. A caller whose request is
 //    pending when the grid has exited relaunches it (one launch at a time, under a mutex; the
@@ -64,6 +66,9 @@ struct ResidentConfig {
   std::int64_t idle_us = 200;     // the grid exits after this long without a doorbell
   std::int64_t max_run_us = 2000; // ... and after this long in total (see the Note)
   std::int64_t timeout_ms = 2000; // a forward not answered within this breaks the chain
+  // Gathering: when fewer requests are pending than recent passes served, block 0 waits up to
+  // this long after the first for the rest (0: never waits). A lone caller never waits.
+  std::int64_t gather_ns = 3000;
 };
 
 struct ResidentStats {

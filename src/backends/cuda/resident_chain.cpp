@@ -77,11 +77,13 @@ CudaResidentChain::CudaResidentChain(CudaDevice& device, const std::vector<Resid
     bad(where_, "max_batch = " + std::to_string(config.max_batch) + "; 1.." +
                     std::to_string(kResidentMaxBatch) + " are supported");
   }
-  if (config.idle_us < 0 || config.max_run_us < 1 || config.timeout_ms < 1) {
+  if (config.idle_us < 0 || config.max_run_us < 1 || config.timeout_ms < 1 ||
+      config.gather_ns < 0 || config.gather_ns > 1000000) {
     bad(where_, "idle_us = " + std::to_string(config.idle_us) + ", max_run_us = " +
                     std::to_string(config.max_run_us) + ", timeout_ms = " +
-                    std::to_string(config.timeout_ms) +
-                    "; need idle_us >= 0, max_run_us >= 1, timeout_ms >= 1");
+                    std::to_string(config.timeout_ms) + ", gather_ns = " +
+                    std::to_string(config.gather_ns) +
+                    "; need idle_us >= 0, max_run_us >= 1, timeout_ms >= 1, gather_ns 0..1000000");
   }
   static_assert(kResidentMaxSlots == resident::kMaxSlots && kResidentMaxBatch == resident::kMaxBatch &&
                 kResidentMaxLayers == resident::kMaxLayers);
@@ -96,6 +98,7 @@ CudaResidentChain::CudaResidentChain(CudaDevice& device, const std::vector<Resid
   p.max_batch = config.max_batch;
   p.idle_ns = static_cast<unsigned long long>(config.idle_us) * 1000ull;
   p.max_run_ns = static_cast<unsigned long long>(config.max_run_us) * 1000ull;
+  p.gather_ns = static_cast<unsigned long long>(config.gather_ns);
   for (int l = 0; l < p.layers; ++l) {
     const ResidentLayer& L = layers[static_cast<std::size_t>(l)];
     p.layer[l].w = L.weight;

@@ -215,7 +215,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params
 
   // Block 0, warp 0: the served sequence numbers of slots lane and lane + 32, in registers.
   unsigned served0 = 0, served1 = 0;
-  int rot = 0;
+  int rot = 0, want = 1;
   unsigned long long passes = 0, requests = 0;
   const unsigned long long start = now_ns();
   auto* totals = reinterpret_cast<volatile unsigned long long*>(p.control);
@@ -242,6 +242,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params
       if (poller) {
         int taken = -1;  // -1: exit
         const unsigned long long poll_start = now_ns();
+        unsigned long long first_seen = 0;
         for (;;) {
           // Relaxed (volatile) loads, all in flight at once: one PCIe round trip a poll; the
           // acquire fence below orders the input reads after a doorbell that rang.
@@ -256,6 +257,14 @@ __global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params
           command = __shfl_sync(kFull, command, 0);
           const unsigned long long t = __shfl_sync(kFull, now_ns(), 0);
           if (command == kStopCommand || t - start > p.max_run_ns) break;
+          // Gathering: while fewer requests are pending than the recent passes took (`want`,
+          // which decays by one a pass), wait up to gather_ns after the first one for the
+          // others — callers re-ring a microsecond or two after their pass completed. A lone
+          // caller (want 1) never waits.
+          if (pending != 0 && __popcll(pending) < min(want, p.max_batch)) {
+            if (first_seen == 0) first_seen = t;
+            if (t - first_seen < p.gather_ns) continue;
+          }
           if (pending != 0) {
             ::cuda::atomic_thread_fence(::cuda::memory_order_acquire, ::cuda::thread_scope_system);
             // Round-robin: rotate so that the slot after the last one taken comes first.
@@ -282,6 +291,7 @@ __global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params
             }
             rot = (last + 1) & 63;
             taken = j;
+            want = max(j, want - 1);
             t_taken = t;
             break;
           }

@@ -58,7 +58,7 @@ struct Params {
   int max_batch = 0;
   int stage_off = 0;      // floats into shared memory: the activation stage, max_batch x max(in)
   int out_stage_off = 0;  // ... the last layer's output stage, max_batch x its rows
-  unsigned long long idle_ns = 0, max_run_ns = 0;
+  unsigned long long idle_ns = 0, max_run_ns = 0, gather_ns = 0;
   unsigned epoch = 0;
   unsigned* doorbell = nullptr;  // host
   unsigned* done = nullptr;      // host
