@@ -12,17 +12,16 @@
 //    same slice of output rows of every layer, loaded once per launch.
 //  - A caller leases one of `slots` (<= kResidentMaxSlots) mailboxes in page-locked, mapped
 //    host memory, writes its input there and rings the slot's doorbell (a sequence number,
-//    release). Block 0 polls every doorbell (one PCIe read per 32 slots, in parallel), takes up
-//    to `max_batch` pending slots (round-robin from where the last pass stopped, so no slot
-//    starves), copies their inputs to device memory and publishes the pass. Every block computes
-//    its rows of layer 1 for the whole batch, a grid barrier, layer 2, ..., and the last layer
-//    writes straight into the slots' mapped outputs; the last block to finish stores each
-//    slot's sequence number into its done word, which the caller spins on.
-//    So threads that call forward() at once are batched on the device, and the host side is
-//    a memcpy and two atomics. Callers re-ring a microsecond or two after their pass, so block
-//    0 *gathers*: while fewer doorbells rang than recent passes took (a count that decays by
-//    one a pass), it waits up to `gather_ns` after the first for the rest.
-//  - The grid is never "forever": block 0 ends it when no doorbell rang for `idle_us`, after
+//    release). One more block, the poller, polls every doorbell (one PCIe read per 32 slots, in
+//    parallel), takes pending slots into the next pass (round-robin from where it stopped, so
+//    no slot starves; at most `max_batch`), copies their inputs to device memory as they ring,
+//    and publishes the pass once the compute blocks are idle or the batch is full. Every
+//    compute block computes its rows of layer 1 for the whole batch, a grid barrier, layer 2,
+//    ..., and the last layer writes straight into the slots' mapped outputs; the last block to
+//    finish stores each slot's sequence number into its done word, which the caller spins on.
+//    So threads that call forward() at once are batched on the device (callers that ring
+//    while a pass runs form the next one), and the host side is a memcpy and two atomics.
+//  - The grid is never "forever": the poller ends it when no doorbell rang for `idle_us`, after
 //    `max_run_us` of serving, and on the destructor's stop command. A caller whose request is
 //    pending when the grid has exited relaunches it (one launch at a time, under a mutex; the
 //    request is picked up by the new grid, nothing is lost). This bounds what a resident grid
@@ -62,22 +61,21 @@ struct ResidentLayer {
 struct ResidentConfig {
   int slots = kResidentMaxSlots;  // callers served at once; more callers wait for a free slot
   int max_batch = 16;             // requests one pass serves at most (1..kResidentMaxBatch)
-  int blocks = 0;                 // grid size; 0 = as many as fit, at most 64 (one per SM)
+  int blocks = 0;                 // compute blocks (one per SM; the grid has one more, the
+                                  // poller); 0 = the fewest that fit from 64 up
   std::int64_t idle_us = 200;     // the grid exits after this long without a doorbell
   std::int64_t max_run_us = 2000; // ... and after this long in total (see the Note)
   std::int64_t timeout_ms = 2000; // a forward not answered within this breaks the chain
-  // Gathering: when fewer requests are pending than recent passes served, block 0 waits up to
-  // this long after the first for the rest (0: never waits). A lone caller never waits.
-  std::int64_t gather_ns = 3000;
 };
 
 struct ResidentStats {
   std::uint64_t forwards = 0;  // completed forward() calls
   std::uint64_t passes = 0;    // grid passes (batches) run, over all launches
   std::uint64_t launches = 0;  // grid launches (the first, and every relaunch)
-  // Block 0's time per phase, summed over passes (divide by passes): doorbell seen -> inputs
-  // copied and the pass published; -> its rows of every layer done (barriers included); -> its
-  // outputs fenced and counted.
+  // Time per phase, summed over passes (divide by passes): input_ns, the poller's, from the
+  // first request taken into a pass to its publication (includes waiting for the compute
+  // blocks); layers_ns, compute block 0's, from seeing the pass to its last layer's rows
+  // (barriers included); completion_ns, its fence and count.
   std::uint64_t input_ns = 0, layers_ns = 0, completion_ns = 0;
   int blocks = 0;              // the grid size chosen
   std::size_t shared_bytes = 0;  // shared memory per block

@@ -77,13 +77,11 @@ CudaResidentChain::CudaResidentChain(CudaDevice& device, const std::vector<Resid
     bad(where_, "max_batch = " + std::to_string(config.max_batch) + "; 1.." +
                     std::to_string(kResidentMaxBatch) + " are supported");
   }
-  if (config.idle_us < 0 || config.max_run_us < 1 || config.timeout_ms < 1 ||
-      config.gather_ns < 0 || config.gather_ns > 1000000) {
+  if (config.idle_us < 0 || config.max_run_us < 1 || config.timeout_ms < 1) {
     bad(where_, "idle_us = " + std::to_string(config.idle_us) + ", max_run_us = " +
                     std::to_string(config.max_run_us) + ", timeout_ms = " +
-                    std::to_string(config.timeout_ms) + ", gather_ns = " +
-                    std::to_string(config.gather_ns) +
-                    "; need idle_us >= 0, max_run_us >= 1, timeout_ms >= 1, gather_ns 0..1000000");
+                    std::to_string(config.timeout_ms) +
+                    "; need idle_us >= 0, max_run_us >= 1, timeout_ms >= 1");
   }
   static_assert(kResidentMaxSlots == resident::kMaxSlots && kResidentMaxBatch == resident::kMaxBatch &&
                 kResidentMaxLayers == resident::kMaxLayers);
@@ -98,7 +96,6 @@ CudaResidentChain::CudaResidentChain(CudaDevice& device, const std::vector<Resid
   p.max_batch = config.max_batch;
   p.idle_ns = static_cast<unsigned long long>(config.idle_us) * 1000ull;
   p.max_run_ns = static_cast<unsigned long long>(config.max_run_us) * 1000ull;
-  p.gather_ns = static_cast<unsigned long long>(config.gather_ns);
   for (int l = 0; l < p.layers; ++l) {
     const ResidentLayer& L = layers[static_cast<std::size_t>(l)];
     p.layer[l].w = L.weight;
@@ -121,18 +118,19 @@ CudaResidentChain::CudaResidentChain(CudaDevice& device, const std::vector<Resid
       (void)cudaGetLastError();  // an over-large request is an answer here, not a failure
       return false;
     }
-    return per_sm >= 1 && blocks <= sms;
+    return per_sm >= 1 && blocks + 1 <= sms * per_sm;  // + the poller block
   };
   if (config.blocks > 0) {
     blocks_ = config.blocks;
     if (!fits(blocks_, &shared_bytes_)) {
       bad(where_, "blocks = " + std::to_string(blocks_) + " needs " +
-                      std::to_string(shared_bytes_) + " bytes of shared memory per block and one "
-                      "SM each (" + std::to_string(sms) +
-                      " SMs): use more blocks, a smaller max_batch, or blocks = 0 (auto)");
+                      std::to_string(shared_bytes_) + " bytes of shared memory per block, and "
+                      "the grid (blocks + 1 poller) must be resident at once on " +
+                      std::to_string(sms) +
+                      " SMs: use more blocks, a smaller max_batch, or blocks = 0 (auto)");
     }
   } else {
-    for (int b = std::min(64, sms); b <= sms; ++b) {
+    for (int b = std::min(64, sms - 1); b >= 1 && b < sms; ++b) {
       if (fits(b, &shared_bytes_)) {
         blocks_ = b;
         break;
@@ -193,8 +191,8 @@ void CudaResidentChain::allocate_and_launch() {
   const std::size_t seqs_at = carve(2 * resident::kMaxBatch * sizeof(unsigned));
   const std::size_t count_at = carve(2 * sizeof(int));
   std::size_t act_at[resident::kMaxLayers] = {};
-  for (int l = 0; l < p.layers; ++l) {
-    act_at[l] = carve(static_cast<std::size_t>(p.max_batch) *
+  for (int l = 0; l < p.layers; ++l) {  // act[0], the inputs, by pass parity: two buffers
+    act_at[l] = carve((l == 0 ? 2u : 1u) * static_cast<std::size_t>(p.max_batch) *
                       static_cast<std::size_t>(p.layer[l].in) * sizeof(float));
   }
   TANDEM_CUDA_CHECK(cudaMalloc(&device_mem_, dev_bytes), where_);
@@ -248,7 +246,7 @@ void CudaResidentChain::launch_locked() {
   TANDEM_CUDA_CHECK(cudaMemsetAsync(params_.words, 0, resident::kDeviceWords * sizeof(unsigned),
                                     stream_),
                     where_);
-  TANDEM_CUDA_CHECK(resident::launch(params_, blocks_, shared_bytes_, stream_), where_);
+  TANDEM_CUDA_CHECK(resident::launch(params_, blocks_ + 1, shared_bytes_, stream_), where_);
   launched_epoch_.store(epoch, std::memory_order_release);
   launches_.fetch_add(1, std::memory_order_relaxed);
 }

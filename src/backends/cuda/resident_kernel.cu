@@ -1,22 +1,23 @@
 // resident_kernel.cu — the persistent grid of a resident chain (resident_kernel.h; Note
-// [Resident serving] in tandem/resident.h).
+// [Resident serving] in tandem/resident.h). The grid: `blocks` compute blocks and a poller (the
+// last block). Passes are numbered 1, 2, ... within a launch; par = pass & 1 picks a pass's
+// buffers (inputs act[0], list, seqs, count).
 //
-// One pass (pass = 1, 2, ... within a launch; par = pass & 1 picks the published batch's
-// buffers):
-//   block 0, warp 0: polls every slot's doorbell until some rang (or it decides to exit), takes
-//     up to max_batch of them round-robin, marks them served;
-//   block 0: copies their inputs from the slots into act[0], writes list/seqs/count[par], and
-//     releases the pass word (device scope);
-//   other blocks: thread 0 acquires the pass word;
-//   every block: per layer, stages the batch's inputs (L2 loads) into shared memory, computes
-//     its rows, and (between layers) meets the others at a grid barrier; the last layer writes
-//     into the slots' mapped outputs;
-//   every block: a system-scope fence, then counts itself finished; the last one stores each
-//     request's sequence number into its slot's done word (release, system scope).
-// Why the buffers can be reused: block 0 publishes pass n+1 only after the last barrier of pass
-// n, which every block reaches only after it has read act[0] and the lists of pass n are
-// double-buffered by parity (a block may still write pass n's outputs while pass n+1 is
-// published; it cannot be two passes behind, since pass n+1's first barrier waits for it).
+// Poller, for each pass: waits until pass - 2 has finished (its buffers are free); then polls
+// the doorbells, taking new requests (round-robin, up to max_batch) and copying their inputs in
+// as they ring, and publishes the pass (count, then the pass word, release) as soon as the
+// compute blocks are idle (pass - 1 finished) or the batch is full. So while the compute blocks
+// run pass n, the poller gathers pass n + 1: the callers that re-ring during a pass form the
+// next batch, and its input copies (PCIe round trips) overlap the computation.
+// Compute block, for each pass: acquires the pass word; per layer, stages the batch's inputs
+// (L2 loads) into shared memory, computes its rows, and (between layers) meets the other compute
+// blocks at a grid barrier; the last layer's rows go to the slots' mapped outputs; then a
+// system-scope fence, and it counts itself finished; the last one stores each request's
+// sequence number into its slot's done word (release, system scope).
+// Why one buffer set per parity suffices: the poller rewrites pass n's buffers (for pass n + 2)
+// only after every compute block counted pass n finished; act[1..] (hidden activations) are
+// rewritten in pass n + 1 only after the barriers of pass n + 1, which every compute block
+// reaches only after finishing pass n.
 #include <cuda/atomic>
 
 #include "backends/cuda/resident_kernel.h"
@@ -199,7 +200,147 @@ __device__ void load_weights(const Params& p, float* smem) {
   __syncthreads();
 }
 
-__global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params p) {
+// The poller (the grid's last block): forms pass after pass out of the doorbells, each into the
+// buffers of its parity, and publishes a pass as soon as the compute blocks can take it.
+__device__ void poller(const Params& p, unsigned compute_blocks) {
+  __shared__ int s_new_slot[kMaxBatch];
+  __shared__ unsigned s_new_seq[kMaxBatch];
+  __shared__ int s_new, s_exit, s_idle;
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  const bool warp0 = threadIdx.x < 32;
+  const int in0 = p.layer[0].in, q = in0 / 4;
+  auto* totals = reinterpret_cast<volatile unsigned long long*>(p.control);
+  unsigned served0 = 0, served1 = 0;  // warp 0: the served sequence numbers of slots lane, lane + 32
+  int rot = 0;
+  unsigned long long passes = 0, requests = 0, ph_input = 0;
+  if (warp0) {
+    if (lane < p.slots) served0 = p.served[lane];
+    if (lane + 32 < p.slots) served1 = p.served[lane + 32];
+    if (lane == 0) {  // read once: host reads are PCIe round trips; the writes below are posted
+      passes = totals[kPasses / 2];
+      requests = totals[kRequests / 2];
+      ph_input = totals[kPhaseInput / 2];
+    }
+  }
+  ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> finished(p.words[kFinishedWord]);
+  const unsigned long long start = now_ns();
+  for (unsigned pass = 1;; ++pass) {
+    const int par = static_cast<int>(pass & 1u);
+    float4* act4 = reinterpret_cast<float4*>(p.act[0] + par * p.max_batch * in0);
+    // This parity's buffers were last used by pass - 2: wait until every compute block is done
+    // with it (its outputs written and counted).
+    if (threadIdx.x == 0 && pass > 2) {
+      while (finished.load(::cuda::memory_order_acquire) < (pass - 2) * compute_blocks) {
+      }
+    }
+    __syncthreads();
+    int j = 0;  // requests in this pass so far
+    unsigned long long first = 0, quiet_since = now_ns();
+    for (;;) {
+      if (warp0) {
+        // Relaxed (volatile) loads, all in flight at once: one PCIe round trip a poll; the
+        // acquire fence below orders the input reads after the doorbells that rang.
+        const unsigned d0 = lane < p.slots ? load_volatile(p.doorbell + lane * kWordStride) : served0;
+        const unsigned d1 =
+            lane + 32 < p.slots ? load_volatile(p.doorbell + (lane + 32) * kWordStride) : served1;
+        unsigned command = 0;
+        if (lane == 0) command = load_volatile(p.control + kCommand);
+        command = __shfl_sync(kFull, command, 0);
+        const unsigned long long pending =
+            static_cast<unsigned long long>(__ballot_sync(kFull, d0 != served0)) |
+            (static_cast<unsigned long long>(__ballot_sync(kFull, d1 != served1)) << 32);
+        const unsigned long long t = __shfl_sync(kFull, now_ns(), 0);
+        int n = 0;
+        if (pending != 0 && j < p.max_batch) {
+          ::cuda::atomic_thread_fence(::cuda::memory_order_acquire, ::cuda::thread_scope_system);
+          // Round-robin: rotate so that the slot after the last one taken comes first.
+          unsigned long long rest = rot == 0 ? pending : (pending >> rot) | (pending << (64 - rot));
+          int last = rot;
+          while (rest != 0 && j + n < p.max_batch) {
+            const int slot = (__ffsll(static_cast<long long>(rest)) - 1 + rot) & 63;
+            rest &= rest - 1;
+            const unsigned q0 = __shfl_sync(kFull, d0, slot & 31);
+            const unsigned q1 = __shfl_sync(kFull, d1, slot & 31);
+            const unsigned seq = slot < 32 ? q0 : q1;
+            if (lane == 0) {
+              s_new_slot[n] = slot;
+              s_new_seq[n] = seq;
+            }
+            if (lane == (slot & 31)) {
+              if (slot < 32) served0 = seq;
+              else served1 = seq;
+            }
+            last = slot;
+            ++n;
+          }
+          rot = (last + 1) & 63;
+          if (lane < p.slots) p.served[lane] = served0;
+          if (lane + 32 < p.slots) p.served[lane + 32] = served1;
+          if (first == 0) first = t;
+        }
+        if (pending != 0) quiet_since = t;
+        if (lane == 0) {
+          s_new = n;
+          // The compute blocks are idle once the previous pass is finished.
+          s_idle = finished.load(::cuda::memory_order_acquire) >= (pass - 1) * compute_blocks;
+          // Exit (only with nothing taken into this pass): on the stop command, after max_run
+          // (callers relaunch), or when idle for idle_ns.
+          s_exit = j + n == 0 && (command == kStopCommand || t - start > p.max_run_ns ||
+                                  t - quiet_since > p.idle_ns);
+        }
+      }
+      __syncthreads();
+      const int n = s_new;
+      // The new requests' inputs: from the slots (host memory, rewritten by the host between
+      // passes: ld.cv), 16 bytes a load, up to 8 loads of a thread in flight at once.
+      const int total = n * q, step = static_cast<int>(blockDim.x);
+      for (int base = static_cast<int>(threadIdx.x); base < total; base += 8 * step) {
+        float4 v[8];
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+          const int i = base + u * step;
+          if (i < total) v[u] = __ldcv(reinterpret_cast<const float4*>(p.in) + static_cast<size_t>(s_new_slot[i / q]) * q + i % q);
+        }
+#pragma unroll
+        for (int u = 0; u < 8; ++u) {
+          const int i = base + u * step;
+          if (i < total) act4[(j + i / q) * q + i % q] = v[u];
+        }
+      }
+      if (threadIdx.x < static_cast<unsigned>(n)) {
+        p.list[par * kMaxBatch + j + static_cast<int>(threadIdx.x)] = s_new_slot[threadIdx.x];
+        p.seqs[par * kMaxBatch + j + static_cast<int>(threadIdx.x)] = s_new_seq[threadIdx.x];
+      }
+      j += n;
+      const bool exit_now = s_exit != 0;
+      const bool publish = j > 0 && (s_idle != 0 || j == p.max_batch);
+      __syncthreads();  // s_* are rewritten by the next poll; the inputs are written
+      if (exit_now || publish) {
+        if (threadIdx.x == 0) {
+          p.count[par] = exit_now ? -1 : j;
+          __threadfence();
+          ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(p.words[kPassWord])
+              .store(pass, ::cuda::memory_order_release);
+          if (exit_now) {
+            store_release_system(p.control + kExitedEpoch, p.epoch);
+          } else {
+            ++passes;
+            requests += static_cast<unsigned long long>(j);
+            ph_input += now_ns() - first;
+            totals[kPasses / 2] = passes;
+            totals[kRequests / 2] = requests;
+            totals[kPhaseInput / 2] = ph_input;
+          }
+        }
+        if (exit_now) return;
+        break;
+      }
+    }
+  }
+}
+
+// A compute block: its rows of every layer, pass after pass, until the poller publishes an exit.
+__device__ void compute(const Params& p, unsigned compute_blocks) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
   float* stage = smem + p.stage_off;
@@ -207,186 +348,64 @@ __global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params
   __shared__ int s_list[kMaxBatch];
   __shared__ unsigned s_seq[kMaxBatch];
   __shared__ int s_count;
-  const unsigned B = gridDim.x;
-  const int lane = static_cast<int>(threadIdx.x) % 32;
-  const bool poller = blockIdx.x == 0 && threadIdx.x < 32;
-
   load_weights(p, smem);
-
-  // Block 0, warp 0: the served sequence numbers of slots lane and lane + 32, in registers.
-  unsigned served0 = 0, served1 = 0;
-  int rot = 0, want = 1;
-  unsigned long long passes = 0, requests = 0;
-  const unsigned long long start = now_ns();
-  auto* totals = reinterpret_cast<volatile unsigned long long*>(p.control);
-  if (poller) {
-    if (lane < p.slots) served0 = p.served[lane];
-    if (lane + 32 < p.slots) served1 = p.served[lane + 32];
-    passes = totals[kPasses / 2];
-    requests = totals[kRequests / 2];
-  }
   const bool timer = blockIdx.x == 0 && threadIdx.x == 0;
-  unsigned long long t_taken = 0, t_published = 0, t_layers = 0;
-  unsigned long long ph_input = 0, ph_layers = 0, ph_completion = 0;  // running totals
-  if (timer) {  // read once: host memory reads are PCIe round trips, the writes below are posted
-    ph_input = totals[kPhaseInput / 2];
+  auto* totals = reinterpret_cast<volatile unsigned long long*>(p.control);
+  unsigned long long ph_layers = 0, ph_completion = 0;
+  if (timer) {
     ph_layers = totals[kPhaseLayers / 2];
     ph_completion = totals[kPhaseCompletion / 2];
   }
-  unsigned barriers = 0;
   const int in0 = p.layer[0].in;
-
+  unsigned barriers = 0;
   for (unsigned pass = 1;; ++pass) {
     const int par = static_cast<int>(pass & 1u);
-    if (blockIdx.x == 0) {
-      if (poller) {
-        int taken = -1;  // -1: exit
-        const unsigned long long poll_start = now_ns();
-        unsigned long long first_seen = 0;
-        for (;;) {
-          // Relaxed (volatile) loads, all in flight at once: one PCIe round trip a poll; the
-          // acquire fence below orders the input reads after a doorbell that rang.
-          const unsigned d0 = lane < p.slots ? load_volatile(p.doorbell + lane * kWordStride) : served0;
-          const unsigned d1 =
-              lane + 32 < p.slots ? load_volatile(p.doorbell + (lane + 32) * kWordStride) : served1;
-          const unsigned long long pending =
-              static_cast<unsigned long long>(__ballot_sync(kFull, d0 != served0)) |
-              (static_cast<unsigned long long>(__ballot_sync(kFull, d1 != served1)) << 32);
-          unsigned command = 0;
-          if (lane == 0) command = load_volatile(p.control + kCommand);
-          command = __shfl_sync(kFull, command, 0);
-          const unsigned long long t = __shfl_sync(kFull, now_ns(), 0);
-          if (command == kStopCommand || t - start > p.max_run_ns) break;
-          // Gathering: while fewer requests are pending than the recent passes took (`want`,
-          // which decays by one a pass), wait up to gather_ns after the first one for the
-          // others — callers re-ring a microsecond or two after their pass completed. A lone
-          // caller (want 1) never waits.
-          if (pending != 0 && __popcll(pending) < min(want, p.max_batch)) {
-            if (first_seen == 0) first_seen = t;
-            if (t - first_seen < p.gather_ns) continue;
-          }
-          if (pending != 0) {
-            ::cuda::atomic_thread_fence(::cuda::memory_order_acquire, ::cuda::thread_scope_system);
-            // Round-robin: rotate so that the slot after the last one taken comes first.
-            const unsigned long long rotated =
-                rot == 0 ? pending : (pending >> rot) | (pending << (64 - rot));
-            unsigned long long rest = rotated;
-            int j = 0, last = rot;
-            while (rest != 0 && j < p.max_batch) {
-              const int slot = (__ffsll(static_cast<long long>(rest)) - 1 + rot) & 63;
-              rest &= rest - 1;
-              const unsigned q0 = __shfl_sync(kFull, d0, slot & 31);
-              const unsigned q1 = __shfl_sync(kFull, d1, slot & 31);
-              const unsigned seq = slot < 32 ? q0 : q1;
-              if (lane == 0) {
-                s_list[j] = slot;
-                s_seq[j] = seq;
-              }
-              if (lane == (slot & 31)) {
-                if (slot < 32) served0 = seq;
-                else served1 = seq;
-              }
-              last = slot;
-              ++j;
-            }
-            rot = (last + 1) & 63;
-            taken = j;
-            want = max(j, want - 1);
-            t_taken = t;
-            break;
-          }
-          if (t - poll_start > p.idle_ns) break;
-        }
-        if (lane < p.slots) p.served[lane] = served0;
-        if (lane + 32 < p.slots) p.served[lane + 32] = served1;
-        if (lane == 0) {
-          s_count = taken;
-          if (taken > 0) {
-            ++passes;
-            requests += static_cast<unsigned long long>(taken);
-            totals[kPasses / 2] = passes;
-            totals[kRequests / 2] = requests;
-          }
-        }
+    if (threadIdx.x == 0) {
+      while (load_acquire_device(p.words + kPassWord) < pass) {
       }
-      __syncthreads();
-      const int b = s_count;
-      // Inputs: from the slots (host memory, rewritten by the host between passes: ld.cv), 16
-      // bytes a load, up to 8 loads of a thread in flight before its first store (each load is
-      // a PCIe round trip).
-      {
-        const int q = in0 / 4, total = b * q;
-        const float4* in4 = reinterpret_cast<const float4*>(p.in);
-        float4* act4 = reinterpret_cast<float4*>(p.act[0]);
-        for (int base = static_cast<int>(threadIdx.x); base < total;
-             base += 8 * static_cast<int>(blockDim.x)) {
-          float4 v[8];
-#pragma unroll
-          for (int u = 0; u < 8; ++u) {
-            const int i = base + u * static_cast<int>(blockDim.x);
-            if (i < total) v[u] = __ldcv(in4 + static_cast<size_t>(s_list[i / q]) * q + i % q);
-          }
-#pragma unroll
-          for (int u = 0; u < 8; ++u) {
-            const int i = base + u * static_cast<int>(blockDim.x);
-            if (i < total) act4[i] = v[u];
-          }
-        }
-      }
-      for (int j = static_cast<int>(threadIdx.x); j < b; j += static_cast<int>(blockDim.x)) {
-        p.list[par * kMaxBatch + j] = s_list[j];
-        p.seqs[par * kMaxBatch + j] = s_seq[j];
-      }
-      if (threadIdx.x == 0) p.count[par] = b;
-      __syncthreads();
-      if (threadIdx.x == 0) {
-        __threadfence();
-        ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(p.words[kPassWord])
-            .store(pass, ::cuda::memory_order_release);
-        t_published = now_ns();
-        if (b < 0) store_release_system(p.control + kExitedEpoch, p.epoch);
-      }
-    } else {
-      if (threadIdx.x == 0) {
-        while (load_acquire_device(p.words + kPassWord) < pass) {
-        }
-      }
-      __syncthreads();
-      if (threadIdx.x == 0) s_count = __ldcg(p.count + par);
-      if (threadIdx.x < kMaxBatch) {
-        s_list[threadIdx.x] = __ldcg(p.list + par * kMaxBatch + threadIdx.x);
-        s_seq[threadIdx.x] = __ldcg(p.seqs + par * kMaxBatch + threadIdx.x);
-      }
-      __syncthreads();
     }
+    __syncthreads();
+    const unsigned long long t_published = timer ? now_ns() : 0;
+    if (threadIdx.x == 0) s_count = __ldcg(p.count + par);
+    if (threadIdx.x < kMaxBatch) {
+      s_list[threadIdx.x] = __ldcg(p.list + par * kMaxBatch + threadIdx.x);
+      s_seq[threadIdx.x] = __ldcg(p.seqs + par * kMaxBatch + threadIdx.x);
+    }
+    __syncthreads();
     const int b = s_count;
     if (b < 0) return;
-
     for (int l = 0; l < p.layers; ++l) {
       const bool last = l + 1 == p.layers;
-      run_layer(p.layer[l], smem, stage, out_stage, p.act[l], b, last ? nullptr : p.act[l + 1],
+      const float* x = l == 0 ? p.act[0] + par * p.max_batch * in0 : p.act[l];
+      run_layer(p.layer[l], smem, stage, out_stage, x, b, last ? nullptr : p.act[l + 1],
                 last ? p.out : nullptr, s_list);
-      if (!last) grid_barrier(p.words + kBarrierWord, ++barriers * B);
+      if (!last) grid_barrier(p.words + kBarrierWord, ++barriers * compute_blocks);
     }
-
-    if (timer) t_layers = now_ns();
+    const unsigned long long t_layers = timer ? now_ns() : 0;
     __syncthreads();
     if (threadIdx.x == 0) {
       __threadfence_system();  // this block's output rows reach the host before it counts
       ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> finished(p.words[kFinishedWord]);
-      if (finished.fetch_add(1, ::cuda::memory_order_acq_rel) == pass * B - 1) {
+      if (finished.fetch_add(1, ::cuda::memory_order_acq_rel) == pass * compute_blocks - 1) {
         __threadfence_system();
         for (int j = 0; j < b; ++j) store_release_system(p.done + s_list[j] * kWordStride, s_seq[j]);
       }
     }
-    if (timer) {  // block 0's time per phase, summed over passes (ResidentStats)
-      ph_input += t_published - t_taken;
+    if (timer) {  // compute block 0's time per phase, summed over passes (ResidentStats)
       ph_layers += t_layers - t_published;
       ph_completion += now_ns() - t_layers;
-      totals[kPhaseInput / 2] = ph_input;
       totals[kPhaseLayers / 2] = ph_layers;
       totals[kPhaseCompletion / 2] = ph_completion;
     }
+  }
+}
+
+__global__ void __launch_bounds__(kBlockThreads, 1) resident_chain_kernel(Params p) {
+  const unsigned compute_blocks = gridDim.x - 1;
+  if (blockIdx.x == compute_blocks) {
+    poller(p, compute_blocks);
+  } else {
+    compute(p, compute_blocks);
   }
 }
 

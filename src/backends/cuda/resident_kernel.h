@@ -7,12 +7,14 @@
 //   host   in[s * in0 ...], out[s * out_last ...]            the slots' samples
 //   host   control[kCommand]: the host writes kStopCommand to end the grid;
 //          control[kExitedEpoch]: the grid stores its epoch when it has decided to exit;
-//          control[kPasses], control[kRequests]: block 0's running counts (stats), and its
-//          time per phase (kPhase*), 64-bit words
+//          control[kPasses], control[kRequests]: the poller's running counts (stats), and
+//          the time per phase (kPhase*), 64-bit words
 //   device served[s]: the last sequence number served per slot (kept across launches)
 //   device words[kPassWord | kBarrierWord | kFinishedWord]: zeroed before every launch
 //   device list / seqs / count [2][...]: the published batch of each pass, by pass parity
-//   device act[l]: layer l's input for the batch, [max_batch][layer[l].in] (act[0]: the inputs)
+//   device act[l]: layer l's input for the batch, [max_batch][layer[l].in]; act[0] (the
+//          inputs) twice, [2][max_batch][in], by pass parity
+// The grid is `blocks` compute blocks and one poller block (the last).
 #pragma once
 
 #include <cuda_runtime.h>
@@ -30,9 +32,9 @@ inline constexpr int kCommand = 0;
 inline constexpr int kExitedEpoch = 16;
 inline constexpr int kPasses = 32;
 inline constexpr int kRequests = 48;
-inline constexpr int kPhaseInput = 64;       // 64-bit ns: doorbell seen -> pass published
-inline constexpr int kPhaseLayers = 80;      // published -> block 0's last layer written
-inline constexpr int kPhaseCompletion = 96;  // -> block 0 counted finished
+inline constexpr int kPhaseInput = 64;       // 64-bit ns: first request taken -> pass published
+inline constexpr int kPhaseLayers = 80;      // pass seen -> compute block 0's last layer written
+inline constexpr int kPhaseCompletion = 96;  // -> compute block 0 counted finished
 inline constexpr int kControlWords = 112;
 inline constexpr unsigned kStopCommand = 1;
 
@@ -58,7 +60,7 @@ struct Params {
   int max_batch = 0;
   int stage_off = 0;      // floats into shared memory: the activation stage, max_batch x max(in)
   int out_stage_off = 0;  // ... the last layer's output stage, max_batch x its rows
-  unsigned long long idle_ns = 0, max_run_ns = 0, gather_ns = 0;
+  unsigned long long idle_ns = 0, max_run_ns = 0;
   unsigned epoch = 0;
   unsigned* doorbell = nullptr;  // host
   unsigned* done = nullptr;      // host
@@ -75,7 +77,8 @@ struct Params {
 
 // shared_bytes(p): dynamic shared memory a block needs (weights, biases, activation stage).
 // Set by the host from the layer sizes before the launch.
-// launch(p, blocks, shared_bytes, stream): cooperative launch of the grid (all blocks resident
+// launch(p, blocks, shared_bytes, stream): cooperative launch of the grid (blocks = compute
+// blocks + 1; all blocks resident
 // at once, or cudaErrorCooperativeLaunchTooLarge). Raises the kernel's dynamic shared memory
 // limit first.
 cudaError_t launch(const Params& p, int blocks, size_t shared_bytes, cudaStream_t stream);
