@@ -191,7 +191,7 @@ fi
 
 if has residentserve; then
   section "resident serving (issue 3): tests, then tandem bench --resident next to the graph path, two rounds"
-  run 300 "$G" --gtest_filter='*CudaResident*' 2>&1 | grep -E "^\[|blocks|threads,|launches|Failure|Expected|Which|rror|thread " | head -60
+  run 300 "$G" --gtest_filter='*CudaResident*' 2>&1 | grep -E "^\[|blocks|threads,|launches|layer|Failure|Expected|Which|rror|thread " | head -150
   for round in $(seq 1 "${ROUNDS:-2}"); do
     echo "--- round $round"
     b --model mlp --batch 1 --resident --threads 1,2,4,8,16,32,64 --policies none --json "$OUT/resident_$round.json"

@@ -77,6 +77,9 @@ struct ResidentStats {
   // blocks); layers_ns, compute block 0's, from seeing the pass to its last layer's rows
   // (barriers included); completion_ns, its fence and count.
   std::uint64_t input_ns = 0, layers_ns = 0, completion_ns = 0;
+  // layers_ns by layer (compute block 0's): staging the batch's inputs, computing and writing
+  // its rows, and the grid barrier after the layer (0 for the last).
+  std::uint64_t layer_ns[kResidentMaxLayers][3] = {};
   int blocks = 0;              // the grid size chosen
   std::size_t shared_bytes = 0;  // shared memory per block
 };

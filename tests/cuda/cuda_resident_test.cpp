@@ -138,6 +138,11 @@ TEST_P(CudaResidentThreads, EveryCallerGetsItsOwnOutput) {
                 static_cast<double>(st.forwards) / passes,
                 static_cast<unsigned long long>(st.launches), st.input_ns / passes / 1e3,
                 st.layers_ns / passes / 1e3, st.completion_ns / passes / 1e3);
+    for (int l = 0; l < 3; ++l) {
+      std::printf("  layer %d: stage %.2f us, compute %.2f us, barrier %.2f us\n", l,
+                  st.layer_ns[l][0] / passes / 1e3, st.layer_ns[l][1] / passes / 1e3,
+                  st.layer_ns[l][2] / passes / 1e3);
+    }
   }
 }
 

@@ -356,6 +356,9 @@ ResidentStats CudaResidentChain::stats() const {
   st.input_ns = total(resident::kPhaseInput);
   st.layers_ns = total(resident::kPhaseLayers);
   st.completion_ns = total(resident::kPhaseCompletion);
+  for (int l = 0; l < kResidentMaxLayers; ++l) {
+    for (int k = 0; k < 3; ++k) st.layer_ns[l][k] = total(resident::kPhaseDetail + 2 * (3 * l + k));
+  }
   st.blocks = blocks_;
   st.shared_bytes = shared_bytes_;
   return st;

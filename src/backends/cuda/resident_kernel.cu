@@ -127,7 +127,8 @@ __device__ void layer_rows_any(const LayerParams& L, const float* wsm, const flo
 // slot (host memory) in 16-byte stores where the rows allow it — a few wide PCIe writes per
 // block and sample instead of a 4-byte write per output.
 __device__ void run_layer(const LayerParams& L, const float* smem, float* stage, float* out_stage,
-                          const float* x, int b, float* y_device, float* y_host, const int* list) {
+                          const float* x, int b, float* y_device, float* y_host, const int* list,
+                          unsigned long long* marks) {
   // Stage the batch's inputs: written by other blocks (or block 0) in this launch, so read from
   // L2 (ld.global.cg), never from a possibly stale L1 line.
   // Up to 8 loads of a thread in flight before its first store.
@@ -146,6 +147,7 @@ __device__ void run_layer(const LayerParams& L, const float* smem, float* stage,
     }
   }
   __syncthreads();
+  if (marks != nullptr) marks[0] = now_ns();
   const int row0 = static_cast<int>(blockIdx.x) * L.rows;
   const int nrows = min(L.rows, L.out - row0);
   const float* wsm = smem + L.w_off;
@@ -178,6 +180,7 @@ __device__ void run_layer(const LayerParams& L, const float* smem, float* stage,
       }
     }
   }
+  if (marks != nullptr) marks[1] = now_ns();
 }
 
 // Loads this block's rows of every layer (zero rows past the end) and their biases.
@@ -352,9 +355,13 @@ __device__ void compute(const Params& p, unsigned compute_blocks) {
   const bool timer = blockIdx.x == 0 && threadIdx.x == 0;
   auto* totals = reinterpret_cast<volatile unsigned long long*>(p.control);
   unsigned long long ph_layers = 0, ph_completion = 0;
+  unsigned long long detail[kMaxLayers][3] = {};  // per layer: stage, compute, barrier
   if (timer) {
     ph_layers = totals[kPhaseLayers / 2];
     ph_completion = totals[kPhaseCompletion / 2];
+    for (int l = 0; l < p.layers; ++l) {
+      for (int k = 0; k < 3; ++k) detail[l][k] = totals[kPhaseDetail / 2 + 3 * l + k];
+    }
   }
   const int in0 = p.layer[0].in;
   unsigned barriers = 0;
@@ -377,9 +384,16 @@ __device__ void compute(const Params& p, unsigned compute_blocks) {
     for (int l = 0; l < p.layers; ++l) {
       const bool last = l + 1 == p.layers;
       const float* x = l == 0 ? p.act[0] + par * p.max_batch * in0 : p.act[l];
+      unsigned long long marks[2] = {};
+      const unsigned long long t0 = timer ? now_ns() : 0;
       run_layer(p.layer[l], smem, stage, out_stage, x, b, last ? nullptr : p.act[l + 1],
-                last ? p.out : nullptr, s_list);
+                last ? p.out : nullptr, s_list, timer ? marks : nullptr);
       if (!last) grid_barrier(p.words + kBarrierWord, ++barriers * compute_blocks);
+      if (timer) {
+        detail[l][0] += marks[0] - t0;
+        detail[l][1] += marks[1] - marks[0];
+        detail[l][2] += now_ns() - marks[1];
+      }
     }
     const unsigned long long t_layers = timer ? now_ns() : 0;
     __syncthreads();
@@ -396,6 +410,9 @@ __device__ void compute(const Params& p, unsigned compute_blocks) {
       ph_completion += now_ns() - t_layers;
       totals[kPhaseLayers / 2] = ph_layers;
       totals[kPhaseCompletion / 2] = ph_completion;
+      for (int l = 0; l < p.layers; ++l) {
+        for (int k = 0; k < 3; ++k) totals[kPhaseDetail / 2 + 3 * l + k] = detail[l][k];
+      }
     }
   }
 }

@@ -35,7 +35,8 @@ inline constexpr int kRequests = 48;
 inline constexpr int kPhaseInput = 64;       // 64-bit ns: first request taken -> pass published
 inline constexpr int kPhaseLayers = 80;      // pass seen -> compute block 0's last layer written
 inline constexpr int kPhaseCompletion = 96;  // -> compute block 0 counted finished
-inline constexpr int kControlWords = 112;
+inline constexpr int kPhaseDetail = 112;     // [layer][stage, compute, barrier], 64-bit ns each
+inline constexpr int kControlWords = kPhaseDetail + 2 * 3 * kMaxLayers;
 inline constexpr unsigned kStopCommand = 1;
 
 // words[] indices
