@@ -68,15 +68,18 @@ __device__ inline float activate(float v, int act) {
 }
 
 // The block's rows [row0, row0 + nrows) of one layer for a batch of b <= MB samples. Warp w
-// computes rows w, w + warps, ... (at most RW of them) together, lanes strided over the inputs:
-// each input value loaded from shared memory once per warp serves all its rows (shared-memory
-// bandwidth, not the FMAs, bounds this loop). Sample j's row r goes to y[j * ldy + col0 + r].
+// computes rows w, w + warps, ... (at most RW of them) together; lane i takes the float4s
+// i, i + 32, ... of the inputs. Each input float4 loaded from shared memory serves all the warp's
+// rows, each weight float4 all the batch's samples; 16-byte loads keep the loop short (at 8 warps
+// a block the loop is latency-bound, not bandwidth-bound). Sample j's row r goes to
+// y[j * ldy + col0 + r].
 template <int MB, int RW>
 __device__ void layer_rows(const LayerParams& L, const float* wsm, const float* bsm,
                            const float* xs, int b, int nrows, float* y, int ldy, int col0) {
   const int warps = static_cast<int>(blockDim.x) / 32;
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int in = L.in;
+  const int in4 = L.in / 4;
+  const float4* x4 = reinterpret_cast<const float4*>(xs);
   for (int r0 = warp; r0 < nrows; r0 += warps * RW) {
     float acc[RW][MB];
 #pragma unroll
@@ -84,18 +87,26 @@ __device__ void layer_rows(const LayerParams& L, const float* wsm, const float* 
 #pragma unroll
       for (int j = 0; j < MB; ++j) acc[q][j] = 0.0f;
     }
-    const float* w[RW];
+    const float4* w[RW];
 #pragma unroll
-    for (int q = 0; q < RW; ++q) w[q] = wsm + min(r0 + q * warps, nrows - 1) * in;
-    for (int k = lane; k < in; k += 32) {
-      float xv[MB];
+    for (int q = 0; q < RW; ++q) {
+      w[q] = reinterpret_cast<const float4*>(wsm + min(r0 + q * warps, nrows - 1) * L.in);
+    }
+    for (int k = lane; k < in4; k += 32) {
+      float4 xv[MB];
 #pragma unroll
-      for (int j = 0; j < MB; ++j) xv[j] = j < b ? xs[j * in + k] : 0.0f;
+      for (int j = 0; j < MB; ++j) xv[j] = j < b ? x4[j * in4 + k] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
 #pragma unroll
       for (int q = 0; q < RW; ++q) {
-        const float wv = w[q][k];
+        const float4 wv = w[q][k];
 #pragma unroll
-        for (int j = 0; j < MB; ++j) acc[q][j] = fmaf(wv, xv[j], acc[q][j]);
+        for (int j = 0; j < MB; ++j) {
+          float a = acc[q][j];
+          a = fmaf(wv.x, xv[j].x, a);
+          a = fmaf(wv.y, xv[j].y, a);
+          a = fmaf(wv.z, xv[j].z, a);
+          acc[q][j] = fmaf(wv.w, xv[j].w, a);
+        }
       }
     }
 #pragma unroll
@@ -118,7 +129,7 @@ template <int MB>
 __device__ void layer_rows_any(const LayerParams& L, const float* wsm, const float* bsm,
                                const float* xs, int b, int nrows, float* y, int ldy, int col0) {
   const int warps = static_cast<int>(blockDim.x) / 32;
-  if (nrows > warps) layer_rows<MB, 2>(L, wsm, bsm, xs, b, nrows, y, ldy, col0);
+  if (MB <= 16 && nrows > warps) layer_rows<MB, 2>(L, wsm, bsm, xs, b, nrows, y, ldy, col0);
   else layer_rows<MB, 1>(L, wsm, bsm, xs, b, nrows, y, ldy, col0);
 }
 
@@ -401,8 +412,12 @@ __device__ void compute(const Params& p, unsigned compute_blocks) {
       __threadfence_system();  // this block's output rows reach the host before it counts
       ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> finished(p.words[kFinishedWord]);
       if (finished.fetch_add(1, ::cuda::memory_order_acq_rel) == pass * compute_blocks - 1) {
+        // One fence, then plain stores: a release store per request would fence each time
+        // (~1 us apiece), and this block would start the next pass that much later.
         __threadfence_system();
-        for (int j = 0; j < b; ++j) store_release_system(p.done + s_list[j] * kWordStride, s_seq[j]);
+        for (int j = 0; j < b; ++j) {
+          *reinterpret_cast<volatile unsigned*>(p.done + s_list[j] * kWordStride) = s_seq[j];
+        }
       }
     }
     if (timer) {  // compute block 0's time per phase, summed over passes (ResidentStats)
