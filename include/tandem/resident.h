@@ -17,8 +17,9 @@
 //    no slot starves; at most `max_batch`), copies their inputs to device memory as they ring,
 //    and publishes the pass once the compute blocks are idle or the batch is full. Every
 //    compute block computes its rows of layer 1 for the whole batch, a grid barrier, layer 2,
-//    ..., and the last layer writes straight into the slots' mapped outputs; the last block to
-//    finish stores each slot's sequence number into its done word, which the caller spins on.
+//    ..., and counts itself finished; the poller then copies the outputs into the slots' mapped
+//    outputs and stores each slot's sequence number into its done word, which the caller spins
+//    on.
 //    So threads that call forward() at once are batched on the device (callers that ring
 //    while a pass runs form the next one), and the host side is a memcpy and two atomics.
 //  - The grid is never "forever": the poller ends it when no doorbell rang for `idle_us`, after
@@ -74,8 +75,9 @@ struct ResidentStats {
   std::uint64_t launches = 0;  // grid launches (the first, and every relaunch)
   // Time per phase, summed over passes (divide by passes): input_ns, the poller's, from the
   // first request taken into a pass to its publication (includes waiting for the compute
-  // blocks); layers_ns, compute block 0's, from seeing the pass to its last layer's rows
-  // (barriers included); completion_ns, its fence and count.
+  // blocks); layers_ns, compute block 0's, from seeing the pass to counting it finished
+  // (barriers included); completion_ns, the poller's, from seeing a pass finished to its done
+  // words (outputs copied, system fence).
   std::uint64_t input_ns = 0, layers_ns = 0, completion_ns = 0;
   // layers_ns by layer (compute block 0's): staging the batch's inputs, computing and writing
   // its rows, and the grid barrier after the layer (0 for the last).

@@ -25,8 +25,7 @@ std::size_t align_up(std::size_t v, std::size_t a) { return (v + a - 1) / a * a;
 
 // Shared memory bytes of a block for `blocks` blocks: each layer's rows x in weights and its
 // rows biases (padded to 4 floats, so every layer starts 16-byte aligned), then the activation
-// stage of max_batch x the widest input, then the output stage of max_batch x the last layer's
-// rows. Fills the layers' rows and the offsets.
+// stage of max_batch x the widest input. Fills the layers' rows and the offsets.
 std::size_t plan_shared(resident::Params& p, int blocks) {
   std::size_t off = 0, widest = 0;
   for (int l = 0; l < p.layers; ++l) {
@@ -39,8 +38,6 @@ std::size_t plan_shared(resident::Params& p, int blocks) {
   }
   p.stage_off = static_cast<int>(off);
   off += static_cast<std::size_t>(p.max_batch) * widest;
-  p.out_stage_off = static_cast<int>(off);
-  off += static_cast<std::size_t>(p.max_batch) * static_cast<std::size_t>(p.layer[p.layers - 1].rows);
   return off * sizeof(float);
 }
 
@@ -191,10 +188,11 @@ void CudaResidentChain::allocate_and_launch() {
   const std::size_t seqs_at = carve(2 * resident::kMaxBatch * sizeof(unsigned));
   const std::size_t count_at = carve(2 * sizeof(int));
   std::size_t act_at[resident::kMaxLayers] = {};
-  for (int l = 0; l < p.layers; ++l) {  // act[0], the inputs, by pass parity: two buffers
-    act_at[l] = carve((l == 0 ? 2u : 1u) * static_cast<std::size_t>(p.max_batch) *
+  for (int l = 0; l < p.layers; ++l) {  // by pass parity: two buffers each
+    act_at[l] = carve(2 * static_cast<std::size_t>(p.max_batch) *
                       static_cast<std::size_t>(p.layer[l].in) * sizeof(float));
   }
+  const std::size_t out_at = carve(2 * static_cast<std::size_t>(p.max_batch) * out_ * sizeof(float));
   TANDEM_CUDA_CHECK(cudaMalloc(&device_mem_, dev_bytes), where_);
   TANDEM_CUDA_CHECK(cudaMemsetAsync(device_mem_, 0, dev_bytes, stream_), where_);
   auto* base = static_cast<char*>(device_mem_);
@@ -204,6 +202,7 @@ void CudaResidentChain::allocate_and_launch() {
   p.seqs = reinterpret_cast<unsigned*>(base + seqs_at);
   p.count = reinterpret_cast<int*>(base + count_at);
   for (int l = 0; l < p.layers; ++l) p.act[l] = reinterpret_cast<float*>(base + act_at[l]);
+  p.act_out = reinterpret_cast<float*>(base + out_at);
 
   seq_.assign(slots, 0);
   free_slots_.store(slots == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << slots) - 1,

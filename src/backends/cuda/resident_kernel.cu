@@ -1,23 +1,22 @@
 // resident_kernel.cu — the persistent grid of a resident chain (resident_kernel.h; Note
 // [Resident serving] in tandem/resident.h). The grid: `blocks` compute blocks and a poller (the
 // last block). Passes are numbered 1, 2, ... within a launch; par = pass & 1 picks a pass's
-// buffers (inputs act[0], list, seqs, count).
+// buffers (act[*], act_out, count; the poller keeps the lists in its shared memory).
 //
-// Poller, for each pass: waits until pass - 2 has finished (its buffers are free); then polls
-// the doorbells, taking new requests (round-robin, up to max_batch) and copying their inputs in
-// as they ring, and publishes the pass (count, then the pass word, release) as soon as the
-// compute blocks are idle (pass - 1 finished) or the batch is full. So while the compute blocks
-// run pass n, the poller gathers pass n + 1: the callers that re-ring during a pass form the
-// next batch, and its input copies (PCIe round trips) overlap the computation.
+// Poller, in one loop: (1) completes each published pass that every compute block counted
+// finished: copies its outputs from act_out to the slots' mapped outputs, one system fence, then
+// plain stores of the done words; (2) polls the doorbells, taking new requests into the forming
+// pass (round-robin, up to max_batch) and copying their inputs in as they ring; (3) publishes
+// the forming pass (count, then the pass word, release) once the compute blocks are idle or the
+// batch is full. A pass is formed only after the pass two before it (same buffers) completed.
+// So while the compute blocks run pass n, the poller gathers pass n + 1 and its input copies
+// (PCIe round trips) overlap the computation; the system fence is the poller's alone.
 // Compute block, for each pass: acquires the pass word; per layer, stages the batch's inputs
 // (L2 loads) into shared memory, computes its rows, and (between layers) meets the other compute
-// blocks at a grid barrier; the last layer's rows go to the slots' mapped outputs; then a
-// system-scope fence, and it counts itself finished; the last one stores each request's
-// sequence number into its slot's done word (release, system scope).
-// Why one buffer set per parity suffices: the poller rewrites pass n's buffers (for pass n + 2)
-// only after every compute block counted pass n finished; act[1..] (hidden activations) are
-// rewritten in pass n + 1 only after the barriers of pass n + 1, which every compute block
-// reaches only after finishing pass n.
+// blocks at a grid barrier; then counts itself finished (release).
+// Why one buffer set per parity suffices: the poller rewrites pass n's inputs (for pass n + 2)
+// only after completing pass n; a compute block writes act[l] (l >= 1) or act_out of pass n + 2
+// only after a barrier of pass n + 1, which every block reaches only after finishing pass n.
 #include <cuda/atomic>
 
 #include "backends/cuda/resident_kernel.h"
@@ -46,17 +45,17 @@ __device__ inline unsigned load_acquire_device(unsigned* w) {
   return ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(*w).load(::cuda::memory_order_acquire);
 }
 
-// grid_barrier: every block arrives; returns when `target` arrivals were counted (the counter is
-// monotonic within a launch: target = barriers so far x blocks).
+// grid_barrier: every compute block arrives; returns when `target` arrivals were counted (the
+// counter is monotonic within a launch: target = barriers so far x compute blocks). Thread 0's
+// release add, after the block's bar.sync, publishes the block's writes; its acquire load, before
+// the second bar.sync, makes every block's writes visible to the whole block.
 __device__ void grid_barrier(unsigned* counter, unsigned target) {
   __syncthreads();
   if (threadIdx.x == 0) {
-    __threadfence();
     ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> c(*counter);
-    c.fetch_add(1, ::cuda::memory_order_acq_rel);
+    c.fetch_add(1, ::cuda::memory_order_release);
     while (c.load(::cuda::memory_order_acquire) < target) {
     }
-    __threadfence();
   }
   __syncthreads();
 }
@@ -133,16 +132,13 @@ __device__ void layer_rows_any(const LayerParams& L, const float* wsm, const flo
   else layer_rows<MB, 1>(L, wsm, bsm, xs, b, nrows, y, ldy, col0);
 }
 
-// One layer for the batch. Not the last: rows into y_device ([b][L.out], device memory). The
-// last: rows into this block's output stage in shared memory, then copied to each request's
-// slot (host memory) in 16-byte stores where the rows allow it — a few wide PCIe writes per
-// block and sample instead of a 4-byte write per output.
-__device__ void run_layer(const LayerParams& L, const float* smem, float* stage, float* out_stage,
-                          const float* x, int b, float* y_device, float* y_host, const int* list,
-                          unsigned long long* marks) {
-  // Stage the batch's inputs: written by other blocks (or block 0) in this launch, so read from
-  // L2 (ld.global.cg), never from a possibly stale L1 line.
-  // Up to 8 loads of a thread in flight before its first store.
+// One layer for the batch: stage the inputs x [b][L.in] in shared memory, then this block's rows
+// into y [b][L.out] (device memory).
+__device__ void run_layer(const LayerParams& L, const float* smem, float* stage, const float* x,
+                          int b, float* y, unsigned long long* marks) {
+  // Stage the batch's inputs: written by other blocks (or the poller) in this launch, so read
+  // from L2 (ld.global.cg), never from a possibly stale L1 line. Up to 8 loads of a thread in
+  // flight before its first store.
   const float4* x4 = reinterpret_cast<const float4*>(x);
   float4* s4 = reinterpret_cast<float4*>(stage);
   const int n4 = b * L.in / 4, step = static_cast<int>(blockDim.x);
@@ -163,34 +159,15 @@ __device__ void run_layer(const LayerParams& L, const float* smem, float* stage,
   const int nrows = min(L.rows, L.out - row0);
   const float* wsm = smem + L.w_off;
   const float* bsm = wsm + L.rows * L.in;
-  float* y = y_host != nullptr ? out_stage : y_device;
-  const int ldy = y_host != nullptr ? L.rows : L.out;
-  const int col0 = y_host != nullptr ? 0 : row0;
   if (nrows > 0) {
-    if (b <= 1) layer_rows_any<1>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
-    else if (b <= 2) layer_rows_any<2>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
-    else if (b <= 4) layer_rows_any<4>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
-    else if (b <= 8) layer_rows_any<8>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
-    else if (b <= 16) layer_rows_any<16>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
-    else layer_rows_any<32>(L, wsm, bsm, stage, b, nrows, y, ldy, col0);
+    if (b <= 1) layer_rows_any<1>(L, wsm, bsm, stage, b, nrows, y, L.out, row0);
+    else if (b <= 2) layer_rows_any<2>(L, wsm, bsm, stage, b, nrows, y, L.out, row0);
+    else if (b <= 4) layer_rows_any<4>(L, wsm, bsm, stage, b, nrows, y, L.out, row0);
+    else if (b <= 8) layer_rows_any<8>(L, wsm, bsm, stage, b, nrows, y, L.out, row0);
+    else if (b <= 16) layer_rows_any<16>(L, wsm, bsm, stage, b, nrows, y, L.out, row0);
+    else layer_rows_any<32>(L, wsm, bsm, stage, b, nrows, y, L.out, row0);
   }
-  __syncthreads();  // the stage is rewritten by the next layer; the output stage is complete
-  if (y_host != nullptr && nrows > 0) {
-    const bool wide = nrows % 4 == 0 && L.rows % 4 == 0 && L.out % 4 == 0 && row0 % 4 == 0;
-    if (wide) {
-      const int q = nrows / 4;
-      for (int i = static_cast<int>(threadIdx.x); i < b * q; i += static_cast<int>(blockDim.x)) {
-        const int j = i / q, c = i % q;
-        reinterpret_cast<float4*>(y_host + static_cast<size_t>(list[j]) * L.out + row0)[c] =
-            reinterpret_cast<const float4*>(out_stage + j * L.rows)[c];
-      }
-    } else {
-      for (int i = static_cast<int>(threadIdx.x); i < b * nrows; i += static_cast<int>(blockDim.x)) {
-        const int j = i / nrows, r = i % nrows;
-        y_host[static_cast<size_t>(list[j]) * L.out + row0 + r] = out_stage[j * L.rows + r];
-      }
-    }
-  }
+  __syncthreads();  // the stage is rewritten by the next layer
   if (marks != nullptr) marks[1] = now_ns();
 }
 
@@ -214,19 +191,43 @@ __device__ void load_weights(const Params& p, float* smem) {
   __syncthreads();
 }
 
+// copy_float4s(total, dst, load): *dst(i) = load(i) for i in [0, total), by the whole block, up to
+// 8 loads of a thread in flight before its first store.
+template <class Dst, class Load>
+__device__ void copy_float4s(int total, Dst dst, Load load) {
+  const int step = static_cast<int>(blockDim.x);
+  for (int base = static_cast<int>(threadIdx.x); base < total; base += 8 * step) {
+    float4 v[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      if (base + u * step < total) v[u] = load(base + u * step);
+    }
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      if (base + u * step < total) *dst(base + u * step) = v[u];
+    }
+  }
+}
+
 // The poller (the grid's last block): forms pass after pass out of the doorbells, each into the
-// buffers of its parity, and publishes a pass as soon as the compute blocks can take it.
+// buffers of its parity; publishes a pass as soon as the compute blocks are idle or the batch is
+// full; and completes each finished pass (outputs to the slots, then the done words).
 __device__ void poller(const Params& p, unsigned compute_blocks) {
   __shared__ int s_new_slot[kMaxBatch];
   __shared__ unsigned s_new_seq[kMaxBatch];
-  __shared__ int s_new, s_exit, s_idle;
+  __shared__ int s_list[2][kMaxBatch];      // published passes' slots, by parity
+  __shared__ unsigned s_seq[2][kMaxBatch];  // ... and sequence numbers
+  __shared__ int s_count[2];
+  __shared__ int s_new, s_exit;
+  __shared__ unsigned s_finished;
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const bool warp0 = threadIdx.x < 32;
-  const int in0 = p.layer[0].in, q = in0 / 4;
+  const int in0 = p.layer[0].in, q_in = in0 / 4;
+  const int out_last = p.layer[p.layers - 1].out, q_out = out_last / 4;
   auto* totals = reinterpret_cast<volatile unsigned long long*>(p.control);
   unsigned served0 = 0, served1 = 0;  // warp 0: the served sequence numbers of slots lane, lane + 32
   int rot = 0;
-  unsigned long long passes = 0, requests = 0, ph_input = 0;
+  unsigned long long passes = 0, requests = 0, ph_input = 0, ph_completion = 0;
   if (warp0) {
     if (lane < p.slots) served0 = p.served[lane];
     if (lane + 32 < p.slots) served1 = p.served[lane + 32];
@@ -234,23 +235,46 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
       passes = totals[kPasses / 2];
       requests = totals[kRequests / 2];
       ph_input = totals[kPhaseInput / 2];
+      ph_completion = totals[kPhaseCompletion / 2];
     }
   }
   ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> finished(p.words[kFinishedWord]);
   const unsigned long long start = now_ns();
+  unsigned published = 0, completed = 0;  // passes; the same in every thread
   for (unsigned pass = 1;; ++pass) {
     const int par = static_cast<int>(pass & 1u);
     float4* act4 = reinterpret_cast<float4*>(p.act[0] + par * p.max_batch * in0);
-    // This parity's buffers were last used by pass - 2: wait until every compute block is done
-    // with it (its outputs written and counted).
-    if (threadIdx.x == 0 && pass > 2) {
-      while (finished.load(::cuda::memory_order_acquire) < (pass - 2) * compute_blocks) {
-      }
-    }
-    __syncthreads();
     int j = 0;  // requests in this pass so far
     unsigned long long first = 0, quiet_since = now_ns();
     for (;;) {
+      // Completion: a published pass every compute block counted finished.
+      if (threadIdx.x == 0) s_finished = finished.load(::cuda::memory_order_acquire);
+      __syncthreads();
+      if (completed < published && s_finished >= (completed + 1) * compute_blocks) {
+        const unsigned c = completed + 1;
+        const int cp = static_cast<int>(c & 1u), b = s_count[cp];
+        const unsigned long long t0 = now_ns();
+        const float4* src = reinterpret_cast<const float4*>(p.act_out + cp * p.max_batch * out_last);
+        float4* dst = reinterpret_cast<float4*>(p.out);
+        copy_float4s(
+            b * q_out,
+            [&](int i) { return dst + static_cast<size_t>(s_list[cp][i / q_out]) * q_out + i % q_out; },
+            [&](int i) { return __ldcg(src + i); });
+        __syncthreads();
+        if (threadIdx.x == 0) {
+          // One system fence for the outputs, then plain stores of the done words.
+          __threadfence_system();
+          for (int k = 0; k < b; ++k) {
+            *reinterpret_cast<volatile unsigned*>(p.done + s_list[cp][k] * kWordStride) = s_seq[cp][k];
+          }
+          ph_completion += now_ns() - t0;
+          totals[kPhaseCompletion / 2] = ph_completion;
+        }
+        completed = c;
+        continue;
+      }
+      // This pass's buffers were last used by pass - 2: it must be completed first.
+      if (completed + 2 < pass) continue;
       if (warp0) {
         // Relaxed (volatile) loads, all in flight at once: one PCIe round trip a poll; the
         // acquire fence below orders the input reads after the doorbells that rang.
@@ -295,43 +319,34 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
         if (pending != 0) quiet_since = t;
         if (lane == 0) {
           s_new = n;
-          // The compute blocks are idle once the previous pass is finished.
-          s_idle = finished.load(::cuda::memory_order_acquire) >= (pass - 1) * compute_blocks;
-          // Exit (only with nothing taken into this pass): on the stop command, after max_run
-          // (callers relaunch), or when idle for idle_ns.
-          s_exit = j + n == 0 && (command == kStopCommand || t - start > p.max_run_ns ||
-                                  t - quiet_since > p.idle_ns);
+          // Exit (only with nothing taken into this pass and every pass completed): on the stop
+          // command, after max_run (callers relaunch), or when idle for idle_ns.
+          s_exit = j + n == 0 && completed == published &&
+                   (command == kStopCommand || t - start > p.max_run_ns || t - quiet_since > p.idle_ns);
         }
       }
       __syncthreads();
       const int n = s_new;
       // The new requests' inputs: from the slots (host memory, rewritten by the host between
-      // passes: ld.cv), 16 bytes a load, up to 8 loads of a thread in flight at once.
-      const int total = n * q, step = static_cast<int>(blockDim.x);
-      for (int base = static_cast<int>(threadIdx.x); base < total; base += 8 * step) {
-        float4 v[8];
-#pragma unroll
-        for (int u = 0; u < 8; ++u) {
-          const int i = base + u * step;
-          if (i < total) v[u] = __ldcv(reinterpret_cast<const float4*>(p.in) + static_cast<size_t>(s_new_slot[i / q]) * q + i % q);
-        }
-#pragma unroll
-        for (int u = 0; u < 8; ++u) {
-          const int i = base + u * step;
-          if (i < total) act4[(j + i / q) * q + i % q] = v[u];
-        }
-      }
+      // passes: ld.cv).
+      const float4* in4 = reinterpret_cast<const float4*>(p.in);
+      copy_float4s(
+          n * q_in, [&](int i) { return act4 + (j + i / q_in) * q_in + i % q_in; },
+          [&](int i) { return __ldcv(in4 + static_cast<size_t>(s_new_slot[i / q_in]) * q_in + i % q_in); });
       if (threadIdx.x < static_cast<unsigned>(n)) {
-        p.list[par * kMaxBatch + j + static_cast<int>(threadIdx.x)] = s_new_slot[threadIdx.x];
-        p.seqs[par * kMaxBatch + j + static_cast<int>(threadIdx.x)] = s_new_seq[threadIdx.x];
+        s_list[par][j + static_cast<int>(threadIdx.x)] = s_new_slot[threadIdx.x];
+        s_seq[par][j + static_cast<int>(threadIdx.x)] = s_new_seq[threadIdx.x];
       }
       j += n;
       const bool exit_now = s_exit != 0;
-      const bool publish = j > 0 && (s_idle != 0 || j == p.max_batch);
+      // The compute blocks are idle once every published pass is finished.
+      const bool idle = s_finished >= published * compute_blocks;
+      const bool publish = j > 0 && (idle || j == p.max_batch);
       __syncthreads();  // s_* are rewritten by the next poll; the inputs are written
       if (exit_now || publish) {
         if (threadIdx.x == 0) {
           p.count[par] = exit_now ? -1 : j;
+          s_count[par] = j;
           __threadfence();
           ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(p.words[kPassWord])
               .store(pass, ::cuda::memory_order_release);
@@ -347,6 +362,8 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
           }
         }
         if (exit_now) return;
+        published = pass;
+        __syncthreads();  // s_count is read by every thread at completion
         break;
       }
     }
@@ -358,47 +375,37 @@ __device__ void compute(const Params& p, unsigned compute_blocks) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
   float* stage = smem + p.stage_off;
-  float* out_stage = smem + p.out_stage_off;
-  __shared__ int s_list[kMaxBatch];
-  __shared__ unsigned s_seq[kMaxBatch];
   __shared__ int s_count;
   load_weights(p, smem);
   const bool timer = blockIdx.x == 0 && threadIdx.x == 0;
   auto* totals = reinterpret_cast<volatile unsigned long long*>(p.control);
-  unsigned long long ph_layers = 0, ph_completion = 0;
+  unsigned long long ph_layers = 0;
   unsigned long long detail[kMaxLayers][3] = {};  // per layer: stage, compute, barrier
   if (timer) {
     ph_layers = totals[kPhaseLayers / 2];
-    ph_completion = totals[kPhaseCompletion / 2];
     for (int l = 0; l < p.layers; ++l) {
       for (int k = 0; k < 3; ++k) detail[l][k] = totals[kPhaseDetail / 2 + 3 * l + k];
     }
   }
-  const int in0 = p.layer[0].in;
   unsigned barriers = 0;
   for (unsigned pass = 1;; ++pass) {
     const int par = static_cast<int>(pass & 1u);
     if (threadIdx.x == 0) {
       while (load_acquire_device(p.words + kPassWord) < pass) {
       }
+      s_count = __ldcg(p.count + par);
     }
     __syncthreads();
     const unsigned long long t_published = timer ? now_ns() : 0;
-    if (threadIdx.x == 0) s_count = __ldcg(p.count + par);
-    if (threadIdx.x < kMaxBatch) {
-      s_list[threadIdx.x] = __ldcg(p.list + par * kMaxBatch + threadIdx.x);
-      s_seq[threadIdx.x] = __ldcg(p.seqs + par * kMaxBatch + threadIdx.x);
-    }
-    __syncthreads();
     const int b = s_count;
     if (b < 0) return;
     for (int l = 0; l < p.layers; ++l) {
       const bool last = l + 1 == p.layers;
-      const float* x = l == 0 ? p.act[0] + par * p.max_batch * in0 : p.act[l];
+      const float* x = p.act[l] + par * p.max_batch * p.layer[l].in;
+      float* y = (last ? p.act_out : p.act[l + 1]) + par * p.max_batch * p.layer[l].out;
       unsigned long long marks[2] = {};
       const unsigned long long t0 = timer ? now_ns() : 0;
-      run_layer(p.layer[l], smem, stage, out_stage, x, b, last ? nullptr : p.act[l + 1],
-                last ? p.out : nullptr, s_list, timer ? marks : nullptr);
+      run_layer(p.layer[l], smem, stage, x, b, y, timer ? marks : nullptr);
       if (!last) grid_barrier(p.words + kBarrierWord, ++barriers * compute_blocks);
       if (timer) {
         detail[l][0] += marks[0] - t0;
@@ -406,25 +413,13 @@ __device__ void compute(const Params& p, unsigned compute_blocks) {
         detail[l][2] += now_ns() - marks[1];
       }
     }
-    const unsigned long long t_layers = timer ? now_ns() : 0;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      __threadfence_system();  // this block's output rows reach the host before it counts
-      ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> finished(p.words[kFinishedWord]);
-      if (finished.fetch_add(1, ::cuda::memory_order_acq_rel) == pass * compute_blocks - 1) {
-        // One fence, then plain stores: a release store per request would fence each time
-        // (~1 us apiece), and this block would start the next pass that much later.
-        __threadfence_system();
-        for (int j = 0; j < b; ++j) {
-          *reinterpret_cast<volatile unsigned*>(p.done + s_list[j] * kWordStride) = s_seq[j];
-        }
-      }
+    if (threadIdx.x == 0) {  // after run_layer's bar.sync: publishes the block's outputs
+      ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(p.words[kFinishedWord])
+          .fetch_add(1, ::cuda::memory_order_release);
     }
     if (timer) {  // compute block 0's time per phase, summed over passes (ResidentStats)
-      ph_layers += t_layers - t_published;
-      ph_completion += now_ns() - t_layers;
+      ph_layers += now_ns() - t_published;
       totals[kPhaseLayers / 2] = ph_layers;
-      totals[kPhaseCompletion / 2] = ph_completion;
       for (int l = 0; l < p.layers; ++l) {
         for (int k = 0; k < 3; ++k) totals[kPhaseDetail / 2 + 3 * l + k] = detail[l][k];
       }

@@ -12,8 +12,8 @@
 //   device served[s]: the last sequence number served per slot (kept across launches)
 //   device words[kPassWord | kBarrierWord | kFinishedWord]: zeroed before every launch
 //   device list / seqs / count [2][...]: the published batch of each pass, by pass parity
-//   device act[l]: layer l's input for the batch, [max_batch][layer[l].in]; act[0] (the
-//          inputs) twice, [2][max_batch][in], by pass parity
+//   device act[l]: layer l's input for the batch (act[0]: the inputs), act_out: the last
+//          layer's output; each [2][max_batch][width], by pass parity
 // The grid is `blocks` compute blocks and one poller block (the last).
 #pragma once
 
@@ -33,8 +33,8 @@ inline constexpr int kExitedEpoch = 16;
 inline constexpr int kPasses = 32;
 inline constexpr int kRequests = 48;
 inline constexpr int kPhaseInput = 64;       // 64-bit ns: first request taken -> pass published
-inline constexpr int kPhaseLayers = 80;      // pass seen -> compute block 0's last layer written
-inline constexpr int kPhaseCompletion = 96;  // -> compute block 0 counted finished
+inline constexpr int kPhaseLayers = 80;      // pass seen -> compute block 0 counted finished
+inline constexpr int kPhaseCompletion = 96;  // poller: pass finished -> its done words stored
 inline constexpr int kPhaseDetail = 112;     // [layer][stage, compute, barrier], 64-bit ns each
 inline constexpr int kControlWords = kPhaseDetail + 2 * 3 * kMaxLayers;
 inline constexpr unsigned kStopCommand = 1;
@@ -59,8 +59,7 @@ struct Params {
   int layers = 0;
   int slots = 0;
   int max_batch = 0;
-  int stage_off = 0;      // floats into shared memory: the activation stage, max_batch x max(in)
-  int out_stage_off = 0;  // ... the last layer's output stage, max_batch x its rows
+  int stage_off = 0;  // floats into shared memory: the activation stage, max_batch x max(in)
   unsigned long long idle_ns = 0, max_run_ns = 0;
   unsigned epoch = 0;
   unsigned* doorbell = nullptr;  // host
@@ -74,6 +73,7 @@ struct Params {
   unsigned* seqs = nullptr;      // device [2][kMaxBatch]
   int* count = nullptr;          // device [2]
   float* act[kMaxLayers] = {};   // device
+  float* act_out = nullptr;      // device
 };
 
 // shared_bytes(p): dynamic shared memory a block needs (weights, biases, activation stage).
