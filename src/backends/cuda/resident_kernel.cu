@@ -247,49 +247,32 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
     int j = 0;  // requests in this pass so far
     unsigned long long first = 0, quiet_since = now_ns();
     for (;;) {
-      // Completion: a published pass every compute block counted finished.
-      if (threadIdx.x == 0) s_finished = finished.load(::cuda::memory_order_acquire);
-      __syncthreads();
-      if (completed < published && s_finished >= (completed + 1) * compute_blocks) {
-        const unsigned c = completed + 1;
-        const int cp = static_cast<int>(c & 1u), b = s_count[cp];
-        const unsigned long long t0 = now_ns();
-        const float4* src = reinterpret_cast<const float4*>(p.act_out + cp * p.max_batch * out_last);
-        float4* dst = reinterpret_cast<float4*>(p.out);
-        copy_float4s(
-            b * q_out,
-            [&](int i) { return dst + static_cast<size_t>(s_list[cp][i / q_out]) * q_out + i % q_out; },
-            [&](int i) { return __ldcg(src + i); });
-        __syncthreads();
-        if (threadIdx.x == 0) {
-          // One system fence for the outputs, then plain stores of the done words.
-          __threadfence_system();
-          for (int k = 0; k < b; ++k) {
-            *reinterpret_cast<volatile unsigned*>(p.done + s_list[cp][k] * kWordStride) = s_seq[cp][k];
-          }
-          ph_completion += now_ns() - t0;
-          totals[kPhaseCompletion / 2] = ph_completion;
-        }
-        completed = c;
-        continue;
-      }
-      // This pass's buffers were last used by pass - 2: it must be completed first.
-      if (completed + 2 < pass) continue;
+      // One iteration: (1) warp 0 reads the doorbells, the command and the compute blocks'
+      // finished count, all loads in flight at once, and takes new requests (only once pass - 2,
+      // which used this pass's buffers, is completed); (2) the block copies their inputs in;
+      // (3) publishes this pass when the compute blocks are idle or the batch is full — before
+      // (4) completing a finished pass, so that the compute blocks wait as little as possible.
       if (warp0) {
-        // Relaxed (volatile) loads, all in flight at once: one PCIe round trip a poll; the
-        // acquire fence below orders the input reads after the doorbells that rang.
+        // Relaxed (volatile) loads: one PCIe round trip a poll; the acquire fence below orders
+        // the input reads after the doorbells that rang.
         const unsigned d0 = lane < p.slots ? load_volatile(p.doorbell + lane * kWordStride) : served0;
         const unsigned d1 =
             lane + 32 < p.slots ? load_volatile(p.doorbell + (lane + 32) * kWordStride) : served1;
-        unsigned command = 0;
-        if (lane == 0) command = load_volatile(p.control + kCommand);
+        unsigned command = 0, fin = 0;
+        if (lane == 0) {
+          command = load_volatile(p.control + kCommand);
+          fin = finished.load(::cuda::memory_order_acquire);
+        }
         command = __shfl_sync(kFull, command, 0);
         const unsigned long long pending =
             static_cast<unsigned long long>(__ballot_sync(kFull, d0 != served0)) |
             (static_cast<unsigned long long>(__ballot_sync(kFull, d1 != served1)) << 32);
         const unsigned long long t = __shfl_sync(kFull, now_ns(), 0);
+        // Past max_run (or told to stop) the poller takes nothing more: what it holds is
+        // published and completed, then the grid exits and waiting callers relaunch it.
+        const bool ending = command == kStopCommand || t - start > p.max_run_ns;
         int n = 0;
-        if (pending != 0 && j < p.max_batch) {
+        if (pending != 0 && j < p.max_batch && completed + 2 >= pass && !ending) {
           ::cuda::atomic_thread_fence(::cuda::memory_order_acquire, ::cuda::thread_scope_system);
           // Round-robin: rotate so that the slot after the last one taken comes first.
           unsigned long long rest = rot == 0 ? pending : (pending >> rot) | (pending << (64 - rot));
@@ -319,14 +302,15 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
         if (pending != 0) quiet_since = t;
         if (lane == 0) {
           s_new = n;
+          s_finished = fin;
           // Exit (only with nothing taken into this pass and every pass completed): on the stop
           // command, after max_run (callers relaunch), or when idle for idle_ns.
-          s_exit = j + n == 0 && completed == published &&
-                   (command == kStopCommand || t - start > p.max_run_ns || t - quiet_since > p.idle_ns);
+          s_exit = j + n == 0 && completed == published && (ending || t - quiet_since > p.idle_ns);
         }
       }
       __syncthreads();
       const int n = s_new;
+      const unsigned fin = s_finished;
       // The new requests' inputs: from the slots (host memory, rewritten by the host between
       // passes: ld.cv).
       const float4* in4 = reinterpret_cast<const float4*>(p.in);
@@ -340,9 +324,8 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
       j += n;
       const bool exit_now = s_exit != 0;
       // The compute blocks are idle once every published pass is finished.
-      const bool idle = s_finished >= published * compute_blocks;
-      const bool publish = j > 0 && (idle || j == p.max_batch);
-      __syncthreads();  // s_* are rewritten by the next poll; the inputs are written
+      const bool publish = j > 0 && (fin >= published * compute_blocks || j == p.max_batch);
+      __syncthreads();  // the inputs and lists are written; s_new* may be rewritten
       if (exit_now || publish) {
         if (threadIdx.x == 0) {
           p.count[par] = exit_now ? -1 : j;
@@ -363,9 +346,33 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
         }
         if (exit_now) return;
         published = pass;
-        __syncthreads();  // s_count is read by every thread at completion
-        break;
       }
+      // Completion of a published pass that every compute block counted finished: its outputs
+      // to the slots, one system fence, then plain stores of the done words.
+      if (completed < published && fin >= (completed + 1) * compute_blocks) {
+        __syncthreads();  // s_count of a pass just published
+        const unsigned c = completed + 1;
+        const int cp = static_cast<int>(c & 1u), b = s_count[cp];
+        const unsigned long long t0 = now_ns();
+        const float4* src = reinterpret_cast<const float4*>(p.act_out + cp * p.max_batch * out_last);
+        float4* dst = reinterpret_cast<float4*>(p.out);
+        copy_float4s(
+            b * q_out,
+            [&](int i) { return dst + static_cast<size_t>(s_list[cp][i / q_out]) * q_out + i % q_out; },
+            [&](int i) { return __ldcg(src + i); });
+        __syncthreads();
+        if (threadIdx.x == 0) {
+          __threadfence_system();
+          for (int k = 0; k < b; ++k) {
+            *reinterpret_cast<volatile unsigned*>(p.done + s_list[cp][k] * kWordStride) = s_seq[cp][k];
+          }
+          ph_completion += now_ns() - t0;
+          totals[kPhaseCompletion / 2] = ph_completion;
+        }
+        completed = c;
+      }
+      __syncthreads();  // s_list / s_count reads of the completion are done
+      if (publish) break;
     }
   }
 }
