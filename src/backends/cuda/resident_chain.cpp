@@ -107,14 +107,15 @@ CudaResidentChain::CudaResidentChain(CudaDevice& device, const std::vector<Resid
   int sms = 0;
   TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device_.index()),
                     where_);
+  int optin = 0;  // the most dynamic shared memory a block may opt into
+  TANDEM_CUDA_CHECK(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin,
+                                           device_.index()),
+                    where_);
   auto fits = [&](int blocks, std::size_t* bytes) {
     *bytes = plan_shared(p, blocks);
+    if (*bytes > static_cast<std::size_t>(optin)) return false;  // no failing API call for it
     int per_sm = 0;
-    const cudaError_t e = resident::max_blocks_per_sm(*bytes, &per_sm);
-    if (e != cudaSuccess) {
-      (void)cudaGetLastError();  // an over-large request is an answer here, not a failure
-      return false;
-    }
+    TANDEM_CUDA_CHECK(resident::max_blocks_per_sm(*bytes, &per_sm), where_);
     return per_sm >= 1 && blocks + 1 <= sms * per_sm;  // + the poller block
   };
   if (config.blocks > 0) {
