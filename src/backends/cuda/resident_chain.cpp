@@ -113,7 +113,8 @@ CudaResidentChain::CudaResidentChain(CudaDevice& device, const std::vector<Resid
                     where_);
   auto fits = [&](int blocks, std::size_t* bytes) {
     *bytes = plan_shared(p, blocks);
-    if (*bytes > static_cast<std::size_t>(optin)) return false;  // no failing API call for it
+    // (1 KB for the kernel's static shared memory; no failing API call for a "no")
+    if (*bytes + 1024 > static_cast<std::size_t>(optin)) return false;
     int per_sm = 0;
     TANDEM_CUDA_CHECK(resident::max_blocks_per_sm(*bytes, &per_sm), where_);
     return per_sm >= 1 && blocks + 1 <= sms * per_sm;  // + the poller block
