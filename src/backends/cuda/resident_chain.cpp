@@ -61,6 +61,10 @@ CudaResidentChain::CudaResidentChain(CudaDevice& device, const std::vector<Resid
                       " (out x in); both must be 1.." + std::to_string(kMaxWidth) +
                       " and `in` a multiple of 4");
     }
+    if (l + 1 == layers.size() && L.out % 4 != 0) {
+      bad(where_, "the last layer gives " + std::to_string(L.out) +
+                      " outputs; a multiple of 4 is needed (outputs are copied 16 bytes at a time)");
+    }
     if (l > 0 && L.in != layers[l - 1].out) {
       bad(where_, name + " takes " + std::to_string(L.in) + " inputs but layer " +
                       std::to_string(l - 1) + " gives " + std::to_string(layers[l - 1].out));
