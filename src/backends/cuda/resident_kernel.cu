@@ -66,6 +66,40 @@ __device__ inline float activate(float v, int act) {
   return v;
 }
 
+__host__ __device__ constexpr int log2_of(int n) { return n <= 1 ? 0 : 1 + log2_of(n / 2); }
+
+// reduce_scatter<MB>(v, lane): the warp's MB per-lane partial sums v[0..MB) (MB a power of two,
+// at most 32) reduced across the 32 lanes; returns, in lane l, the total of v[l >> (5 - log2 MB)].
+// Each step halves the values a lane carries: the lanes with bit o set keep the upper half and
+// send the lower, the others the reverse; once one value is left, plain butterfly steps. MB + 4
+// shuffles in all (31 for MB = 32) instead of 5 per value, and those of a step are independent.
+// Clobbers v.
+template <int N, int O>
+__device__ inline void reduce_scatter_step(float* v, int lane) {
+  if constexpr (O >= 1) {
+    if constexpr (N >= 2) {
+      constexpr int h = N / 2;
+      const bool upper = (lane & O) != 0;
+#pragma unroll
+      for (int i = 0; i < h; ++i) {
+        const float send = upper ? v[i] : v[i + h];
+        const float keep = upper ? v[i + h] : v[i];
+        v[i] = keep + __shfl_xor_sync(kFull, send, O);
+      }
+      reduce_scatter_step<h, O / 2>(v, lane);
+    } else {
+      v[0] += __shfl_xor_sync(kFull, v[0], O);
+      reduce_scatter_step<1, O / 2>(v, lane);
+    }
+  }
+}
+
+template <int MB>
+__device__ inline float reduce_scatter(float* v, int lane) {
+  reduce_scatter_step<MB, 16>(v, lane);
+  return v[0];
+}
+
 // The block's rows [row0, row0 + nrows) of one layer for a batch of b <= MB samples. Warp w
 // computes rows w, w + warps, ... (at most RW of them) together; lane i takes the float4s
 // i, i + 32, ... of the inputs. Each input float4 loaded from shared memory serves all the warp's
@@ -108,17 +142,15 @@ __device__ void layer_rows(const LayerParams& L, const float* wsm, const float* 
         }
       }
     }
+    constexpr int kShift = 5 - log2_of(MB);  // lane l ends up holding sample l >> kShift
 #pragma unroll
     for (int q = 0; q < RW; ++q) {
       const int r = r0 + q * warps;
       if (r >= nrows) break;  // uniform across the warp
-#pragma unroll
-      for (int j = 0; j < MB; ++j) {
-        if (j >= b) break;
-        float v = acc[q][j];
-#pragma unroll
-        for (int s = 16; s > 0; s /= 2) v += __shfl_xor_sync(kFull, v, s);
-        if (lane == 0) y[j * ldy + col0 + r] = activate(v + bsm[r], L.act);
+      const float v = reduce_scatter<MB>(acc[q], lane);
+      const int j = lane >> kShift;
+      if ((lane & ((1 << kShift) - 1)) == 0 && j < b) {
+        y[j * ldy + col0 + r] = activate(v + bsm[r], L.act);
       }
     }
   }
