@@ -7,9 +7,10 @@
 // Every way of launching work through the CUDA driver flattens at ~450-500k batch-1 forwards/s
 // from 8 host threads on (docs/benchmarks.md, "How a forward waits"): the driver serializes the
 // threads. A resident chain takes the driver off the per-forward path:
-//  - One persistent grid ("the grid": `blocks` blocks, one per SM, launched cooperatively so
-//    that all are resident at once) holds the chain's weights in shared memory, each block the
-//    same slice of output rows of every layer, loaded once per launch.
+//  - One persistent grid ("the grid": `blocks` compute blocks and one poller block, one block
+//    per SM, launched cooperatively so that all are resident at once) holds the chain's weights
+//    in shared memory, each compute block the same slice of output rows of every layer, loaded
+//    once per launch.
 //  - A caller leases one of `slots` (<= kResidentMaxSlots) mailboxes in page-locked, mapped
 //    host memory, writes its input there and rings the slot's doorbell (a sequence number,
 //    release). One more block, the poller, polls every doorbell (one PCIe read per 32 slots, in
@@ -35,8 +36,9 @@
 //    Error(kBackend) for every later call), since the late result could still land in the slot.
 //  - The encoding lock (TANDEM_ENCODING_LOCK) does not apply: a forward makes no driver call;
 //    launches are serialized by the chain's own mutex.
-//  - Numerics: fp32, each output a warp's sum over lanes of strided partial dot products, so
-//    results differ from the stream path's in rounding only (tests: within 1e-5 relative).
+//  - Numerics: fp32, each output a warp's sum (a reduce-scatter over lanes) of strided partial
+//    dot products, so results differ from the stream path's in rounding only (tests: within
+//    1e-5 relative).
 #pragma once
 
 #include <cstddef>
