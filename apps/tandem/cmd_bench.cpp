@@ -208,6 +208,11 @@ int run_bench(const std::vector<std::string>& args) {
       policies.push_back(*policy);
     }
     base = device_name.empty() ? Device::get_default() : Device::get(device_name);
+    if (resident && base->backend() != "cuda") {
+      throw Error(ErrorKind::kInvalidArgument,
+                  "--resident needs a cuda device; " + base->name() + " (backend " +
+                      base->backend() + ") has no resident mode");
+    }
   } catch (const Error& e) {
     std::fprintf(stderr, "tandem bench: %s\n", e.what());
     return kExitUsage;
