@@ -332,6 +332,12 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
           if (first == 0) first = t;
         }
         if (pending != 0) quiet_since = t;
+        // A formed pass that this poll added nothing to: wait for the compute blocks on the
+        // finished counter alone (L2 loads) rather than on the next poll (a PCIe round trip), and
+        // publish it the moment they are idle. Callers that ring meanwhile join the next pass.
+        if (lane == 0 && j > 0 && n == 0 && j < p.max_batch) {
+          while (fin < published * compute_blocks) fin = finished.load(::cuda::memory_order_acquire);
+        }
         if (lane == 0) {
           s_new = n;
           s_finished = fin;
