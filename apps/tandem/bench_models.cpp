@@ -1,4 +1,5 @@
 // bench_models.cpp — the reference-model workloads of `tandem bench` (--model mlp|encoder).
+#include <cstdio>
 #include <random>
 #include <utility>
 #include <vector>
@@ -57,9 +58,25 @@ class ResidentCache {
     return r;
   }
 
+  // The servers' stats, summed (a point uses one server; the others are idle).
+  ResidentStats total() const TANDEM_EXCLUDES(mu_) {
+    ResidentStats sum;
+    MutexLock lock(mu_);
+    for (const auto& [d, r] : servers_) {
+      const ResidentStats st = r->stats();
+      sum.forwards += st.forwards;
+      sum.passes += st.passes;
+      sum.launches += st.launches;
+      sum.input_ns += st.input_ns;
+      sum.layers_ns += st.layers_ns;
+      sum.completion_ns += st.completion_ns;
+    }
+    return sum;
+  }
+
  private:
   ModelCache models_;
-  Mutex mu_;
+  mutable Mutex mu_;
   std::vector<std::pair<std::shared_ptr<Device>, std::shared_ptr<nn::ResidentModel>>> servers_
       TANDEM_GUARDED_BY(mu_);
 };
@@ -80,6 +97,27 @@ BenchWorkload resident_workload(std::uint64_t seed) {
     std::normal_distribution<float> dist;
     for (auto& v : *x) v = dist(rng);
     return std::function<void()>([r, x, y] { r->forward(*x, *y); });
+  };
+  // The grid's own view of the point (ResidentStats, differences over the timed window).
+  auto at_start = std::make_shared<ResidentStats>();
+  w.detail_start = [cache, at_start] { *at_start = cache->total(); };
+  w.detail_end = [cache, at_start](double elapsed_s) {
+    const ResidentStats now = cache->total();
+    const double passes = static_cast<double>(now.passes - at_start->passes);
+    if (passes <= 0) return std::string("resident grid: no pass in the window");
+    const double period_us = elapsed_s * 1e6 / passes;
+    const double layers_us = static_cast<double>(now.layers_ns - at_start->layers_ns) / passes / 1e3;
+    char line[320];
+    std::snprintf(line, sizeof line,
+                  "resident grid: %.2f requests a pass, a pass every %.2f us; per pass: input "
+                  "%.2f us, layers %.2f us (compute blocks busy %.0f%%), completion %.2f us; "
+                  "%llu launches",
+                  static_cast<double>(now.forwards - at_start->forwards) / passes, period_us,
+                  static_cast<double>(now.input_ns - at_start->input_ns) / passes / 1e3, layers_us,
+                  100.0 * layers_us / period_us,
+                  static_cast<double>(now.completion_ns - at_start->completion_ns) / passes / 1e3,
+                  static_cast<unsigned long long>(now.launches - at_start->launches));
+    return std::string(line);
   };
   return w;
 }

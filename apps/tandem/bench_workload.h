@@ -19,6 +19,11 @@ struct BenchWorkload {
   // per_thread(device): runs on the benchmark thread before timing starts (allocations, weights
   // shared through captured state); returns the operation. Throws tandem::Error on failure.
   std::function<std::function<void()>(const std::shared_ptr<Device>&)> per_thread;
+  // Optional, for workloads with counters of their own: detail_start() runs when a point's timing
+  // starts (every thread warmed up), detail_end(elapsed_s) when it ends (every thread joined);
+  // the line detail_end returns, if not empty, is printed under the point's row.
+  std::function<void()> detail_start;
+  std::function<std::string(double elapsed_s)> detail_end;
 };
 
 // The seed workload: each thread owns t (n floats, t[i] = i) and y, and runs y = t * 2.0 then

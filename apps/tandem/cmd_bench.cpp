@@ -80,9 +80,9 @@ struct Point {
 };
 
 // measure(): `threads` threads, each running the workload's operation in a loop for `seconds`
-// after a warm-up; returns total ops/s.
+// after a warm-up; returns total ops/s, and the workload's detail line in *detail.
 double measure(const std::shared_ptr<Device>& device, const BenchWorkload& w, int threads,
-               double seconds) {
+               double seconds, std::string* detail) {
   std::atomic<bool> stop{false};
   std::atomic<long long> total{0};
   std::barrier start(threads + 1);
@@ -113,6 +113,7 @@ double measure(const std::shared_ptr<Device>& device, const BenchWorkload& w, in
     });
   }
   start.arrive_and_wait();
+  if (w.detail_start) w.detail_start();
   const auto t0 = std::chrono::steady_clock::now();
   std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
   stop.store(true);
@@ -122,6 +123,7 @@ double measure(const std::shared_ptr<Device>& device, const BenchWorkload& w, in
   for (auto& e : errors) {
     if (e) std::rethrow_exception(e);
   }
+  if (w.detail_end) *detail = w.detail_end(elapsed);
   return static_cast<double>(total.load()) / elapsed;
 }
 
@@ -241,12 +243,14 @@ int run_bench(const std::vector<std::string>& args) {
       auto device = Device::open(base->name(), config);
       double single = 0;
       for (int threads : thread_counts) {
-        const double ops = measure(device, workload, threads, seconds);
+        std::string detail;
+        const double ops = measure(device, workload, threads, seconds, &detail);
         if (threads == thread_counts.front()) single = ops / threads;
         Point pt{base->name(), workload.model, std::string(to_string(policy)), threads,
                  workload.batch, ops, ops * workload.batch, ops / (threads * single)};
         std::printf("%-8s %8d %14.0f %14.0f %10.0f%%\n", pt.policy.c_str(), threads, ops,
                     pt.samples_per_s, 100.0 * pt.efficiency);
+        if (!detail.empty()) std::printf("  %s\n", detail.c_str());
         std::fflush(stdout);
         points.push_back(pt);
       }
