@@ -68,6 +68,7 @@ class ResidentCache {
       sum.passes += st.passes;
       sum.launches += st.launches;
       sum.input_ns += st.input_ns;
+      sum.publish_ns += st.publish_ns;
       sum.layers_ns += st.layers_ns;
       sum.completion_ns += st.completion_ns;
     }
@@ -110,10 +111,12 @@ BenchWorkload resident_workload(std::uint64_t seed) {
     char line[320];
     std::snprintf(line, sizeof line,
                   "resident grid: %.2f requests a pass, a pass every %.2f us; per pass: input "
-                  "%.2f us, layers %.2f us (compute blocks busy %.0f%%), completion %.2f us; "
-                  "%llu launches",
+                  "%.2f us, publication seen %.2f us, layers %.2f us (compute blocks busy %.0f%%), "
+                  "completion %.2f us; %llu launches",
                   static_cast<double>(now.forwards - at_start->forwards) / passes, period_us,
-                  static_cast<double>(now.input_ns - at_start->input_ns) / passes / 1e3, layers_us,
+                  static_cast<double>(now.input_ns - at_start->input_ns) / passes / 1e3,
+                  static_cast<double>(now.publish_ns - at_start->publish_ns) / passes / 1e3,
+                  layers_us,
                   100.0 * layers_us / period_us,
                   static_cast<double>(now.completion_ns - at_start->completion_ns) / passes / 1e3,
                   static_cast<unsigned long long>(now.launches - at_start->launches));

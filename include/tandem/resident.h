@@ -78,9 +78,10 @@ struct ResidentStats {
   // Time per phase, summed over passes (divide by passes): input_ns, the poller's, from the
   // first request taken into a pass to its publication (includes waiting for the compute
   // blocks); layers_ns, compute block 0's, from seeing the pass to counting it finished
-  // (barriers included); completion_ns, the poller's, from seeing a pass finished to its done
+  // (barriers included); publish_ns, compute block 0's, from the poller's publication of a pass
+  // to seeing it; completion_ns, the poller's, from seeing a pass finished to its done
   // words (outputs copied, system fence).
-  std::uint64_t input_ns = 0, layers_ns = 0, completion_ns = 0;
+  std::uint64_t input_ns = 0, publish_ns = 0, layers_ns = 0, completion_ns = 0;
   // layers_ns by layer (compute block 0's): staging the batch's inputs, computing and writing
   // its rows, and the grid barrier after the layer (0 for the last).
   std::uint64_t layer_ns[kResidentMaxLayers][3] = {};

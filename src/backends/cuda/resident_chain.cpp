@@ -190,9 +190,6 @@ void CudaResidentChain::allocate_and_launch() {
   };
   const std::size_t served_at = carve(resident::kMaxSlots * sizeof(unsigned));
   const std::size_t words_at = carve(resident::kDeviceWords * sizeof(unsigned));
-  const std::size_t list_at = carve(2 * resident::kMaxBatch * sizeof(int));
-  const std::size_t seqs_at = carve(2 * resident::kMaxBatch * sizeof(unsigned));
-  const std::size_t count_at = carve(2 * sizeof(int));
   std::size_t act_at[resident::kMaxLayers] = {};
   for (int l = 0; l < p.layers; ++l) {  // by pass parity: two buffers each
     act_at[l] = carve(2 * static_cast<std::size_t>(p.max_batch) *
@@ -204,9 +201,6 @@ void CudaResidentChain::allocate_and_launch() {
   auto* base = static_cast<char*>(device_mem_);
   p.served = reinterpret_cast<unsigned*>(base + served_at);
   p.words = reinterpret_cast<unsigned*>(base + words_at);
-  p.list = reinterpret_cast<int*>(base + list_at);
-  p.seqs = reinterpret_cast<unsigned*>(base + seqs_at);
-  p.count = reinterpret_cast<int*>(base + count_at);
   for (int l = 0; l < p.layers; ++l) p.act[l] = reinterpret_cast<float*>(base + act_at[l]);
   p.act_out = reinterpret_cast<float*>(base + out_at);
 
@@ -361,6 +355,7 @@ ResidentStats CudaResidentChain::stats() const {
   st.input_ns = total(resident::kPhaseInput);
   st.layers_ns = total(resident::kPhaseLayers);
   st.completion_ns = total(resident::kPhaseCompletion);
+  st.publish_ns = total(resident::kPhasePublish);
   for (int l = 0; l < kResidentMaxLayers; ++l) {
     for (int k = 0; k < 3; ++k) st.layer_ns[l][k] = total(resident::kPhaseDetail + 2 * (3 * l + k));
   }

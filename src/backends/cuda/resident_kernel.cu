@@ -41,8 +41,9 @@ __device__ inline void store_release_system(unsigned* w, unsigned v) {
   ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_system>(*w).store(v, ::cuda::memory_order_release);
 }
 
-__device__ inline unsigned load_acquire_device(unsigned* w) {
-  return ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(*w).load(::cuda::memory_order_acquire);
+// The pass word (64-bit, words[kPassWord]): pass << 8 | (requests + 1); requests = -1: exit.
+__device__ inline unsigned long long* pass_word(const Params& p) {
+  return reinterpret_cast<unsigned long long*>(p.words + kPassWord);
 }
 
 // grid_barrier: every compute block arrives; returns when `target` arrivals were counted (the
@@ -366,11 +367,14 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
       __syncthreads();  // the inputs and lists are written; s_new* may be rewritten
       if (exit_now || publish) {
         if (threadIdx.x == 0) {
-          p.count[par] = exit_now ? -1 : j;
+          // One release store (after the bar.sync above: cumulative over the block's input
+          // writes) publishes the pass and its size.
           s_count[par] = j;
-          __threadfence();
-          ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(p.words[kPassWord])
-              .store(pass, ::cuda::memory_order_release);
+          const unsigned long long t_pub = now_ns();
+          reinterpret_cast<volatile unsigned long long*>(p.words + kPublishedAt)[0] = t_pub;
+          ::cuda::atomic_ref<unsigned long long, ::cuda::thread_scope_device>(*pass_word(p)).store(
+              static_cast<unsigned long long>(pass) << 8 | static_cast<unsigned>((exit_now ? -1 : j) + 1),
+              ::cuda::memory_order_release);
           if (exit_now) {
             store_release_system(p.control + kExitedEpoch, p.epoch);
           } else {
@@ -421,13 +425,15 @@ __device__ void compute(const Params& p, unsigned compute_blocks) {
   float* smem = reinterpret_cast<float*>(smem4);
   float* stage = smem + p.stage_off;
   __shared__ int s_count;
+  __shared__ unsigned long long s_published_at;
   load_weights(p, smem);
   const bool timer = blockIdx.x == 0 && threadIdx.x == 0;
   auto* totals = reinterpret_cast<volatile unsigned long long*>(p.control);
-  unsigned long long ph_layers = 0;
+  unsigned long long ph_layers = 0, ph_publish = 0;
   unsigned long long detail[kMaxLayers][3] = {};  // per layer: stage, compute, barrier
   if (timer) {
     ph_layers = totals[kPhaseLayers / 2];
+    ph_publish = totals[kPhasePublish / 2];
     for (int l = 0; l < p.layers; ++l) {
       for (int k = 0; k < 3; ++k) detail[l][k] = totals[kPhaseDetail / 2 + 3 * l + k];
     }
@@ -436,12 +442,16 @@ __device__ void compute(const Params& p, unsigned compute_blocks) {
   for (unsigned pass = 1;; ++pass) {
     const int par = static_cast<int>(pass & 1u);
     if (threadIdx.x == 0) {
-      while (load_acquire_device(p.words + kPassWord) < pass) {
+      ::cuda::atomic_ref<unsigned long long, ::cuda::thread_scope_device> word(*pass_word(p));
+      unsigned long long w;
+      while (((w = word.load(::cuda::memory_order_acquire)) >> 8) < pass) {
       }
-      s_count = __ldcg(p.count + par);
+      s_count = static_cast<int>(w & 0xFF) - 1;
+      if (timer) s_published_at = __ldcg(reinterpret_cast<unsigned long long*>(p.words + kPublishedAt));
     }
     __syncthreads();
     const unsigned long long t_published = timer ? now_ns() : 0;
+    if (timer) ph_publish += t_published - s_published_at;
     const int b = s_count;
     if (b < 0) return;
     for (int l = 0; l < p.layers; ++l) {
@@ -465,6 +475,7 @@ __device__ void compute(const Params& p, unsigned compute_blocks) {
     if (timer) {  // compute block 0's time per phase, summed over passes (ResidentStats)
       ph_layers += now_ns() - t_published;
       totals[kPhaseLayers / 2] = ph_layers;
+      totals[kPhasePublish / 2] = ph_publish;
       for (int l = 0; l < p.layers; ++l) {
         for (int k = 0; k < 3; ++k) totals[kPhaseDetail / 2 + 3 * l + k] = detail[l][k];
       }

@@ -10,8 +10,8 @@
 //          control[kPasses], control[kRequests]: the poller's running counts (stats), and
 //          the time per phase (kPhase*), 64-bit words
 //   device served[s]: the last sequence number served per slot (kept across launches)
-//   device words[kPassWord | kBarrierWord | kFinishedWord]: zeroed before every launch
-//   device list / seqs / count [2][...]: the published batch of each pass, by pass parity
+//   device words[kPassWord | kPublishedAt | kBarrierWord | kFinishedWord]: zeroed before every
+//          launch; the pass word (64-bit) is pass << 8 | (requests + 1), requests = -1 to exit
 //   device act[l]: layer l's input for the batch (act[0]: the inputs), act_out: the last
 //          layer's output; each [2][max_batch][width], by pass parity
 // The grid is `blocks` compute blocks and one poller block (the last).
@@ -35,15 +35,17 @@ inline constexpr int kRequests = 48;
 inline constexpr int kPhaseInput = 64;       // 64-bit ns: first request taken -> pass published
 inline constexpr int kPhaseLayers = 80;      // pass seen -> compute block 0 counted finished
 inline constexpr int kPhaseCompletion = 96;  // poller: pass finished -> its done words stored
-inline constexpr int kPhaseDetail = 112;     // [layer][stage, compute, barrier], 64-bit ns each
+inline constexpr int kPhasePublish = 112;    // poller's publication -> compute block 0 sees it
+inline constexpr int kPhaseDetail = 128;     // [layer][stage, compute, barrier], 64-bit ns each
 inline constexpr int kControlWords = kPhaseDetail + 2 * 3 * kMaxLayers;
 inline constexpr unsigned kStopCommand = 1;
 
 // words[] indices
-inline constexpr int kPassWord = 0;
-inline constexpr int kBarrierWord = 16;
-inline constexpr int kFinishedWord = 32;
-inline constexpr int kDeviceWords = 48;
+inline constexpr int kPassWord = 0;      // 64-bit
+inline constexpr int kPublishedAt = 16;  // 64-bit: the poller's clock at the last publication
+inline constexpr int kBarrierWord = 32;
+inline constexpr int kFinishedWord = 48;
+inline constexpr int kDeviceWords = 64;
 
 struct LayerParams {
   const float* w = nullptr;  // out x in
@@ -69,9 +71,6 @@ struct Params {
   unsigned* control = nullptr;   // host
   unsigned* served = nullptr;    // device [kMaxSlots]
   unsigned* words = nullptr;     // device [kDeviceWords]
-  int* list = nullptr;           // device [2][kMaxBatch]
-  unsigned* seqs = nullptr;      // device [2][kMaxBatch]
-  int* count = nullptr;          // device [2]
   float* act[kMaxLayers] = {};   // device
   float* act_out = nullptr;      // device
 };
