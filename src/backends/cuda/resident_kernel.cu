@@ -252,7 +252,7 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
   __shared__ unsigned s_seq[2][kMaxBatch];  // ... and sequence numbers
   __shared__ int s_count[2];
   __shared__ int s_new, s_exit;
-  __shared__ unsigned s_finished;
+  __shared__ unsigned s_finished, s_finished_now;
   const int lane = static_cast<int>(threadIdx.x) % 32;
   const bool warp0 = threadIdx.x < 32;
   const int in0 = p.layer[0].in, q_in = in0 / 4;
@@ -362,19 +362,30 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
       }
       j += n;
       const bool exit_now = s_exit != 0;
-      // The compute blocks are idle once every published pass is finished.
-      const bool publish = j > 0 && (fin >= published * compute_blocks || j == p.max_batch);
+      // After a copy (a PCIe round trip) the count read with the poll is stale: read it again.
+      if (threadIdx.x == 0) s_finished_now = n > 0 ? finished.load(::cuda::memory_order_acquire) : fin;
       __syncthreads();  // the inputs and lists are written; s_new* may be rewritten
+      const unsigned fin_now = s_finished_now;
+      // The compute blocks are idle once every published pass is finished.
+      const bool publish = j > 0 && (fin_now >= published * compute_blocks || j == p.max_batch);
+      if (threadIdx.x == 0 && n > 0 && !publish && !exit_now) {
+        // Order this iteration's input writes (the bar.sync above: the whole block's) before
+        // the pass word now, while the compute blocks are busy, so that publishing it later is a
+        // plain store.
+        __threadfence();
+      }
       if (exit_now || publish) {
         if (threadIdx.x == 0) {
-          // One release store (after the bar.sync above: cumulative over the block's input
-          // writes) publishes the pass and its size.
+          // The pass and its size in one store: a release store (cumulative over the block's
+          // input writes, after the bar.sync above) if this iteration copied inputs; else the
+          // fence of the iteration that copied the last ones already ordered them.
           s_count[par] = j;
           const unsigned long long t_pub = now_ns();
           reinterpret_cast<volatile unsigned long long*>(p.words + kPublishedAt)[0] = t_pub;
-          ::cuda::atomic_ref<unsigned long long, ::cuda::thread_scope_device>(*pass_word(p)).store(
-              static_cast<unsigned long long>(pass) << 8 | static_cast<unsigned>((exit_now ? -1 : j) + 1),
-              ::cuda::memory_order_release);
+          ::cuda::atomic_ref<unsigned long long, ::cuda::thread_scope_device> word(*pass_word(p));
+          const unsigned long long value =
+              static_cast<unsigned long long>(pass) << 8 | static_cast<unsigned>((exit_now ? -1 : j) + 1);
+          word.store(value, n > 0 || exit_now ? ::cuda::memory_order_release : ::cuda::memory_order_relaxed);
           if (exit_now) {
             store_release_system(p.control + kExitedEpoch, p.epoch);
           } else {
@@ -391,7 +402,7 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
       }
       // Completion of a published pass that every compute block counted finished: its outputs
       // to the slots, one system fence, then plain stores of the done words.
-      if (completed < published && fin >= (completed + 1) * compute_blocks) {
+      if (completed < published && fin_now >= (completed + 1) * compute_blocks) {
         __syncthreads();  // s_count of a pass just published
         const unsigned c = completed + 1;
         const int cp = static_cast<int>(c & 1u), b = s_count[cp];
