@@ -224,43 +224,64 @@ __device__ void load_weights(const Params& p, float* smem) {
   __syncthreads();
 }
 
-// copy_float4s(total, dst, load): *dst(i) = load(i) for i in [0, total), by the whole block, up to
-// 8 loads of a thread in flight before its first store.
+// copy_float4s(tid, threads, total, dst, load): *dst(i) = load(i) for i in [0, total), by the
+// `threads` threads of a group (tid: this thread's index in it), up to 8 loads of a thread in
+// flight before its first store.
 template <class Dst, class Load>
-__device__ void copy_float4s(int total, Dst dst, Load load) {
-  const int step = static_cast<int>(blockDim.x);
-  for (int base = static_cast<int>(threadIdx.x); base < total; base += 8 * step) {
+__device__ void copy_float4s(int tid, int threads, int total, Dst dst, Load load) {
+  for (int base = tid; base < total; base += 8 * threads) {
     float4 v[8];
 #pragma unroll
     for (int u = 0; u < 8; ++u) {
-      if (base + u * step < total) v[u] = load(base + u * step);
+      if (base + u * threads < total) v[u] = load(base + u * threads);
     }
 #pragma unroll
     for (int u = 0; u < 8; ++u) {
-      if (base + u * step < total) *dst(base + u * step) = v[u];
+      if (base + u * threads < total) *dst(base + u * threads) = v[u];
     }
   }
 }
 
-// The poller (the grid's last block): forms pass after pass out of the doorbells, each into the
-// buffers of its parity; publishes a pass as soon as the compute blocks are idle or the batch is
-// full; and completes each finished pass (outputs to the slots, then the done words).
-__device__ void poller(const Params& p, unsigned compute_blocks) {
-  __shared__ int s_new_slot[kMaxBatch];
-  __shared__ unsigned s_new_seq[kMaxBatch];
-  __shared__ int s_list[2][kMaxBatch];      // published passes' slots, by parity
-  __shared__ unsigned s_seq[2][kMaxBatch];  // ... and sequence numbers
-  __shared__ int s_count[2];
-  __shared__ int s_new, s_exit;
-  __shared__ unsigned s_finished, s_finished_now;
-  const int lane = static_cast<int>(threadIdx.x) % 32;
-  const bool warp0 = threadIdx.x < 32;
+// The poller block's two warp groups, each with its own named barrier (bar.sync 0, that is
+// __syncthreads, is not used in the poller): the intake (threads 0..127) and the completion
+// (threads 128..255).
+constexpr int kGroupThreads = kBlockThreads / 2;
+constexpr int kIntakeBarrier = 1, kCompletionBarrier = 2;
+
+__device__ inline void group_sync(int barrier) {
+  asm volatile("bar.sync %0, %1;" ::"r"(barrier), "r"(kGroupThreads) : "memory");
+}
+
+// What the poller's groups share (its shared memory). The intake writes a pass's list, seqs and
+// count before publishing it; the completion reads them once the compute blocks finished it
+// (ordered by the pass word's release, the compute blocks' acquire and release, and the
+// finished count's acquire). `published` and `completed` (volatile) tell each group how far the
+// other is; `stop` ends the completion group once the intake has exited.
+struct PollerShared {
+  int new_slot[kMaxBatch];
+  unsigned new_seq[kMaxBatch];
+  int list[2][kMaxBatch];      // published passes' slots, by parity
+  unsigned seq[2][kMaxBatch];  // ... and sequence numbers
+  int count[2];
+  int n_new, exit;
+  unsigned finished_polled, finished_now;
+  volatile unsigned published, completed;
+  volatile int stop;
+  int completion_stop;
+};
+
+// The intake (poller threads 0..127): forms pass after pass out of the doorbells, each into the
+// buffers of its parity, and publishes a pass as soon as the compute blocks are idle or the batch
+// is full. A pass is formed only after the pass two before it (same buffers) was completed.
+__device__ void intake(const Params& p, unsigned compute_blocks, PollerShared& s) {
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid % 32;
+  const bool warp0 = tid < 32;
   const int in0 = p.layer[0].in, q_in = in0 / 4;
-  const int out_last = p.layer[p.layers - 1].out, q_out = out_last / 4;
   auto* totals = reinterpret_cast<volatile unsigned long long*>(p.control);
   unsigned served0 = 0, served1 = 0;  // warp 0: the served sequence numbers of slots lane, lane + 32
   int rot = 0;
-  unsigned long long passes = 0, requests = 0, ph_input = 0, ph_completion = 0;
+  unsigned long long passes = 0, requests = 0, ph_input = 0;
   if (warp0) {
     if (lane < p.slots) served0 = p.served[lane];
     if (lane + 32 < p.slots) served1 = p.served[lane + 32];
@@ -268,12 +289,11 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
       passes = totals[kPasses / 2];
       requests = totals[kRequests / 2];
       ph_input = totals[kPhaseInput / 2];
-      ph_completion = totals[kPhaseCompletion / 2];
     }
   }
   ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> finished(p.words[kFinishedWord]);
   const unsigned long long start = now_ns();
-  unsigned published = 0, completed = 0;  // passes; the same in every thread
+  unsigned published = 0;  // the same in every thread of the group
   for (unsigned pass = 1;; ++pass) {
     const int par = static_cast<int>(pass & 1u);
     float4* act4 = reinterpret_cast<float4*>(p.act[0] + par * p.max_batch * in0);
@@ -282,26 +302,28 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
     for (;;) {
       // One iteration: (1) warp 0 reads the doorbells, the command and the compute blocks'
       // finished count, all loads in flight at once, and takes new requests (only once pass - 2,
-      // which used this pass's buffers, is completed); (2) the block copies their inputs in;
-      // (3) publishes this pass when the compute blocks are idle or the batch is full — before
-      // (4) completing a finished pass, so that the compute blocks wait as little as possible.
+      // which used this pass's buffers, is completed); (2) the group copies their inputs in;
+      // (3) publishes this pass when the compute blocks are idle or the batch is full.
       if (warp0) {
         // Relaxed (volatile) loads: one PCIe round trip a poll; the acquire fence below orders
         // the input reads after the doorbells that rang.
         const unsigned d0 = lane < p.slots ? load_volatile(p.doorbell + lane * kWordStride) : served0;
         const unsigned d1 =
             lane + 32 < p.slots ? load_volatile(p.doorbell + (lane + 32) * kWordStride) : served1;
-        unsigned command = 0, fin = 0;
+        unsigned command = 0, fin = 0, completed = 0;
         if (lane == 0) {
           command = load_volatile(p.control + kCommand);
           fin = finished.load(::cuda::memory_order_acquire);
+          completed = s.completed;
+          __threadfence_block();  // the completion's reads of pass - 2's lists came before
         }
         command = __shfl_sync(kFull, command, 0);
+        completed = __shfl_sync(kFull, completed, 0);
         const unsigned long long pending =
             static_cast<unsigned long long>(__ballot_sync(kFull, d0 != served0)) |
             (static_cast<unsigned long long>(__ballot_sync(kFull, d1 != served1)) << 32);
         const unsigned long long t = __shfl_sync(kFull, now_ns(), 0);
-        // Past max_run (or told to stop) the poller takes nothing more: what it holds is
+        // Past max_run (or told to stop) the intake takes nothing more: what it holds is
         // published and completed, then the grid exits and waiting callers relaunch it.
         const bool ending = command == kStopCommand || t - start > p.max_run_ns;
         int n = 0;
@@ -317,8 +339,8 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
             const unsigned q1 = __shfl_sync(kFull, d1, slot & 31);
             const unsigned seq = slot < 32 ? q0 : q1;
             if (lane == 0) {
-              s_new_slot[n] = slot;
-              s_new_seq[n] = seq;
+              s.new_slot[n] = slot;
+              s.new_seq[n] = seq;
             }
             if (lane == (slot & 31)) {
               if (slot < 32) served0 = seq;
@@ -340,46 +362,47 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
           while (fin < published * compute_blocks) fin = finished.load(::cuda::memory_order_acquire);
         }
         if (lane == 0) {
-          s_new = n;
-          s_finished = fin;
+          s.n_new = n;
+          s.finished_polled = fin;
           // Exit (only with nothing taken into this pass and every pass completed): on the stop
           // command, after max_run (callers relaunch), or when idle for idle_ns.
-          s_exit = j + n == 0 && completed == published && (ending || t - quiet_since > p.idle_ns);
+          s.exit = j + n == 0 && completed == published && (ending || t - quiet_since > p.idle_ns);
         }
       }
-      __syncthreads();
-      const int n = s_new;
-      const unsigned fin = s_finished;
+      group_sync(kIntakeBarrier);
+      const int n = s.n_new;
       // The new requests' inputs: from the slots (host memory, rewritten by the host between
       // passes: ld.cv).
       const float4* in4 = reinterpret_cast<const float4*>(p.in);
       copy_float4s(
-          n * q_in, [&](int i) { return act4 + (j + i / q_in) * q_in + i % q_in; },
-          [&](int i) { return __ldcv(in4 + static_cast<size_t>(s_new_slot[i / q_in]) * q_in + i % q_in); });
-      if (threadIdx.x < static_cast<unsigned>(n)) {
-        s_list[par][j + static_cast<int>(threadIdx.x)] = s_new_slot[threadIdx.x];
-        s_seq[par][j + static_cast<int>(threadIdx.x)] = s_new_seq[threadIdx.x];
+          tid, kGroupThreads, n * q_in, [&](int i) { return act4 + (j + i / q_in) * q_in + i % q_in; },
+          [&](int i) { return __ldcv(in4 + static_cast<size_t>(s.new_slot[i / q_in]) * q_in + i % q_in); });
+      if (tid < n) {
+        s.list[par][j + tid] = s.new_slot[tid];
+        s.seq[par][j + tid] = s.new_seq[tid];
       }
       j += n;
-      const bool exit_now = s_exit != 0;
+      const bool exit_now = s.exit != 0;
       // After a copy (a PCIe round trip) the count read with the poll is stale: read it again.
-      if (threadIdx.x == 0) s_finished_now = n > 0 ? finished.load(::cuda::memory_order_acquire) : fin;
-      __syncthreads();  // the inputs and lists are written; s_new* may be rewritten
-      const unsigned fin_now = s_finished_now;
+      if (tid == 0) {
+        s.finished_now = n > 0 ? finished.load(::cuda::memory_order_acquire) : s.finished_polled;
+      }
+      group_sync(kIntakeBarrier);  // the inputs and lists are written; s.new_* may be rewritten
       // The compute blocks are idle once every published pass is finished.
-      const bool publish = j > 0 && (fin_now >= published * compute_blocks || j == p.max_batch);
-      if (threadIdx.x == 0 && n > 0 && !publish && !exit_now) {
-        // Order this iteration's input writes (the bar.sync above: the whole block's) before
+      const bool publish =
+          j > 0 && (s.finished_now >= published * compute_blocks || j == p.max_batch);
+      if (tid == 0 && n > 0 && !publish && !exit_now) {
+        // Order this iteration's input writes (the bar.sync above: the whole group's) before
         // the pass word now, while the compute blocks are busy, so that publishing it later is a
         // plain store.
         __threadfence();
       }
       if (exit_now || publish) {
-        if (threadIdx.x == 0) {
-          // The pass and its size in one store: a release store (cumulative over the block's
+        if (tid == 0) {
+          // The pass and its size in one store: a release store (cumulative over the group's
           // input writes, after the bar.sync above) if this iteration copied inputs; else the
           // fence of the iteration that copied the last ones already ordered them.
-          s_count[par] = j;
+          s.count[par] = j;
           const unsigned long long t_pub = now_ns();
           reinterpret_cast<volatile unsigned long long*>(p.words + kPublishedAt)[0] = t_pub;
           ::cuda::atomic_ref<unsigned long long, ::cuda::thread_scope_device> word(*pass_word(p));
@@ -388,7 +411,9 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
           word.store(value, n > 0 || exit_now ? ::cuda::memory_order_release : ::cuda::memory_order_relaxed);
           if (exit_now) {
             store_release_system(p.control + kExitedEpoch, p.epoch);
+            s.stop = 1;
           } else {
+            s.published = pass;
             ++passes;
             requests += static_cast<unsigned long long>(j);
             ph_input += now_ns() - first;
@@ -399,34 +424,74 @@ __device__ void poller(const Params& p, unsigned compute_blocks) {
         }
         if (exit_now) return;
         published = pass;
+        break;
       }
-      // Completion of a published pass that every compute block counted finished: its outputs
-      // to the slots, one system fence, then plain stores of the done words.
-      if (completed < published && fin_now >= (completed + 1) * compute_blocks) {
-        __syncthreads();  // s_count of a pass just published
-        const unsigned c = completed + 1;
-        const int cp = static_cast<int>(c & 1u), b = s_count[cp];
-        const unsigned long long t0 = now_ns();
-        const float4* src = reinterpret_cast<const float4*>(p.act_out + cp * p.max_batch * out_last);
-        float4* dst = reinterpret_cast<float4*>(p.out);
-        copy_float4s(
-            b * q_out,
-            [&](int i) { return dst + static_cast<size_t>(s_list[cp][i / q_out]) * q_out + i % q_out; },
-            [&](int i) { return __ldcg(src + i); });
-        __syncthreads();
-        if (threadIdx.x == 0) {
-          __threadfence_system();
-          for (int k = 0; k < b; ++k) {
-            *reinterpret_cast<volatile unsigned*>(p.done + s_list[cp][k] * kWordStride) = s_seq[cp][k];
-          }
-          ph_completion += now_ns() - t0;
-          totals[kPhaseCompletion / 2] = ph_completion;
-        }
-        completed = c;
-      }
-      __syncthreads();  // s_list / s_count reads of the completion are done
-      if (publish) break;
     }
+  }
+}
+
+// The completion (poller threads 128..255): for each published pass, once every compute block
+// counted it finished, copies its outputs from act_out to the slots' mapped outputs, makes them
+// visible with one system fence, then stores the done words (plain stores). It runs beside the
+// intake, so completing a pass never delays a poll, and starts the moment the pass is finished.
+__device__ void completion(const Params& p, unsigned compute_blocks, PollerShared& s) {
+  const int tid = static_cast<int>(threadIdx.x) - kGroupThreads;
+  const bool leader = tid == 0;
+  const int out_last = p.layer[p.layers - 1].out, q_out = out_last / 4;
+  auto* totals = reinterpret_cast<volatile unsigned long long*>(p.control);
+  unsigned long long ph_completion = leader ? totals[kPhaseCompletion / 2] : 0;
+  ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> finished(p.words[kFinishedWord]);
+  for (unsigned completed = 0;; ++completed) {
+    if (leader) {
+      unsigned published;
+      while ((published = s.published) == completed && s.stop == 0) {
+      }
+      // The intake stops only once every published pass is completed.
+      const bool stop = published == completed;
+      if (!stop) {
+        while (finished.load(::cuda::memory_order_acquire) < (completed + 1) * compute_blocks) {
+        }
+      }
+      s.completion_stop = stop;
+    }
+    group_sync(kCompletionBarrier);
+    if (s.completion_stop) return;
+    const unsigned c = completed + 1;
+    const int cp = static_cast<int>(c & 1u), b = s.count[cp];
+    const unsigned long long t0 = leader ? now_ns() : 0;
+    const float4* src = reinterpret_cast<const float4*>(p.act_out + cp * p.max_batch * out_last);
+    float4* dst = reinterpret_cast<float4*>(p.out);
+    copy_float4s(
+        tid, kGroupThreads, b * q_out,
+        [&](int i) { return dst + static_cast<size_t>(s.list[cp][i / q_out]) * q_out + i % q_out; },
+        [&](int i) { return __ldcg(src + i); });
+    group_sync(kCompletionBarrier);
+    if (leader) {
+      __threadfence_system();
+      for (int k = 0; k < b; ++k) {
+        *reinterpret_cast<volatile unsigned*>(p.done + s.list[cp][k] * kWordStride) = s.seq[cp][k];
+      }
+      ph_completion += now_ns() - t0;
+      totals[kPhaseCompletion / 2] = ph_completion;
+      __threadfence_block();  // the group's reads of pass c's lists came before
+      s.completed = c;
+    }
+  }
+}
+
+// The poller (the grid's last block): the intake and the completion side by side.
+__device__ void poller(const Params& p, unsigned compute_blocks) {
+  __shared__ PollerShared s;
+  if (threadIdx.x == 0) {
+    s.published = 0;
+    s.completed = 0;
+    s.stop = 0;
+  }
+  __syncthreads();
+  if (threadIdx.x < static_cast<unsigned>(kGroupThreads)) {
+    intake(p, compute_blocks, s);
+  } else {
+    completion(p, compute_blocks, s);
   }
 }
 
