@@ -199,9 +199,11 @@ if has residentserve; then
     b --model empty --threads 1,8,16 --policies none --json "$OUT/resident_empty_$round.json"
   done
   run 60 python3 bench/torch_reference.py --model mlp --batch 1 --threads 1,8 --modes eager --seconds "$S"
-  echo "--- compute-sanitizer memcheck on two resident tests"
+  echo "--- compute-sanitizer memcheck on two resident tests, racecheck on one"
   run 200 compute-sanitizer --tool memcheck --error-exitcode 9 "$G" \
     --gtest_filter='CudaResident.MatchesTheStreamPathOneThread:CudaResident.BadInputIsAClearError' 2>&1 | tail -6
+  run 200 compute-sanitizer --tool racecheck --error-exitcode 9 "$G" \
+    --gtest_filter='CudaResident.MatchesTheStreamPathOneThread' 2>&1 | tail -12
 fi
 
 if has signal; then
