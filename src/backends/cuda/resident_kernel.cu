@@ -242,21 +242,29 @@ __device__ void copy_float4s(int tid, int threads, int total, Dst dst, Load load
   }
 }
 
-// The poller block's two warp groups, each with its own named barrier (bar.sync 0, that is
-// __syncthreads, is not used in the poller): the intake (threads 0..127) and the completion
-// (threads 128..255).
+// The poller block's two warp groups (bar.sync 0, that is __syncthreads, is not used in the
+// poller): the intake (threads 0..127) and the completion (threads 128..255). Each has a named
+// barrier of its own; between them, named barriers by pass parity carry each handoff (a
+// producer's bar.arrive, the consumer's bar.sync, both groups counted: memory ordered as by
+// __syncthreads): kPublished + parity, the intake published a pass (its list, seqs and count
+// are in PollerShared); kCompleted + parity, the completion completed one (its buffers and
+// lists are free again). Each barrier's arrivals and waits alternate: a pass's buffers are reused
+// (pass + 2, same barriers) only after both handoffs of the pass.
 constexpr int kGroupThreads = kBlockThreads / 2;
-constexpr int kIntakeBarrier = 1, kCompletionBarrier = 2;
+constexpr int kIntakeBarrier = 1, kCompletionBarrier = 2, kPublishedBarrier = 3, kCompletedBarrier = 5;
 
 __device__ inline void group_sync(int barrier) {
   asm volatile("bar.sync %0, %1;" ::"r"(barrier), "r"(kGroupThreads) : "memory");
 }
+__device__ inline void handoff_arrive(int barrier) {
+  asm volatile("bar.arrive %0, %1;" ::"r"(barrier), "r"(kBlockThreads) : "memory");
+}
+__device__ inline void handoff_wait(int barrier) {
+  asm volatile("bar.sync %0, %1;" ::"r"(barrier), "r"(kBlockThreads) : "memory");
+}
 
-// What the poller's groups share (its shared memory). The intake writes a pass's list, seqs and
-// count before publishing it; the completion reads them once the compute blocks finished it
-// (ordered by the pass word's release, the compute blocks' acquire and release, and the
-// finished count's acquire). `published` and `completed` (volatile) tell each group how far the
-// other is; `stop` ends the completion group once the intake has exited.
+// The poller's shared memory: the intake's own state, and each published pass's list, seqs and
+// count (-1: the grid exits), by parity, for the completion.
 struct PollerShared {
   int new_slot[kMaxBatch];
   unsigned new_seq[kMaxBatch];
@@ -265,9 +273,6 @@ struct PollerShared {
   int count[2];
   int n_new, exit;
   unsigned finished_polled, finished_now;
-  volatile unsigned published, completed;
-  volatile int stop;
-  int completion_stop;
 };
 
 // The intake (poller threads 0..127): forms pass after pass out of the doorbells, each into the
@@ -293,16 +298,21 @@ __device__ void intake(const Params& p, unsigned compute_blocks, PollerShared& s
   }
   ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> finished(p.words[kFinishedWord]);
   const unsigned long long start = now_ns();
-  unsigned published = 0;  // the same in every thread of the group
+  // The same in every thread of the group: passes published, and completed passes waited for.
+  unsigned published = 0, completed = 0;
+  auto wait_completed = [&](unsigned c) {  // by the whole group
+    for (; completed < c; ++completed) handoff_wait(kCompletedBarrier + static_cast<int>((completed + 1) & 1u));
+  };
   for (unsigned pass = 1;; ++pass) {
     const int par = static_cast<int>(pass & 1u);
+    if (pass > 2) wait_completed(pass - 2);  // this pass's buffers and lists are free
     float4* act4 = reinterpret_cast<float4*>(p.act[0] + par * p.max_batch * in0);
     int j = 0;  // requests in this pass so far
     unsigned long long first = 0, quiet_since = now_ns();
     for (;;) {
       // One iteration: (1) warp 0 reads the doorbells, the command and the compute blocks'
-      // finished count, all loads in flight at once, and takes new requests (only once pass - 2,
-      // which used this pass's buffers, is completed); (2) the group copies their inputs in;
+      // finished count, all loads in flight at once, and takes new requests; (2) the group copies
+      // their inputs in;
       // (3) publishes this pass when the compute blocks are idle or the batch is full.
       if (warp0) {
         // Relaxed (volatile) loads: one PCIe round trip a poll; the acquire fence below orders
@@ -310,15 +320,12 @@ __device__ void intake(const Params& p, unsigned compute_blocks, PollerShared& s
         const unsigned d0 = lane < p.slots ? load_volatile(p.doorbell + lane * kWordStride) : served0;
         const unsigned d1 =
             lane + 32 < p.slots ? load_volatile(p.doorbell + (lane + 32) * kWordStride) : served1;
-        unsigned command = 0, fin = 0, completed = 0;
+        unsigned command = 0, fin = 0;
         if (lane == 0) {
           command = load_volatile(p.control + kCommand);
           fin = finished.load(::cuda::memory_order_acquire);
-          completed = s.completed;
-          __threadfence_block();  // the completion's reads of pass - 2's lists came before
         }
         command = __shfl_sync(kFull, command, 0);
-        completed = __shfl_sync(kFull, completed, 0);
         const unsigned long long pending =
             static_cast<unsigned long long>(__ballot_sync(kFull, d0 != served0)) |
             (static_cast<unsigned long long>(__ballot_sync(kFull, d1 != served1)) << 32);
@@ -327,7 +334,7 @@ __device__ void intake(const Params& p, unsigned compute_blocks, PollerShared& s
         // published and completed, then the grid exits and waiting callers relaunch it.
         const bool ending = command == kStopCommand || t - start > p.max_run_ns;
         int n = 0;
-        if (pending != 0 && j < p.max_batch && completed + 2 >= pass && !ending) {
+        if (pending != 0 && j < p.max_batch && !ending) {
           ::cuda::atomic_thread_fence(::cuda::memory_order_acquire, ::cuda::thread_scope_system);
           // Round-robin: rotate so that the slot after the last one taken comes first.
           unsigned long long rest = rot == 0 ? pending : (pending >> rot) | (pending << (64 - rot));
@@ -364,9 +371,9 @@ __device__ void intake(const Params& p, unsigned compute_blocks, PollerShared& s
         if (lane == 0) {
           s.n_new = n;
           s.finished_polled = fin;
-          // Exit (only with nothing taken into this pass and every pass completed): on the stop
-          // command, after max_run (callers relaunch), or when idle for idle_ns.
-          s.exit = j + n == 0 && completed == published && (ending || t - quiet_since > p.idle_ns);
+          // Exit (only with nothing taken into this pass; once every pass is completed): on the
+          // stop command, after max_run (callers relaunch), or when idle for idle_ns.
+          s.exit = j + n == 0 && (ending || t - quiet_since > p.idle_ns);
         }
       }
       group_sync(kIntakeBarrier);
@@ -397,12 +404,13 @@ __device__ void intake(const Params& p, unsigned compute_blocks, PollerShared& s
         // plain store.
         __threadfence();
       }
+      if (exit_now) wait_completed(published);
       if (exit_now || publish) {
         if (tid == 0) {
           // The pass and its size in one store: a release store (cumulative over the group's
           // input writes, after the bar.sync above) if this iteration copied inputs; else the
           // fence of the iteration that copied the last ones already ordered them.
-          s.count[par] = j;
+          s.count[par] = exit_now ? -1 : j;
           const unsigned long long t_pub = now_ns();
           reinterpret_cast<volatile unsigned long long*>(p.words + kPublishedAt)[0] = t_pub;
           ::cuda::atomic_ref<unsigned long long, ::cuda::thread_scope_device> word(*pass_word(p));
@@ -411,9 +419,7 @@ __device__ void intake(const Params& p, unsigned compute_blocks, PollerShared& s
           word.store(value, n > 0 || exit_now ? ::cuda::memory_order_release : ::cuda::memory_order_relaxed);
           if (exit_now) {
             store_release_system(p.control + kExitedEpoch, p.epoch);
-            s.stop = 1;
           } else {
-            s.published = pass;
             ++passes;
             requests += static_cast<unsigned long long>(j);
             ph_input += now_ns() - first;
@@ -422,6 +428,7 @@ __device__ void intake(const Params& p, unsigned compute_blocks, PollerShared& s
             totals[kPhaseInput / 2] = ph_input;
           }
         }
+        handoff_arrive(kPublishedBarrier + par);  // the list, seqs and count: to the completion
         if (exit_now) return;
         published = pass;
         break;
@@ -441,23 +448,16 @@ __device__ void completion(const Params& p, unsigned compute_blocks, PollerShare
   auto* totals = reinterpret_cast<volatile unsigned long long*>(p.control);
   unsigned long long ph_completion = leader ? totals[kPhaseCompletion / 2] : 0;
   ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> finished(p.words[kFinishedWord]);
-  for (unsigned completed = 0;; ++completed) {
+  for (unsigned c = 1;; ++c) {
+    const int cp = static_cast<int>(c & 1u);
+    handoff_wait(kPublishedBarrier + cp);
+    const int b = s.count[cp];
+    if (b < 0) return;  // the grid exits (every earlier pass was completed)
     if (leader) {
-      unsigned published;
-      while ((published = s.published) == completed && s.stop == 0) {
+      while (finished.load(::cuda::memory_order_acquire) < c * compute_blocks) {
       }
-      // The intake stops only once every published pass is completed.
-      const bool stop = published == completed;
-      if (!stop) {
-        while (finished.load(::cuda::memory_order_acquire) < (completed + 1) * compute_blocks) {
-        }
-      }
-      s.completion_stop = stop;
     }
-    group_sync(kCompletionBarrier);
-    if (s.completion_stop) return;
-    const unsigned c = completed + 1;
-    const int cp = static_cast<int>(c & 1u), b = s.count[cp];
+    group_sync(kCompletionBarrier);  // the leader's acquire: act_out of pass c is complete
     const unsigned long long t0 = leader ? now_ns() : 0;
     const float4* src = reinterpret_cast<const float4*>(p.act_out + cp * p.max_batch * out_last);
     float4* dst = reinterpret_cast<float4*>(p.out);
@@ -473,21 +473,14 @@ __device__ void completion(const Params& p, unsigned compute_blocks, PollerShare
       }
       ph_completion += now_ns() - t0;
       totals[kPhaseCompletion / 2] = ph_completion;
-      __threadfence_block();  // the group's reads of pass c's lists came before
-      s.completed = c;
     }
+    handoff_arrive(kCompletedBarrier + cp);  // pass c's buffers and lists are free
   }
 }
 
 // The poller (the grid's last block): the intake and the completion side by side.
 __device__ void poller(const Params& p, unsigned compute_blocks) {
   __shared__ PollerShared s;
-  if (threadIdx.x == 0) {
-    s.published = 0;
-    s.completed = 0;
-    s.stop = 0;
-  }
-  __syncthreads();
   if (threadIdx.x < static_cast<unsigned>(kGroupThreads)) {
     intake(p, compute_blocks, s);
   } else {
