@@ -393,6 +393,9 @@ __device__ void intake(const Params& p, unsigned compute_blocks, PollerShared& s
       // After a copy (a PCIe round trip) the count read with the poll is stale: read it again.
       if (tid == 0) {
         s.finished_now = n > 0 ? finished.load(::cuda::memory_order_acquire) : s.finished_polled;
+        // The forming pass's size, for the completion (this parity's previous pass is completed;
+        // written before the group's bar.sync, as the lists are).
+        s.count[par] = exit_now ? -1 : j;
       }
       group_sync(kIntakeBarrier);  // the inputs and lists are written; s.new_* may be rewritten
       // The compute blocks are idle once every published pass is finished.
@@ -410,7 +413,6 @@ __device__ void intake(const Params& p, unsigned compute_blocks, PollerShared& s
           // The pass and its size in one store: a release store (cumulative over the group's
           // input writes, after the bar.sync above) if this iteration copied inputs; else the
           // fence of the iteration that copied the last ones already ordered them.
-          s.count[par] = exit_now ? -1 : j;
           const unsigned long long t_pub = now_ns();
           reinterpret_cast<volatile unsigned long long*>(p.words + kPublishedAt)[0] = t_pub;
           ::cuda::atomic_ref<unsigned long long, ::cuda::thread_scope_device> word(*pass_word(p));
