@@ -13,14 +13,15 @@
 //    once per launch.
 //  - A caller leases one of `slots` (<= kResidentMaxSlots) mailboxes in page-locked, mapped
 //    host memory, writes its input there and rings the slot's doorbell (a sequence number,
-//    release). One more block, the poller, polls every doorbell (one PCIe read per 32 slots, in
-//    parallel), takes pending slots into the next pass (round-robin from where it stopped, so
-//    no slot starves; at most `max_batch`), copies their inputs to device memory as they ring,
-//    and publishes the pass once the compute blocks are idle or the batch is full. Every
-//    compute block computes its rows of layer 1 for the whole batch, a grid barrier, layer 2,
-//    ..., and counts itself finished; the poller then copies the outputs into the slots' mapped
-//    outputs and stores each slot's sequence number into its done word, which the caller spins
-//    on.
+//    release). One more block, the poller, has two warp groups. The intake polls every
+//    doorbell (one PCIe read per 32 slots, in parallel), takes pending slots into the next pass
+//    (round-robin from where it stopped, so no slot starves; at most `max_batch`), copies their
+//    inputs to device memory as they ring, and publishes the pass (its number and size in one
+//    word) once the compute blocks are idle or the batch is full. Every compute block computes
+//    its rows of layer 1 for the whole batch, a grid barrier, layer 2, ..., and counts itself
+//    finished. The completion group, the moment a pass is finished, copies its outputs into the
+//    slots' mapped outputs and stores each slot's sequence number into its done word, which the
+//    caller spins on; so completing a pass never holds up the intake's polls.
 //    So threads that call forward() at once are batched on the device (callers that ring
 //    while a pass runs form the next one), and the host side is a memcpy and two atomics.
 //  - The grid is never "forever": the poller ends it when no doorbell rang for `idle_us`, after

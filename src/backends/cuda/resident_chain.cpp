@@ -158,7 +158,9 @@ CudaResidentChain::CudaResidentChain(CudaDevice& device, const std::vector<Resid
 void CudaResidentChain::allocate_and_launch() {
   resident::Params& p = params_;
   const auto slots = static_cast<std::size_t>(config_.slots);
-  const std::size_t words = (2 * slots) * resident::kWordStride + resident::kControlWords;
+  // doorbells packed (kMaxSlots words: the poller reads them in two 128-byte PCIe reads), done
+  // words one 64-byte line each (a caller spins on its own), then the control words.
+  const std::size_t words = resident::kMaxSlots + slots * resident::kWordStride + resident::kControlWords;
   const std::size_t host_bytes =
       words * sizeof(unsigned) + align_up(slots * in_ * sizeof(float), 64) + slots * out_ * sizeof(float);
   TANDEM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), where_);
@@ -166,8 +168,8 @@ void CudaResidentChain::allocate_and_launch() {
   std::memset(host_, 0, host_bytes);
   auto* hw = static_cast<unsigned*>(host_);
   doorbell_ = hw;
-  done_ = hw + slots * resident::kWordStride;
-  control_ = hw + 2 * slots * resident::kWordStride;
+  done_ = hw + resident::kMaxSlots;
+  control_ = done_ + slots * resident::kWordStride;
   in_slots_ = reinterpret_cast<float*>(hw + words);
   out_slots_ = reinterpret_cast<float*>(reinterpret_cast<char*>(in_slots_) +
                                         align_up(slots * in_ * sizeof(float), 64));
@@ -314,7 +316,7 @@ void CudaResidentChain::forward(const float* in, float* out) {
   const auto s = static_cast<std::size_t>(slot);
   std::memcpy(in_slots_ + s * in_, in, in_ * sizeof(float));
   const unsigned seq = ++seq_[s];
-  host_word(doorbell_ + s * resident::kWordStride).store(seq, std::memory_order_release);
+  host_word(doorbell_ + s).store(seq, std::memory_order_release);
   auto done = host_word(done_ + s * resident::kWordStride);
   auto exited = host_word(control_ + resident::kExitedEpoch);
   const auto t0 = Clock::now();
