@@ -1,7 +1,6 @@
 #include "backends/cuda/resident_chain.h"
 
 #include <algorithm>
-#include <bit>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -158,9 +157,7 @@ CudaResidentChain::CudaResidentChain(CudaDevice& device, const std::vector<Resid
 void CudaResidentChain::allocate_and_launch() {
   resident::Params& p = params_;
   const auto slots = static_cast<std::size_t>(config_.slots);
-  // doorbells packed (kMaxSlots words: the poller reads them in two 128-byte PCIe reads), done
-  // words one 64-byte line each (a caller spins on its own), then the control words.
-  const std::size_t words = resident::kMaxSlots + slots * resident::kWordStride + resident::kControlWords;
+  const std::size_t words = (2 * slots) * resident::kWordStride + resident::kControlWords;
   const std::size_t host_bytes =
       words * sizeof(unsigned) + align_up(slots * in_ * sizeof(float), 64) + slots * out_ * sizeof(float);
   TANDEM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), where_);
@@ -168,8 +165,8 @@ void CudaResidentChain::allocate_and_launch() {
   std::memset(host_, 0, host_bytes);
   auto* hw = static_cast<unsigned*>(host_);
   doorbell_ = hw;
-  done_ = hw + resident::kMaxSlots;
-  control_ = done_ + slots * resident::kWordStride;
+  done_ = hw + slots * resident::kWordStride;
+  control_ = hw + 2 * slots * resident::kWordStride;
   in_slots_ = reinterpret_cast<float*>(hw + words);
   out_slots_ = reinterpret_cast<float*>(reinterpret_cast<char*>(in_slots_) +
                                         align_up(slots * in_ * sizeof(float), 64));
@@ -206,9 +203,7 @@ void CudaResidentChain::allocate_and_launch() {
   for (int l = 0; l < p.layers; ++l) p.act[l] = reinterpret_cast<float*>(base + act_at[l]);
   p.act_out = reinterpret_cast<float*>(base + out_at);
 
-  seq_.assign(slots, 0);
-  free_slots_.store(slots == 64 ? ~std::uint64_t{0} : (std::uint64_t{1} << slots) - 1,
-                    std::memory_order_release);
+  leases_ = std::make_unique<SlotLease[]>(slots);
   launch_locked();
 }
 
@@ -281,14 +276,20 @@ void CudaResidentChain::fail(ErrorKind kind, const std::string& what) {
 }
 
 int CudaResidentChain::acquire_slot() {
+  // Start from the calling thread's last slot (any chain's: only a hint), so that a thread that
+  // calls again finds its slot free and threads spread over different slots.
+  static std::atomic<int> next_hint{0};
+  thread_local int hint = next_hint.fetch_add(1, std::memory_order_relaxed) % resident::kMaxSlots;
+  const int slots = config_.slots;
   const auto t0 = Clock::now();
   for (std::uint64_t spins = 0;; ++spins) {
-    std::uint64_t m = free_slots_.load(std::memory_order_acquire);
-    while (m != 0) {
-      const int bit = std::countr_zero(m);
-      if (free_slots_.compare_exchange_weak(m, m & ~(std::uint64_t{1} << bit),
-                                            std::memory_order_acquire)) {
-        return bit;
+    for (int i = 0; i < slots; ++i) {
+      const int slot = (hint + i) % slots;
+      std::atomic<bool>& leased = leases_[static_cast<std::size_t>(slot)].leased;
+      if (!leased.load(std::memory_order_relaxed) &&
+          !leased.exchange(true, std::memory_order_acquire)) {
+        hint = slot;
+        return slot;
       }
     }
     std::this_thread::yield();
@@ -303,7 +304,7 @@ int CudaResidentChain::acquire_slot() {
 }
 
 void CudaResidentChain::release_slot(int slot) noexcept {
-  free_slots_.fetch_or(std::uint64_t{1} << slot, std::memory_order_release);
+  leases_[static_cast<std::size_t>(slot)].leased.store(false, std::memory_order_release);
 }
 
 void CudaResidentChain::forward(const float* in, float* out) {
@@ -315,8 +316,9 @@ void CudaResidentChain::forward(const float* in, float* out) {
   const int slot = acquire_slot();
   const auto s = static_cast<std::size_t>(slot);
   std::memcpy(in_slots_ + s * in_, in, in_ * sizeof(float));
-  const unsigned seq = ++seq_[s];
-  host_word(doorbell_ + s).store(seq, std::memory_order_release);
+  SlotLease& lease = leases_[s];
+  const unsigned seq = ++lease.seq;
+  host_word(doorbell_ + s * resident::kWordStride).store(seq, std::memory_order_release);
   auto done = host_word(done_ + s * resident::kWordStride);
   auto exited = host_word(control_ + resident::kExitedEpoch);
   const auto t0 = Clock::now();
@@ -340,13 +342,16 @@ void CudaResidentChain::forward(const float* in, float* out) {
     }
   }
   std::memcpy(out, out_slots_ + s * out_, out_ * sizeof(float));
+  lease.forwards.store(lease.forwards.load(std::memory_order_relaxed) + 1,
+                       std::memory_order_relaxed);
   release_slot(slot);
-  forwards_.fetch_add(1, std::memory_order_relaxed);
 }
 
 ResidentStats CudaResidentChain::stats() const {
   ResidentStats st;
-  st.forwards = forwards_.load(std::memory_order_relaxed);
+  for (int s = 0; s < config_.slots; ++s) {
+    st.forwards += leases_[static_cast<std::size_t>(s)].forwards.load(std::memory_order_relaxed);
+  }
   st.launches = launches_.load(std::memory_order_relaxed);
   auto total = [&](int word) {
     return std::atomic_ref<unsigned long long>(

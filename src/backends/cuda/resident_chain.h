@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -66,12 +67,18 @@ class CudaResidentChain final : public ResidentChain {
   unsigned* control_ = nullptr;
   float* in_slots_ = nullptr;
   float* out_slots_ = nullptr;
-  void* device_mem_ = nullptr;  // served, words, lists, activations: one allocation
-  std::vector<unsigned> seq_;   // per slot; written only by the slot's lessee
-  std::atomic<std::uint64_t> free_slots_{0};
+  void* device_mem_ = nullptr;  // served, words, activations: one allocation
+  // One slot's host-side state, on a cache line of its own, so that concurrent callers write
+  // different lines: one line written by every forward (a shared lease mask, a shared counter)
+  // measurably slows 8 callers (docs/benchmarks.md, "Resident serving").
+  struct alignas(64) SlotLease {
+    std::atomic<bool> leased{false};
+    unsigned seq = 0;                        // the last sequence number; only the lessee writes
+    std::atomic<std::uint64_t> forwards{0};  // completed forwards; only the lessee writes
+  };
+  std::unique_ptr<SlotLease[]> leases_;  // config_.slots
   std::atomic<unsigned> launched_epoch_{0};
   std::atomic<bool> broken_{false};
-  std::atomic<std::uint64_t> forwards_{0};
   std::atomic<std::uint64_t> launches_{0};
   Mutex launch_mu_;
   resident::Params params_ TANDEM_GUARDED_BY(launch_mu_);

@@ -317,8 +317,9 @@ __device__ void intake(const Params& p, unsigned compute_blocks, PollerShared& s
       if (warp0) {
         // Relaxed (volatile) loads: one PCIe round trip a poll; the acquire fence below orders
         // the input reads after the doorbells that rang.
-        const unsigned d0 = lane < p.slots ? load_volatile(p.doorbell + lane) : served0;
-        const unsigned d1 = lane + 32 < p.slots ? load_volatile(p.doorbell + lane + 32) : served1;
+        const unsigned d0 = lane < p.slots ? load_volatile(p.doorbell + lane * kWordStride) : served0;
+        const unsigned d1 =
+            lane + 32 < p.slots ? load_volatile(p.doorbell + (lane + 32) * kWordStride) : served1;
         unsigned command = 0, fin = 0;
         if (lane == 0) {
           command = load_volatile(p.control + kCommand);

@@ -3,8 +3,7 @@
 // resident_kernel.cu and resident_chain.cpp.
 //
 // Memory the grid touches (host = page-locked and mapped, reached through its device alias):
-//   host   doorbell[s]: packed (kMaxSlots words; a poll reads them in two 128-byte PCIe reads)
-//   host   done[s * kWordStride]: one 64-byte line per slot (a caller spins on its own)
+//   host   doorbell[s * kWordStride], done[s * kWordStride]  one 64-byte line per slot and word
 //   host   in[s * in0 ...], out[s * out_last ...]            the slots' samples
 //   host   control[kCommand]: the host writes kStopCommand to end the grid;
 //          control[kExitedEpoch]: the grid stores its epoch when it has decided to exit;
