@@ -23,7 +23,8 @@
 //    slots' mapped outputs and stores each slot's sequence number into its done word, which the
 //    caller spins on; so completing a pass never holds up the intake's polls.
 //    So threads that call forward() at once are batched on the device (callers that ring
-//    while a pass runs form the next one), and the host side is a memcpy and two atomics.
+//    while a pass runs form the next one), and the host side is a memcpy each way and a few
+//    stores, all to lines of the caller's own slot (no line every caller writes).
 //  - The grid is never "forever": the poller ends it when no doorbell rang for `idle_us`, after
 //    `max_run_us` of serving, and on the destructor's stop command. A caller whose request is
 //    pending when the grid has exited relaunches it (one launch at a time, under a mutex; the
