@@ -109,6 +109,11 @@ TEST_F(CudaResident, MatchesTheStreamPathOneThread) {
   EXPECT_GE(st.launches, 1u);
   EXPECT_GE(st.passes, 1u);
   EXPECT_GT(st.blocks, 0);
+  // Every pass was published, seen and computed: each phase's clock advanced.
+  EXPECT_GT(st.input_ns, 0u);
+  EXPECT_GT(st.publish_ns, 0u);
+  EXPECT_GT(st.layers_ns, 0u);
+  EXPECT_GT(st.completion_ns, 0u);
   std::printf("blocks %d, shared %zu bytes, launches %llu, passes %llu\n", st.blocks,
               st.shared_bytes, static_cast<unsigned long long>(st.launches),
               static_cast<unsigned long long>(st.passes));
