@@ -1,21 +1,22 @@
 // resident_kernel.cu — the persistent grid of a resident chain (resident_kernel.h; Note
 // [Resident serving] in tandem/resident.h). The grid: `blocks` compute blocks and a poller (the
 // last block). Passes are numbered 1, 2, ... within a launch; par = pass & 1 picks a pass's
-// buffers (act[*], act_out, count; the poller keeps the lists in its shared memory).
+// buffers (act[*], act_out; the poller keeps the lists and sizes in its shared memory).
 //
-// Poller, in one loop: (1) completes each published pass that every compute block counted
-// finished: copies its outputs from act_out to the slots' mapped outputs, one system fence, then
-// plain stores of the done words; (2) polls the doorbells, taking new requests into the forming
-// pass (round-robin, up to max_batch) and copying their inputs in as they ring; (3) publishes
-// the forming pass (count, then the pass word, release) once the compute blocks are idle or the
-// batch is full. A pass is formed only after the pass two before it (same buffers) completed.
-// So while the compute blocks run pass n, the poller gathers pass n + 1 and its input copies
-// (PCIe round trips) overlap the computation; the system fence is the poller's alone.
+// Poller, two warp groups side by side. The intake, in one loop: polls the doorbells, takes new
+// requests into the forming pass (round-robin, up to max_batch) and copies their inputs in as
+// they ring; publishes the forming pass (its number and size in the pass word) once the compute
+// blocks are idle or the batch is full. A pass is formed only after the pass two before it (same
+// buffers) was completed. The completion, for each published pass that every compute block
+// counted finished: copies its outputs from act_out to the slots' mapped outputs, one system
+// fence, then plain stores of the done words. So while the compute blocks run pass n, the intake
+// gathers pass n + 1 (its input copies, PCIe round trips, overlap the computation) and the
+// completion returns pass n - 1; the system fence is the completion's alone.
 // Compute block, for each pass: acquires the pass word; per layer, stages the batch's inputs
 // (L2 loads) into shared memory, computes its rows, and (between layers) meets the other compute
 // blocks at a grid barrier; then counts itself finished (release).
-// Why one buffer set per parity suffices: the poller rewrites pass n's inputs (for pass n + 2)
-// only after completing pass n; a compute block writes act[l] (l >= 1) or act_out of pass n + 2
+// Why one buffer set per parity suffices: the intake rewrites pass n's inputs (for pass n + 2)
+// only after pass n was completed; a compute block writes act[l] (l >= 1) or act_out of pass n + 2
 // only after a barrier of pass n + 1, which every block reaches only after finishing pass n.
 #include <cuda/atomic>
 
