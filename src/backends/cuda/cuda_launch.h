@@ -52,10 +52,18 @@ inline constexpr std::size_t kGemvMaxRows = 4;
 cudaError_t gemv_bias_act(cudaStream_t stream, float* y, const float* x, const float* w,
                           const float* bias, std::size_t rows, std::size_t in, std::size_t out,
                           int act, bool pdl);
+// rows_linear: the same linear for kGemvMaxRows < rows <= kRowsLinearMaxRows (Note [Small-batch
+// linear] in nn_kernels.cu): a block per two output columns, the block's threads splitting `in`;
+// PDL as gemv_bias_act. cudaErrorInvalidValue for rows above the limit.
+inline constexpr std::size_t kRowsLinearMaxRows = 32;
+cudaError_t rows_linear(cudaStream_t stream, float* y, const float* x, const float* w,
+                        const float* bias, std::size_t rows, std::size_t in, std::size_t out,
+                        int act, bool pdl);
 // layer_norm / softmax: a block per row; see kernels.h for the contracts (in place allowed).
+// pdl (layer_norm, attention's fused kernel): launched as gemv_bias_act with pdl.
 cudaError_t layer_norm(cudaStream_t stream, float* y, const float* x, const float* residual,
                        const float* gamma, const float* beta, std::size_t rows, std::size_t cols,
-                       float eps);
+                       float eps, bool pdl);
 cudaError_t softmax(cudaStream_t stream, float* y, const float* x, std::size_t rows,
                     std::size_t cols, float scale);
 // transpose: y[b][c][r] = x[b][r][c], 32x32 tiles through shared memory.
@@ -69,8 +77,9 @@ cudaError_t scale_matrix(cudaStream_t stream, float* c, std::size_t ldc, std::si
 //   64: 17 KB): one fused kernel, a block per (batch, head, 16 query rows) with K and V staged
 //   in shared memory, a warp per query row, softmax in registers; scratch is not used.
 //   Otherwise two kernels, a block per query row: scores + softmax into scratch, then P . V.
+//   pdl: the fused kernel launched as gemv_bias_act with pdl (the two-kernel path never is).
 cudaError_t attention(cudaStream_t stream, float* out, const float* qkv, float* scratch,
                       std::size_t batch, std::size_t seq, std::size_t heads,
-                      std::size_t head_dim, float scale);
+                      std::size_t head_dim, float scale, bool pdl);
 
 }  // namespace tandem::backends::cuda::launch

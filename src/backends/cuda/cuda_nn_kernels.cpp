@@ -256,6 +256,12 @@ void CudaKernels::linear(Encoder& enc, float* y, const float* x, const float* w,
                       where);
     return;
   }
+  if (rows <= launch::kRowsLinearMaxRows) {
+    TANDEM_CUDA_CHECK(launch::rows_linear(s.get(), y, x, w, bias, rows, in, out, act_code(act),
+                                          s.device().config().cuda_pdl),
+                      where);
+    return;
+  }
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   if (bias) {
     epilogue = act == Activation::kRelu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
@@ -296,7 +302,8 @@ void CudaKernels::layer_norm(Encoder& enc, float* y, const float* x, const float
                              const float* gamma, const float* beta, std::size_t rows,
                              std::size_t cols, float eps) const {
   CudaStream& s = stream_of(enc);
-  TANDEM_CUDA_CHECK(launch::layer_norm(s.get(), y, x, residual, gamma, beta, rows, cols, eps),
+  TANDEM_CUDA_CHECK(launch::layer_norm(s.get(), y, x, residual, gamma, beta, rows, cols, eps,
+                                       s.device().config().cuda_pdl),
                     s.label());
 }
 
@@ -327,7 +334,8 @@ void CudaKernels::attention(Encoder& enc, float* out, const float* qkv, float* s
                             std::size_t head_dim, float scale) const {
   CudaStream& s = stream_of(enc);
   TANDEM_CUDA_CHECK(
-      launch::attention(s.get(), out, qkv, scratch, batch, seq, heads, head_dim, scale),
+      launch::attention(s.get(), out, qkv, scratch, batch, seq, heads, head_dim, scale,
+                        s.device().config().cuda_pdl),
       s.label());
 }
 

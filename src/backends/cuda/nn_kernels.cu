@@ -111,10 +111,124 @@ __global__ void gemv_kernel(float* __restrict__ y, const float* __restrict__ x,
   }
 }
 
+// Note [Small-batch linear]
+// rows in (kGemvMaxRows, kRowsLinearMaxRows] (the encoder's batch 1 is 32 rows of 256): one
+// block per kRowsLinearCols output columns, every row. The block's threads split the reduction
+// dimension (16-byte steps when VEC), so each weight row is read once, coalesced, and x (at most
+// 32 rows, L1-resident) is shared by the block's columns; this spreads a layer over out / 2
+// blocks, where the GEMV's warp per column reads all of x once per column and cuBLASLt's tiles
+// need a split-K reduction kernel at these shapes. Each thread keeps ROWS x kRowsLinearCols
+// partial sums; a warp folds them with a butterfly (log2(ROWS) steps that each halve the values
+// per lane by exchanging half of them, then plain xor steps: 31 shuffles for 32 rows, against
+// 160 for a warp_sum per row), after which lane l holds row l >> (5 - log2 ROWS); the warps'
+// sums meet in shared memory, and one thread per output adds bias and activation. ROWS is a
+// power of two >= rows (rows beyond `rows` are never read). PDL as the GEMV (Note [GEMV and
+// PDL]).
+constexpr int kRowsLinearCols = 2;
+constexpr int kRowsLinearMaxWarps = 8;
+
+// fold_step<HALF, BIT>: one butterfly step over v[0, 2 HALF): lanes with BIT set keep the upper
+// half, the others the lower half; each receives the half it keeps from its partner. Templates,
+// so that every index is a constant and v stays in registers.
+template <int HALF, int BIT, int N>
+__device__ __forceinline__ void fold_step(float (&v)[N], int lane) {
+  const bool upper = (lane & BIT) != 0;
+#pragma unroll
+  for (int i = 0; i < HALF; ++i) {
+    const float send = upper ? v[i] : v[i + HALF];
+    const float keep = upper ? v[i + HALF] : v[i];
+    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, BIT);
+  }
+  if constexpr (HALF > 1) fold_step<HALF / 2, BIT / 2>(v, lane);
+}
+
+// fold_rows(v, lane): the warp's sums of v[r] over its 32 lanes; lane l gets row
+// l >> (5 - log2 ROWS) (ROWS a power of two, 2..32). Clobbers v.
+template <int ROWS>
+__device__ __forceinline__ float fold_rows(float (&v)[ROWS], int lane) {
+  fold_step<ROWS / 2, 16>(v, lane);
+  float s = v[0];
+#pragma unroll
+  for (int bit = 32 / ROWS / 2; bit >= 1; bit /= 2) s += __shfl_xor_sync(0xffffffffu, s, bit);
+  return s;
+}
+
+template <int ROWS, bool VEC>
+__global__ void rows_linear_kernel(float* __restrict__ y, const float* __restrict__ x,
+                                   const float* __restrict__ w, const float* __restrict__ bias,
+                                   int rows, int in, int out, int act) {
+  __shared__ float part[kRowsLinearMaxWarps][kRowsLinearCols][ROWS];
+  pdl_wait_then_release();
+  const int o0 = static_cast<int>(blockIdx.x) * kRowsLinearCols;
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, warp = tid / 32;
+  const int warps = static_cast<int>(blockDim.x) / 32;
+  float acc[kRowsLinearCols][ROWS];
+#pragma unroll
+  for (int c = 0; c < kRowsLinearCols; ++c) {
+#pragma unroll
+    for (int r = 0; r < ROWS; ++r) acc[c][r] = 0.0f;
+  }
+  const float* wr[kRowsLinearCols];
+#pragma unroll
+  for (int c = 0; c < kRowsLinearCols; ++c) {
+    wr[c] = w + static_cast<std::size_t>(min(o0 + c, out - 1)) * in;  // a column past `out`: unused
+  }
+  if constexpr (VEC) {
+    const int n4 = in / 4;
+    for (int i = tid; i < n4; i += static_cast<int>(blockDim.x)) {
+      float4 wv[kRowsLinearCols];
+#pragma unroll
+      for (int c = 0; c < kRowsLinearCols; ++c) wv[c] = __ldg(reinterpret_cast<const float4*>(wr[c]) + i);
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        if (r < rows) {
+          const float4 xv = __ldg(reinterpret_cast<const float4*>(x + static_cast<std::size_t>(r) * in) + i);
+#pragma unroll
+          for (int c = 0; c < kRowsLinearCols; ++c) {
+            acc[c][r] += wv[c].x * xv.x + wv[c].y * xv.y + wv[c].z * xv.z + wv[c].w * xv.w;
+          }
+        }
+      }
+    }
+  } else {
+    for (int i = tid; i < in; i += static_cast<int>(blockDim.x)) {
+      float wv[kRowsLinearCols];
+#pragma unroll
+      for (int c = 0; c < kRowsLinearCols; ++c) wv[c] = __ldg(wr[c] + i);
+#pragma unroll
+      for (int r = 0; r < ROWS; ++r) {
+        if (r < rows) {
+          const float xv = __ldg(x + static_cast<std::size_t>(r) * in + i);
+#pragma unroll
+          for (int c = 0; c < kRowsLinearCols; ++c) acc[c][r] += wv[c] * xv;
+        }
+      }
+    }
+  }
+  constexpr int kShift = 5 - (ROWS >= 32 ? 5 : ROWS >= 16 ? 4 : ROWS >= 8 ? 3 : ROWS >= 4 ? 2 : ROWS >= 2 ? 1 : 0);
+  const int row = lane >> kShift;
+  const bool holder = (lane & ((1 << kShift) - 1)) == 0;
+#pragma unroll
+  for (int c = 0; c < kRowsLinearCols; ++c) {
+    const float s = fold_rows<ROWS>(acc[c], lane);
+    if (holder) part[warp][c][row] = s;
+  }
+  __syncthreads();
+  if (tid < kRowsLinearCols * ROWS) {
+    const int c = tid / ROWS, r = tid % ROWS, o = o0 + c;
+    if (r < rows && o < out) {
+      float s = 0.0f;
+      for (int k = 0; k < warps; ++k) s += part[k][c][r];
+      y[static_cast<std::size_t>(r) * out + o] = activate(s + (bias ? bias[o] : 0.0f), act);
+    }
+  }
+}
+
 __global__ void layer_norm_kernel(float* y, const float* x, const float* residual,
                                   const float* __restrict__ gamma, const float* __restrict__ beta,
                                   std::size_t cols, float eps) {
   __shared__ float shared[32];
+  pdl_wait_then_release();
   const std::size_t row = blockIdx.x;
   const float* xr = x + row * cols;
   const float* rr = residual ? residual + row * cols : nullptr;
@@ -195,6 +309,7 @@ constexpr int kFusedMaxKeySlots = 4;  // seq <= 128
 __global__ void attention_fused_kernel(float* __restrict__ out, const float* __restrict__ qkv,
                                        int seq, int heads, int head_dim, float scale) {
   extern __shared__ float smem[];
+  pdl_wait_then_release();
   const int ld = head_dim + 1;
   float* ks = smem;                        // seq x ld
   float* vs = ks + seq * ld;               // seq x ld
@@ -322,26 +437,49 @@ unsigned row_threads(std::size_t cols) {
   return static_cast<unsigned>((t + 31) / 32 * 32);
 }
 
-template <int ROWS>
-cudaError_t launch_gemv(cudaStream_t stream, float* y, const float* x, const float* w,
-                        const float* bias, std::size_t in, std::size_t out, int act, bool pdl) {
-  constexpr int kWarps = 8;
-  const auto blocks = static_cast<unsigned>((out + kWarps - 1) / kWarps);
-  const bool vec = in % 4 == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
-                   reinterpret_cast<std::uintptr_t>(w) % 16 == 0;
+// launch_ex(stream, grid, block, smem, pdl, kernel, args...): kernel<<<grid, block, smem,
+// stream>>>(args...), with programmatic stream serialization when pdl (the kernel must begin
+// with pdl_wait_then_release()). Returns the launch's error and clears it.
+template <typename... Params, typename... Args>
+cudaError_t launch_ex(cudaStream_t stream, dim3 grid, dim3 block, std::size_t smem, bool pdl,
+                     void (*kernel)(Params...), Args... args) {
   cudaLaunchConfig_t config{};
-  config.gridDim = dim3(blocks);
-  config.blockDim = dim3(kWarps * 32);
-  config.dynamicSmemBytes = 0;
+  config.gridDim = grid;
+  config.blockDim = block;
+  config.dynamicSmemBytes = smem;
   config.stream = stream;
   cudaLaunchAttribute attr[1] = {pdl_attribute()};
   config.attrs = attr;
   config.numAttrs = pdl ? 1 : 0;
-  const float* xc = x;
-  if (vec) {
-    return cudaLaunchKernelEx(&config, gemv_kernel<ROWS, true>, y, xc, w, bias, in, out, act);
-  }
-  return cudaLaunchKernelEx(&config, gemv_kernel<ROWS, false>, y, xc, w, bias, in, out, act);
+  const cudaError_t st = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+  if (st != cudaSuccess) (void)cudaGetLastError();
+  return st;
+}
+
+template <int ROWS>
+cudaError_t launch_gemv(cudaStream_t stream, float* y, const float* x, const float* w,
+                        const float* bias, std::size_t in, std::size_t out, int act, bool pdl) {
+  constexpr int kWarps = 8;
+  const dim3 grid(static_cast<unsigned>((out + kWarps - 1) / kWarps)), block(kWarps * 32);
+  const bool vec = in % 4 == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
+                   reinterpret_cast<std::uintptr_t>(w) % 16 == 0;
+  if (vec) return launch_ex(stream, grid, block, 0, pdl, gemv_kernel<ROWS, true>, y, x, w, bias, in, out, act);
+  return launch_ex(stream, grid, block, 0, pdl, gemv_kernel<ROWS, false>, y, x, w, bias, in, out, act);
+}
+
+template <int ROWS>
+cudaError_t launch_rows_linear(cudaStream_t stream, float* y, const float* x, const float* w,
+                               const float* bias, std::size_t rows, std::size_t in,
+                               std::size_t out, int act, bool pdl) {
+  const bool vec = in % 4 == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
+                   reinterpret_cast<std::uintptr_t>(w) % 16 == 0;
+  const std::size_t steps = vec ? in / 4 : in;  // the reduction's loads per weight row
+  const dim3 grid(static_cast<unsigned>((out + kRowsLinearCols - 1) / kRowsLinearCols));
+  const dim3 block(static_cast<unsigned>(
+      std::clamp<std::size_t>((steps + 31) / 32 * 32, 32, kRowsLinearMaxWarps * 32)));
+  const int r = static_cast<int>(rows), k = static_cast<int>(in), n = static_cast<int>(out);
+  if (vec) return launch_ex(stream, grid, block, 0, pdl, rows_linear_kernel<ROWS, true>, y, x, w, bias, r, k, n, act);
+  return launch_ex(stream, grid, block, 0, pdl, rows_linear_kernel<ROWS, false>, y, x, w, bias, r, k, n, act);
 }
 
 }  // namespace
@@ -357,29 +495,35 @@ cudaError_t gemv_bias_act(cudaStream_t stream, float* y, const float* x, const f
                           const float* bias, std::size_t rows, std::size_t in, std::size_t out,
                           int act, bool pdl) {
   if (rows == 0 || out == 0) return cudaSuccess;
-  cudaError_t st = cudaErrorInvalidValue;
   switch (rows) {
-    case 1: st = launch_gemv<1>(stream, y, x, w, bias, in, out, act, pdl); break;
-    case 2: st = launch_gemv<2>(stream, y, x, w, bias, in, out, act, pdl); break;
-    case 3: st = launch_gemv<3>(stream, y, x, w, bias, in, out, act, pdl); break;
-    case 4: st = launch_gemv<4>(stream, y, x, w, bias, in, out, act, pdl); break;
+    case 1: return launch_gemv<1>(stream, y, x, w, bias, in, out, act, pdl);
+    case 2: return launch_gemv<2>(stream, y, x, w, bias, in, out, act, pdl);
+    case 3: return launch_gemv<3>(stream, y, x, w, bias, in, out, act, pdl);
+    case 4: return launch_gemv<4>(stream, y, x, w, bias, in, out, act, pdl);
     default: return cudaErrorInvalidValue;
   }
-  if (st != cudaSuccess) {
-    (void)cudaGetLastError();  // clear it: the caller reports `st`
-    return st;
+}
+
+cudaError_t rows_linear(cudaStream_t stream, float* y, const float* x, const float* w,
+                        const float* bias, std::size_t rows, std::size_t in, std::size_t out,
+                        int act, bool pdl) {
+  if (rows == 0 || out == 0) return cudaSuccess;
+  if (rows > kRowsLinearMaxRows || in > 0x7fffffffu || out > 0x7fffffffu ||
+      (out + kRowsLinearCols - 1) / kRowsLinearCols > 0x7fffffffu) {
+    return cudaErrorInvalidValue;
   }
-  return cudaGetLastError();
+  if (rows <= 8) return launch_rows_linear<8>(stream, y, x, w, bias, rows, in, out, act, pdl);
+  if (rows <= 16) return launch_rows_linear<16>(stream, y, x, w, bias, rows, in, out, act, pdl);
+  return launch_rows_linear<32>(stream, y, x, w, bias, rows, in, out, act, pdl);
 }
 
 cudaError_t layer_norm(cudaStream_t stream, float* y, const float* x, const float* residual,
                        const float* gamma, const float* beta, std::size_t rows, std::size_t cols,
-                       float eps) {
+                       float eps, bool pdl) {
   if (rows == 0 || cols == 0) return cudaSuccess;
   if (rows > 0x7fffffffu) return cudaErrorInvalidValue;
-  layer_norm_kernel<<<static_cast<unsigned>(rows), row_threads(cols), 0, stream>>>(
-      y, x, residual, gamma, beta, cols, eps);
-  return cudaGetLastError();
+  return launch_ex(stream, dim3(static_cast<unsigned>(rows)), dim3(row_threads(cols)), 0, pdl,
+                   layer_norm_kernel, y, x, residual, gamma, beta, cols, eps);
 }
 
 cudaError_t softmax(cudaStream_t stream, float* y, const float* x, std::size_t rows,
@@ -414,7 +558,7 @@ cudaError_t scale_matrix(cudaStream_t stream, float* c, std::size_t ldc, std::si
 
 cudaError_t attention(cudaStream_t stream, float* out, const float* qkv, float* scratch,
                       std::size_t batch, std::size_t seq, std::size_t heads,
-                      std::size_t head_dim, float scale) {
+                      std::size_t head_dim, float scale, bool pdl) {
   const std::size_t rows = batch * heads * seq;
   if (rows == 0 || head_dim == 0) return cudaSuccess;
   if (rows > 0x7fffffffu || head_dim > 12 * 1024) return cudaErrorInvalidValue;
@@ -422,10 +566,9 @@ cudaError_t attention(cudaStream_t stream, float* out, const float* qkv, float* 
   if (seq <= 32 * kFusedMaxKeySlots && fused_smem <= 48 * 1024 && batch * heads <= 0x7fffffffu) {
     const dim3 grid(static_cast<unsigned>(batch * heads),
                     static_cast<unsigned>((seq + kFusedRowsPerBlock - 1) / kFusedRowsPerBlock));
-    attention_fused_kernel<<<grid, kFusedWarps * 32, fused_smem, stream>>>(
-        out, qkv, static_cast<int>(seq), static_cast<int>(heads), static_cast<int>(head_dim),
-        scale);
-    return cudaGetLastError();
+    return launch_ex(stream, grid, dim3(kFusedWarps * 32), fused_smem, pdl,
+                     attention_fused_kernel, out, qkv, static_cast<int>(seq),
+                     static_cast<int>(heads), static_cast<int>(head_dim), scale);
   }
   const unsigned t1 = static_cast<unsigned>(std::clamp<std::size_t>((seq + 31) / 32 * 32, 32, 256));
   attention_scores_kernel<<<static_cast<unsigned>(rows), t1, head_dim * sizeof(float), stream>>>(
