@@ -214,8 +214,8 @@ __global__ void rows_linear_kernel(float* __restrict__ y, const float* __restric
     if (holder) part[warp][c][row] = s;
   }
   __syncthreads();
-  if (tid < kRowsLinearCols * ROWS) {
-    const int c = tid / ROWS, r = tid % ROWS, o = o0 + c;
+  for (int i = tid; i < kRowsLinearCols * ROWS; i += static_cast<int>(blockDim.x)) {
+    const int c = i / ROWS, r = i % ROWS, o = o0 + c;
     if (r < rows && o < out) {
       float s = 0.0f;
       for (int k = 0; k < warps; ++k) s += part[k][c][r];
