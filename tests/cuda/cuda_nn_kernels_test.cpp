@@ -198,8 +198,10 @@ TEST_F(CudaNnKernels, AutotunedLinearShapesMatchCpuOnFirstAndLaterCallsAndInACap
   }
 }
 
+// layer_norm: cols <= 256 and <= 1024 take the warp-per-row kernel's two variants (17 rows: a
+// block of 8 rows partly used), 3000 the block-per-row kernel.
 TEST_F(CudaNnKernels, BiasActivationLayerNormAndSoftmaxMatchCpuInPlaceToo) {
-  for (std::size_t cols : {1, 31, 256, 3000}) {
+  for (std::size_t cols : {1, 31, 256, 1000, 3000}) {
     const std::size_t rows = 17;
     for (auto act : {Activation::kNone, Activation::kRelu, Activation::kGelu}) {
       both("bias_activation", [&](On& on, std::mt19937& rng) {
@@ -261,9 +263,9 @@ TEST_F(CudaNnKernels, TransposeAndCopy2dMatchCpuExactly) {
 }
 
 TEST_F(CudaNnKernels, AttentionMatchesCpu) {
-  // The fused kernel takes seq <= 128 when K and V fit 48 KiB (here up to seq 33 at every
-  // head_dim, 100 at head_dim 8; seq 33: a partly filled key slot); the rest, 129 and 200 among
-  // them, the two-kernel path. head_dim 100: not a multiple of 32.
+  // The fused kernel takes seq <= 128 when its shared memory fits 48 KiB (here up to seq 33 at
+  // every head_dim, 128 at head_dim 8; seq 33: a partly filled key slot and query tile); the rest,
+  // 129 and 200 among them, the two-kernel path. head_dim 100: not a multiple of 32.
   for (std::size_t seq : {1, 5, 32, 33, 100, 128, 129, 200}) {
     for (std::size_t head_dim : {8, 64, 100}) {
       both("attention", [&](On& on, std::mt19937& rng) {

@@ -59,7 +59,8 @@ inline constexpr std::size_t kRowsLinearMaxRows = 32;
 cudaError_t rows_linear(cudaStream_t stream, float* y, const float* x, const float* w,
                         const float* bias, std::size_t rows, std::size_t in, std::size_t out,
                         int act, bool pdl);
-// layer_norm / softmax: a block per row; see kernels.h for the contracts (in place allowed).
+// layer_norm: a warp per row, the row in registers, for cols <= 1024; a block per row above.
+// softmax: a block per row. See kernels.h for the contracts (in place allowed).
 // pdl (layer_norm, attention's fused kernel): launched as gemv_bias_act with pdl.
 cudaError_t layer_norm(cudaStream_t stream, float* y, const float* x, const float* residual,
                        const float* gamma, const float* beta, std::size_t rows, std::size_t cols,
@@ -73,9 +74,10 @@ cudaError_t transpose(cudaStream_t stream, float* y, const float* x, std::size_t
 cudaError_t scale_matrix(cudaStream_t stream, float* c, std::size_t ldc, std::size_t stride_c,
                          std::size_t m, std::size_t n, std::size_t batch, float beta);
 // attention: out = softmax(scale * Q K^T) V per (batch, head). Note [CUDA attention]:
-//   seq <= 128 and K, V of one head fit 48 KiB of shared memory (the encoder's seq 32, head_dim
-//   64: 17 KB): one fused kernel, a block per (batch, head, 16 query rows) with K and V staged
-//   in shared memory, a warp per query row, softmax in registers; scratch is not used.
+//   seq <= 128 and K, V of one head with 8 query rows fit 48 KiB of shared memory (the
+//   encoder's seq 32, head_dim 64: 20 KB): one fused kernel, a block per (batch, head, 8 query
+//   rows) with K, V and the query rows staged in shared memory, a warp per query row, softmax in
+//   registers; scratch is not used.
 //   Otherwise two kernels, a block per query row: scores + softmax into scratch, then P . V.
 //   pdl: the fused kernel launched as gemv_bias_act with pdl (the two-kernel path never is).
 cudaError_t attention(cudaStream_t stream, float* out, const float* qkv, float* scratch,
