@@ -125,10 +125,10 @@ TEST_F(CudaNnKernels, GemmWithKZeroScalesC) {
   }
 }
 
-// rows 1-4: the GEMV; 5-32: the small-batch kernel (Note [Small-batch linear]), each of its
-// three row templates full and partly used; 33 and up: cuBLASLt.
+// rows 1-4: the GEMV; 5-16: the small-batch kernel (Note [Small-batch linear]), each of its
+// two row templates full and partly used; 17 and up: cuBLASLt.
 TEST_F(CudaNnKernels, LinearMatchesCpuOnTheGemvSmallBatchAndCublasLtPaths) {
-  for (std::size_t rows : {1, 2, 3, 4, 5, 8, 13, 16, 17, 32, 33, 64, 300}) {
+  for (std::size_t rows : {1, 2, 3, 4, 5, 8, 9, 13, 16, 17, 32, 64, 300}) {
     for (std::size_t in : {7, 64, 1000}) {
       for (std::size_t out : {1, 33, 256}) {
         for (auto act : {Activation::kNone, Activation::kRelu, Activation::kGelu}) {

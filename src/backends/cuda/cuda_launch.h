@@ -55,7 +55,7 @@ cudaError_t gemv_bias_act(cudaStream_t stream, float* y, const float* x, const f
 // rows_linear: the same linear for kGemvMaxRows < rows <= kRowsLinearMaxRows (Note [Small-batch
 // linear] in nn_kernels.cu): a block per two output columns, the block's threads splitting `in`;
 // PDL as gemv_bias_act. cudaErrorInvalidValue for rows above the limit.
-inline constexpr std::size_t kRowsLinearMaxRows = 32;
+inline constexpr std::size_t kRowsLinearMaxRows = 16;
 cudaError_t rows_linear(cudaStream_t stream, float* y, const float* x, const float* w,
                         const float* bias, std::size_t rows, std::size_t in, std::size_t out,
                         int act, bool pdl);

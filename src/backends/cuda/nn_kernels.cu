@@ -112,18 +112,24 @@ __global__ void gemv_kernel(float* __restrict__ y, const float* __restrict__ x,
 }
 
 // Note [Small-batch linear]
-// rows in (kGemvMaxRows, kRowsLinearMaxRows] (the encoder's batch 1 is 32 rows of 256): one
-// block per kRowsLinearCols output columns, every row. The block's threads split the reduction
-// dimension (16-byte steps when VEC), so each weight row is read once, coalesced, and x (at most
-// 32 rows, L1-resident) is shared by the block's columns; this spreads a layer over out / 2
-// blocks, where the GEMV's warp per column reads all of x once per column and cuBLASLt's tiles
-// need a split-K reduction kernel at these shapes. Each thread keeps ROWS x kRowsLinearCols
+// rows in (kGemvMaxRows, kRowsLinearMaxRows]: one block per kRowsLinearCols output columns,
+// every row. The block's threads split the reduction dimension (16-byte steps when VEC), so each
+// weight row is read once, coalesced, and x (at most 16 rows, L1-resident) is shared by the
+// block's columns; a layer spreads over out / 2 blocks (the GEMV's warp per column would read
+// all of x once per column, and one warp's registers cannot hold 16 rows' sums of several
+// columns). Each thread keeps ROWS x kRowsLinearCols
 // partial sums; a warp folds them with a butterfly (log2(ROWS) steps that each halve the values
-// per lane by exchanging half of them, then plain xor steps: 31 shuffles for 32 rows, against
-// 160 for a warp_sum per row), after which lane l holds row l >> (5 - log2 ROWS); the warps'
+// per lane by exchanging half of them, then plain xor steps: 16 shuffles for 16 rows, against
+// 80 for a warp_sum per row), after which lane l holds row l >> (5 - log2 ROWS); the warps'
 // sums meet in shared memory, and one thread per output adds bias and activation. ROWS is a
 // power of two >= rows (rows beyond `rows` are never read). PDL as the GEMV (Note [GEMV and
 // PDL]).
+// Why 16 rows (H100, `tandem bench --device cuda`, docs/benchmarks.md): at 8 rows the MLP ran
+// 1.8-2x faster on one thread than with cuBLASLt and as fast at 8 threads; with 32 rows too (a
+// 32-row variant, 168 registers a thread) one thread gained 33-55% (MLP batch 32, the eager
+// encoder's batch 1), but 8 threads lost 13% (MLP batch 32) and 8-16 graph-replaying threads
+// 15-35% (encoder batch 1): its out / 2 blocks filled the GPU, where cuBLASLt's few tiles left
+// room for the other threads' kernels.
 constexpr int kRowsLinearCols = 2;
 constexpr int kRowsLinearMaxWarps = 8;
 
@@ -572,8 +578,7 @@ cudaError_t rows_linear(cudaStream_t stream, float* y, const float* x, const flo
     return cudaErrorInvalidValue;
   }
   if (rows <= 8) return launch_rows_linear<8>(stream, y, x, w, bias, rows, in, out, act, pdl);
-  if (rows <= 16) return launch_rows_linear<16>(stream, y, x, w, bias, rows, in, out, act, pdl);
-  return launch_rows_linear<32>(stream, y, x, w, bias, rows, in, out, act, pdl);
+  return launch_rows_linear<16>(stream, y, x, w, bias, rows, in, out, act, pdl);
 }
 
 cudaError_t layer_norm(cudaStream_t stream, float* y, const float* x, const float* residual,
