@@ -8,6 +8,9 @@
 // linear(rows, in, out, act):
 //   rows <= 4 (batch 1..4): own GEMV kernel with bias and activation fused (one launch; a warp
 //     per output, 16-byte weight loads). Measured to beat cuBLAS at batch 1 (issue 3).
+//   rows 5..16: own small-batch kernel, bias and activation fused (Note [Small-batch linear] in
+//     nn_kernels.cu: a block per two outputs, its threads splitting `in`). On the H100 1.7-2x
+//     cuBLASLt's rate on one thread, 4-11% below it with 8 threads at once.
 //   else: cuBLASLt matmul with the bias (and ReLU) in its epilogue; GELU (erf form, which
 //     cuBLASLt's tanh-approximated GELU epilogue is not) as a second, in-place kernel.
 //   Fallback when cuBLASLt offers no algorithm: cublasGemmEx + the bias_act kernel.
@@ -22,7 +25,8 @@
 //   Each stream keeps a plan per shape (LtPlanCache: descriptors + algorithm), so a call after
 //   the first sets the bias pointer and runs the matmul, without descriptor calls or locks.
 // fp32 throughout, unless TANDEM_CUDA_TF32=1 (RuntimeConfig::cuda_tf32): then the cuBLAS GEMMs
-// use TF32 tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32); the GEMV stays fp32.
+// use TF32 tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32); the GEMV and small-batch kernels stay
+// fp32.
 #pragma once
 
 #include "tandem/kernels.h"
