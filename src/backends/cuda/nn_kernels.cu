@@ -7,6 +7,7 @@
 
 #include "backends/cuda/cuda_launch.h"
 #include "backends/cuda/pdl.cuh"
+#include "backends/cuda/warp_reduce.cuh"
 
 namespace tandem::backends::cuda::launch {
 namespace {
@@ -119,10 +120,9 @@ __global__ void gemv_kernel(float* __restrict__ y, const float* __restrict__ x,
 // block's columns; a layer spreads over out / 2 blocks (the GEMV's warp per column would read
 // all of x once per column, and one warp's registers cannot hold 16 rows' sums of several
 // columns). Each thread keeps ROWS x kRowsLinearCols
-// partial sums; a warp folds them with a butterfly (log2(ROWS) steps that each halve the values
-// per lane by exchanging half of them, then plain xor steps: 16 shuffles for 16 rows, against
-// 80 for a warp_sum per row), after which lane l holds row l >> (5 - log2 ROWS); the warps'
-// sums meet in shared memory, and one thread per output adds bias and activation. ROWS is a
+// partial sums; a warp folds them with reduce_scatter (warp_reduce.cuh: 16 shuffles for 16 rows,
+// against 80 for a warp_sum per row), after which lane l holds row l >> (5 - log2 ROWS); the
+// warps' sums meet in shared memory, and one thread per output adds bias and activation. ROWS is a
 // power of two >= rows (rows beyond `rows` are never read). PDL as the GEMV (Note [GEMV and
 // PDL]).
 // Why 16 rows (H100, `tandem bench --device cuda`, docs/benchmarks.md): at 8 rows the MLP ran
@@ -133,32 +133,6 @@ __global__ void gemv_kernel(float* __restrict__ y, const float* __restrict__ x,
 // room for the other threads' kernels.
 constexpr int kRowsLinearCols = 2;
 constexpr int kRowsLinearMaxWarps = 8;
-
-// fold_step<HALF, BIT>: one butterfly step over v[0, 2 HALF): lanes with BIT set keep the upper
-// half, the others the lower half; each receives the half it keeps from its partner. Templates,
-// so that every index is a constant and v stays in registers.
-template <int HALF, int BIT, int N>
-__device__ __forceinline__ void fold_step(float (&v)[N], int lane) {
-  const bool upper = (lane & BIT) != 0;
-#pragma unroll
-  for (int i = 0; i < HALF; ++i) {
-    const float send = upper ? v[i] : v[i + HALF];
-    const float keep = upper ? v[i + HALF] : v[i];
-    v[i] = keep + __shfl_xor_sync(0xffffffffu, send, BIT);
-  }
-  if constexpr (HALF > 1) fold_step<HALF / 2, BIT / 2>(v, lane);
-}
-
-// fold_rows(v, lane): the warp's sums of v[r] over its 32 lanes; lane l gets row
-// l >> (5 - log2 ROWS) (ROWS a power of two, 2..32). Clobbers v.
-template <int ROWS>
-__device__ __forceinline__ float fold_rows(float (&v)[ROWS], int lane) {
-  fold_step<ROWS / 2, 16>(v, lane);
-  float s = v[0];
-#pragma unroll
-  for (int bit = 32 / ROWS / 2; bit >= 1; bit /= 2) s += __shfl_xor_sync(0xffffffffu, s, bit);
-  return s;
-}
 
 template <int ROWS, bool VEC>
 __global__ void rows_linear_kernel(float* __restrict__ y, const float* __restrict__ x,
@@ -212,12 +186,12 @@ __global__ void rows_linear_kernel(float* __restrict__ y, const float* __restric
       }
     }
   }
-  constexpr int kShift = 5 - (ROWS >= 32 ? 5 : ROWS >= 16 ? 4 : ROWS >= 8 ? 3 : ROWS >= 4 ? 2 : ROWS >= 2 ? 1 : 0);
+  constexpr int kShift = 5 - log2_of(ROWS);
   const int row = lane >> kShift;
   const bool holder = (lane & ((1 << kShift) - 1)) == 0;
 #pragma unroll
   for (int c = 0; c < kRowsLinearCols; ++c) {
-    const float s = fold_rows<ROWS>(acc[c], lane);
+    const float s = reduce_scatter<ROWS>(acc[c], lane);
     if (holder) part[warp][c][row] = s;
   }
   __syncthreads();
