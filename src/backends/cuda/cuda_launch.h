@@ -59,6 +59,16 @@ inline constexpr std::size_t kRowsLinearMaxRows = 16;
 cudaError_t rows_linear(cudaStream_t stream, float* y, const float* x, const float* w,
                         const float* bias, std::size_t rows, std::size_t in, std::size_t out,
                         int act, bool pdl);
+// cluster_linear: the same linear for kRowsLinearMaxRows < rows <= kTileLinearMaxRows when
+// cluster_linear_fits (in a multiple of 4 S with a slice of 32..128 floats, x and w 16-byte
+// aligned; Note [Cluster linear] in nn_kernels.cu): a cluster of S blocks per 32 x 32 output
+// tile, split-K summed through distributed shared memory; PDL as gemv_bias_act.
+inline constexpr std::size_t kTileLinearMaxRows = 32;
+bool cluster_linear_fits(std::size_t rows, std::size_t in, std::size_t out, const float* x,
+                         const float* w);
+cudaError_t cluster_linear(cudaStream_t stream, float* y, const float* x, const float* w,
+                           const float* bias, std::size_t rows, std::size_t in, std::size_t out,
+                           int act, bool pdl);
 // layer_norm: a warp per row, the row in registers, for cols <= 1024; a block per row above.
 // softmax: a block per row. See kernels.h for the contracts (in place allowed).
 // pdl (layer_norm, attention's fused kernel): launched as gemv_bias_act with pdl.

@@ -262,6 +262,12 @@ void CudaKernels::linear(Encoder& enc, float* y, const float* x, const float* w,
                       where);
     return;
   }
+  if (launch::cluster_linear_fits(rows, in, out, x, w)) {
+    TANDEM_CUDA_CHECK(launch::cluster_linear(s.get(), y, x, w, bias, rows, in, out, act_code(act),
+                                             s.device().config().cuda_pdl),
+                      where);
+    return;
+  }
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   if (bias) {
     epilogue = act == Activation::kRelu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;

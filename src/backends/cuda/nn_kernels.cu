@@ -9,6 +9,8 @@
 #include "backends/cuda/pdl.cuh"
 #include "backends/cuda/warp_reduce.cuh"
 
+#include <cooperative_groups.h>
+
 namespace tandem::backends::cuda::launch {
 namespace {
 
@@ -203,6 +205,110 @@ __global__ void rows_linear_kernel(float* __restrict__ y, const float* __restric
       y[static_cast<std::size_t>(r) * out + o] = activate(s + (bias ? bias[o] : 0.0f), act);
     }
   }
+}
+
+// Note [Cluster linear]
+// rows in (kRowsLinearMaxRows, kTileLinearMaxRows] (the encoder's batch 1: 32 rows): a cluster of
+// S blocks per tile of 32 rows x 32 output columns, each block one S-th of the reduction
+// dimension (split-K, S = 1..8, a slice of at most kTileMaxSlice): it stages its slices of x and
+// w in shared memory (16-byte loads, up to 8 of each in flight a thread), each of its 128
+// threads computes 4 rows x 2 columns of the partial tile, and the cluster sums the S partial
+// tiles through distributed shared memory, block r the rows [r 32/S, (r + 1) 32/S), adding bias
+// and activation. One kernel, where cuBLASLt takes two for some of these shapes (a split-K GEMM
+// and its reduction kernel), and light blocks (128 threads, <= 38 KB of shared memory) that
+// leave room for other streams' kernels. PDL as the GEMV.
+constexpr int kTileRows = 32, kTileCols = 32, kTileThreads = 128, kTileMaxSlice = 128;
+
+__global__ void __launch_bounds__(kTileThreads) cluster_linear_kernel(
+    float* __restrict__ y, const float* __restrict__ x, const float* __restrict__ w,
+    const float* __restrict__ bias, int rows, int in, int out, int act, int slice) {
+  extern __shared__ float4 smem4[];
+  float* smem = reinterpret_cast<float*>(smem4);
+  const int ld = slice + 4;                   // floats; ld * 4 bytes = 16 mod 128: no conflicts
+  float* xs = smem;                           // kTileRows x ld
+  float* ws = xs + kTileRows * ld;            // kTileCols x ld
+  float* part = ws + kTileCols * ld;          // kTileRows x (kTileCols + 1)
+  pdl_wait_then_release();
+  cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int splits = static_cast<int>(cluster.num_blocks());
+  const int col0 = static_cast<int>(blockIdx.x) * kTileCols;
+  const int k0 = rank * slice;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int q = slice / 4;  // float4s per row of a slice
+  const int n4 = kTileRows * q;
+  for (int base = tid; base < n4; base += 8 * kTileThreads) {
+    float4 xv[8], wv[8];
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      const int i = base + u * kTileThreads;
+      if (i < n4) {
+        const int r = i / q, c4 = i % q;
+        const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        xv[u] = r < rows ? __ldg(reinterpret_cast<const float4*>(x + static_cast<std::size_t>(r) * in + k0) + c4) : zero;
+        wv[u] = col0 + r < out ? __ldg(reinterpret_cast<const float4*>(w + static_cast<std::size_t>(col0 + r) * in + k0) + c4) : zero;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < 8; ++u) {
+      const int i = base + u * kTileThreads;
+      if (i < n4) {
+        const int r = i / q, c4 = i % q;
+        *reinterpret_cast<float4*>(xs + r * ld + 4 * c4) = xv[u];
+        *reinterpret_cast<float4*>(ws + r * ld + 4 * c4) = wv[u];
+      }
+    }
+  }
+  __syncthreads();
+  // Thread t: rows 4 (t / 16) .. + 3, columns t % 16 and t % 16 + 16.
+  const int rg = tid / 16, cg = tid % 16;
+  float acc[4][2] = {};
+  for (int k = 0; k < slice; k += 4) {
+    float4 a[4], b[2];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) a[i] = *reinterpret_cast<const float4*>(xs + (4 * rg + i) * ld + k);
+#pragma unroll
+    for (int j = 0; j < 2; ++j) b[j] = *reinterpret_cast<const float4*>(ws + (cg + 16 * j) * ld + k);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        acc[i][j] += a[i].x * b[j].x + a[i].y * b[j].y + a[i].z * b[j].z + a[i].w * b[j].w;
+      }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+#pragma unroll
+    for (int j = 0; j < 2; ++j) part[(4 * rg + i) * (kTileCols + 1) + cg + 16 * j] = acc[i][j];
+  }
+  cluster.sync();  // every block's partial tile is written
+  const int per = kTileRows / splits;
+  for (int e = tid; e < per * kTileCols; e += kTileThreads) {
+    const int r = rank * per + e / kTileCols, c = e % kTileCols, o = col0 + c;
+    float sum = 0.0f;
+    for (int s = 0; s < splits; ++s) sum += cluster.map_shared_rank(part, s)[r * (kTileCols + 1) + c];
+    if (r < rows && o < out) {
+      y[static_cast<std::size_t>(r) * out + o] = activate(sum + (bias ? bias[o] : 0.0f), act);
+    }
+  }
+  cluster.sync();  // no block leaves (and frees its shared memory) while others read it
+}
+
+// cluster_splits(in, x, w): S for cluster_linear_kernel: the fewest splits (1, 2, 4, 8) whose
+// slice is a multiple of 4 floats and at most 64 (more blocks pull the weights: the kernel is
+// latency-bound), else at most kTileMaxSlice; 0 when none fits or x, w are not 16-byte aligned.
+int cluster_splits(std::size_t in, const float* x, const float* w) {
+  if (reinterpret_cast<std::uintptr_t>(x) % 16 != 0 || reinterpret_cast<std::uintptr_t>(w) % 16 != 0) {
+    return 0;
+  }
+  for (std::size_t limit : {std::size_t{64}, static_cast<std::size_t>(kTileMaxSlice)}) {
+    for (int s = 1; s <= 8; s *= 2) {
+      const auto su = static_cast<std::size_t>(s);
+      if (in % (4 * su) == 0 && in / su <= limit) return s;
+    }
+  }
+  return 0;
 }
 
 // layer_norm_warp_kernel: a warp per row for cols <= 32 * VALS, the row in registers: one read
@@ -554,6 +660,40 @@ cudaError_t rows_linear(cudaStream_t stream, float* y, const float* x, const flo
   }
   if (rows <= 8) return launch_rows_linear<8>(stream, y, x, w, bias, rows, in, out, act, pdl);
   return launch_rows_linear<16>(stream, y, x, w, bias, rows, in, out, act, pdl);
+}
+
+bool cluster_linear_fits(std::size_t rows, std::size_t in, std::size_t out, const float* x,
+                         const float* w) {
+  return rows > 0 && rows <= kTileLinearMaxRows && out > 0 && out <= 0x7fffffffu &&
+         in <= 0x7fffffffu && cluster_splits(in, x, w) > 0;
+}
+
+cudaError_t cluster_linear(cudaStream_t stream, float* y, const float* x, const float* w,
+                           const float* bias, std::size_t rows, std::size_t in, std::size_t out,
+                           int act, bool pdl) {
+  if (!cluster_linear_fits(rows, in, out, x, w)) return cudaErrorInvalidValue;
+  const int s = cluster_splits(in, x, w);
+  const int slice = static_cast<int>(in) / s;
+  const std::size_t smem =
+      (static_cast<std::size_t>(kTileRows + kTileCols) * (slice + 4) + kTileRows * (kTileCols + 1)) *
+      sizeof(float);
+  cudaLaunchConfig_t config{};
+  config.gridDim = dim3(static_cast<unsigned>((out + kTileCols - 1) / kTileCols), static_cast<unsigned>(s));
+  config.blockDim = dim3(kTileThreads);
+  config.dynamicSmemBytes = smem;
+  config.stream = stream;
+  cudaLaunchAttribute attr[2] = {pdl_attribute(), {}};
+  attr[1].id = cudaLaunchAttributeClusterDimension;
+  attr[1].val.clusterDim.x = 1;
+  attr[1].val.clusterDim.y = static_cast<unsigned>(s);
+  attr[1].val.clusterDim.z = 1;
+  config.attrs = pdl ? attr : attr + 1;
+  config.numAttrs = pdl ? 2 : 1;
+  const cudaError_t st = cudaLaunchKernelEx(&config, cluster_linear_kernel, y, x, w, bias,
+                                            static_cast<int>(rows), static_cast<int>(in),
+                                            static_cast<int>(out), act, slice);
+  if (st != cudaSuccess) (void)cudaGetLastError();
+  return st;
 }
 
 cudaError_t layer_norm(cudaStream_t stream, float* y, const float* x, const float* residual,
