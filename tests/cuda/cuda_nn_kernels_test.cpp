@@ -127,8 +127,9 @@ TEST_F(CudaNnKernels, GemmWithKZeroScalesC) {
 
 // rows 1-4: the GEMV; 5-16: the small-batch kernel (Note [Small-batch linear]), each of its
 // two row templates full and partly used; 17-32: the cluster kernel (Note [Cluster linear]) where
-// `in` fits it (64: one block a tile; 256: 4 splits of 64; 1024: 8 of 128), else cuBLASLt (7,
-// 1000); 33 and up: cuBLASLt.
+// `in` fits it (64: one block a tile; 256: 4 splits of 64; 1024: 8 of 128; every `out` here is
+// within its weight limit, 1024 x 256 exactly at it), else cuBLASLt (in 7, 1000); 33 and up:
+// cuBLASLt.
 TEST_F(CudaNnKernels, LinearMatchesCpuOnEveryPath) {
   for (std::size_t rows : {1, 2, 3, 4, 5, 8, 9, 13, 16, 17, 20, 32, 33, 64, 300}) {
     for (std::size_t in : {7, 64, 256, 1000, 1024}) {

@@ -217,6 +217,11 @@ __global__ void rows_linear_kernel(float* __restrict__ y, const float* __restric
 // and activation. One kernel, where cuBLASLt takes two for some of these shapes (a split-K GEMM
 // and its reduction kernel), and light blocks (128 threads, <= 38 KB of shared memory) that
 // leave room for other streams' kernels. PDL as the GEMV.
+// Only for weights of at most kTileLinearMaxWeights floats (1 MiB: the encoder's layers, 256 x
+// 768 up to 256 x 1024), measured on the H100 (docs/benchmarks.md): the encoder's batch-1 graph
+// gained 2-3% on one thread, 16-17% at 8 threads and 30% at 16; the MLP's 2-4 MiB layers at 32
+// rows (128-256 blocks a layer) lost 16% at 8 threads, where cuBLASLt's fewer, longer blocks
+// share the GPU better.
 constexpr int kTileRows = 32, kTileCols = 32, kTileThreads = 128, kTileMaxSlice = 128;
 
 __global__ void __launch_bounds__(kTileThreads) cluster_linear_kernel(
@@ -664,8 +669,9 @@ cudaError_t rows_linear(cudaStream_t stream, float* y, const float* x, const flo
 
 bool cluster_linear_fits(std::size_t rows, std::size_t in, std::size_t out, const float* x,
                          const float* w) {
-  return rows > 0 && rows <= kTileLinearMaxRows && out > 0 && out <= 0x7fffffffu &&
-         in <= 0x7fffffffu && cluster_splits(in, x, w) > 0;
+  return rows > 0 && rows <= kTileLinearMaxRows && out > 0 && in <= kTileLinearMaxWeights &&
+         out <= kTileLinearMaxWeights / std::max<std::size_t>(in, 1) &&
+         cluster_splits(in, x, w) > 0;
 }
 
 cudaError_t cluster_linear(cudaStream_t stream, float* y, const float* x, const float* w,
