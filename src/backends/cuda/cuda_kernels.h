@@ -11,6 +11,10 @@
 //   rows 5..16: own small-batch kernel, bias and activation fused (Note [Small-batch linear] in
 //     nn_kernels.cu: a block per two outputs, its threads splitting `in`). On the H100 1.7-2x
 //     cuBLASLt's rate on one thread, 4-11% below it with 8 threads at once.
+//   rows 17..32 with in x out <= 2^18 floats (1 MiB) and `in` a multiple of 4 that splits into
+//     slices of <= 128: own cluster kernel (Note [Cluster linear] in nn_kernels.cu: split-K over
+//     a thread-block cluster, summed in distributed shared memory, one kernel). The encoder's
+//     batch 1 (32 rows, 256 x 768 .. 1024 x 256 weights); larger weights stay on cuBLASLt.
 //   else: cuBLASLt matmul with the bias (and ReLU) in its epilogue; GELU (erf form, which
 //     cuBLASLt's tanh-approximated GELU epilogue is not) as a second, in-place kernel.
 //   Fallback when cuBLASLt offers no algorithm: cublasGemmEx + the bias_act kernel.
@@ -25,8 +29,8 @@
 //   Each stream keeps a plan per shape (LtPlanCache: descriptors + algorithm), so a call after
 //   the first sets the bias pointer and runs the matmul, without descriptor calls or locks.
 // fp32 throughout, unless TANDEM_CUDA_TF32=1 (RuntimeConfig::cuda_tf32): then the cuBLAS GEMMs
-// use TF32 tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32); the GEMV and small-batch kernels stay
-// fp32.
+// use TF32 tensor cores (CUBLAS_COMPUTE_32F_FAST_TF32); the GEMV, small-batch and cluster
+// kernels stay fp32.
 #pragma once
 
 #include "tandem/kernels.h"

@@ -1,6 +1,6 @@
 // nn_kernels.cu — the cuda backend's own nn kernels (see cuda_launch.h): bias+activation, the
-// batch-1..4 GEMV+bias+activation, the small-batch (5..16 rows) linear, layer_norm, softmax,
-// transpose, attention.
+// batch-1..4 GEMV+bias+activation, the small-batch (5..16 rows) and cluster (17..32 rows) linears,
+// layer_norm, softmax, transpose, attention.
 #include <algorithm>
 #include <cfloat>
 #include <cstdint>

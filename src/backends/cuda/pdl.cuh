@@ -1,6 +1,6 @@
 // pdl.cuh (private, device code) — the first statement of every kernel that the cuda backend
-// launches with programmatic dependent launch (GEMV, small-batch linear, layer_norm, fused
-// attention, copy): see Note [GEMV and PDL] in nn_kernels.cu.
+// launches with programmatic dependent launch (GEMV, small-batch and cluster linears,
+// layer_norm, fused attention, copy): see Note [GEMV and PDL] in nn_kernels.cu.
 #pragma once
 
 namespace tandem::backends::cuda::launch {
