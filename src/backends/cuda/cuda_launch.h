@@ -60,9 +60,10 @@ cudaError_t rows_linear(cudaStream_t stream, float* y, const float* x, const flo
                         const float* bias, std::size_t rows, std::size_t in, std::size_t out,
                         int act, bool pdl);
 // cluster_linear: the same linear for kRowsLinearMaxRows < rows <= kTileLinearMaxRows when
-// cluster_linear_fits (in x out <= kTileLinearMaxWeights, in a multiple of 4 S with a slice of at
-// most 128 floats, x and w 16-byte aligned; Note [Cluster linear] in nn_kernels.cu): a cluster of S blocks per 32 x 32 output
-// tile, split-K summed through distributed shared memory; PDL as gemv_bias_act.
+// cluster_linear_fits (in x out <= kTileLinearMaxWeights, in a multiple of 4 S with a slice of
+// at most 128 floats, x and w 16-byte aligned; Note [Cluster linear] in nn_kernels.cu): a
+// cluster of S blocks per 32 x 32 output tile, split-K summed through distributed shared
+// memory; PDL as gemv_bias_act. cudaErrorInvalidValue when it does not fit.
 inline constexpr std::size_t kTileLinearMaxRows = 32;
 inline constexpr std::size_t kTileLinearMaxWeights = 262144;  // in x out, floats (1 MiB)
 bool cluster_linear_fits(std::size_t rows, std::size_t in, std::size_t out, const float* x,

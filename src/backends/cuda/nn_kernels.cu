@@ -121,12 +121,11 @@ __global__ void gemv_kernel(float* __restrict__ y, const float* __restrict__ x,
 // weight row is read once, coalesced, and x (at most 16 rows, L1-resident) is shared by the
 // block's columns; a layer spreads over out / 2 blocks (the GEMV's warp per column would read
 // all of x once per column, and one warp's registers cannot hold 16 rows' sums of several
-// columns). Each thread keeps ROWS x kRowsLinearCols
-// partial sums; a warp folds them with reduce_scatter (warp_reduce.cuh: 16 shuffles for 16 rows,
-// against 80 for a warp_sum per row), after which lane l holds row l >> (5 - log2 ROWS); the
-// warps' sums meet in shared memory, and one thread per output adds bias and activation. ROWS is a
-// power of two >= rows (rows beyond `rows` are never read). PDL as the GEMV (Note [GEMV and
-// PDL]).
+// columns). Each thread keeps ROWS x kRowsLinearCols partial sums; a warp folds them with
+// reduce_scatter (warp_reduce.cuh: 16 shuffles for 16 rows, against 80 for a warp_sum per row),
+// after which lane l holds row l >> (5 - log2 ROWS); the warps' sums meet in shared memory, and
+// one thread per output adds bias and activation. ROWS is a power of two >= rows (rows beyond
+// `rows` are never read). PDL as the GEMV (Note [GEMV and PDL]).
 // Why 16 rows (H100, `tandem bench --device cuda`, docs/benchmarks.md): at 8 rows the MLP ran
 // 1.8-2x faster on one thread than with cuBLASLt and as fast at 8 threads; with 32 rows too (a
 // 32-row variant, 168 registers a thread) one thread gained 33-55% (MLP batch 32, the eager
@@ -210,17 +209,18 @@ __global__ void rows_linear_kernel(float* __restrict__ y, const float* __restric
 // Note [Cluster linear]
 // rows in (kRowsLinearMaxRows, kTileLinearMaxRows] (the encoder's batch 1: 32 rows): a cluster of
 // S blocks per tile of 32 rows x 32 output columns, each block one S-th of the reduction
-// dimension (split-K, S = 1..8, a slice of at most kTileMaxSlice): it stages its slices of x and
+// dimension (split-K, S = 1, 2, 4 or 8, the fewest that give slices of at most 64 floats, else
+// of at most kTileMaxSlice; cluster_splits): it stages its slices of x and
 // w in shared memory (16-byte loads, up to 8 of each in flight a thread), each of its 128
 // threads computes 4 rows x 2 columns of the partial tile, and the cluster sums the S partial
 // tiles through distributed shared memory, block r the rows [r 32/S, (r + 1) 32/S), adding bias
 // and activation. One kernel, where cuBLASLt takes two for some of these shapes (a split-K GEMM
 // and its reduction kernel), and light blocks (128 threads, <= 38 KB of shared memory) that
 // leave room for other streams' kernels. PDL as the GEMV.
-// Only for weights of at most kTileLinearMaxWeights floats (1 MiB: the encoder's layers, 256 x
-// 768 up to 256 x 1024), measured on the H100 (docs/benchmarks.md): the encoder's batch-1 graph
-// gained 2-3% on one thread, 16-17% at 8 threads and 30% at 16; the MLP's 2-4 MiB layers at 32
-// rows (128-256 blocks a layer) lost 16% at 8 threads, where cuBLASLt's fewer, longer blocks
+// Only for weights of at most kTileLinearMaxWeights floats (1 MiB: the encoder's layers, 768 x
+// 256 up to 256 x 1024), measured on the H100 (docs/benchmarks.md): the encoder's batch-1 graph
+// gained 1-3% on one thread, 16-18% at 8 threads and 26-31% at 16; the MLP's 2-4 MiB layers at
+// 32 rows (128-256 blocks a layer) lost 16% at 8 threads, where cuBLASLt's fewer, longer blocks
 // share the GPU better.
 constexpr int kTileRows = 32, kTileCols = 32, kTileThreads = 128, kTileMaxSlice = 128;
 
@@ -229,7 +229,8 @@ __global__ void __launch_bounds__(kTileThreads) cluster_linear_kernel(
     const float* __restrict__ bias, int rows, int in, int out, int act, int slice) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
-  const int ld = slice + 4;                   // floats; ld * 4 bytes = 16 mod 128: no conflicts
+  const int ld = slice + 4;  // floats; a slice a multiple of 32: rows 16 bytes apart mod 128
+                             // (a warp's column reads hit distinct banks)
   float* xs = smem;                           // kTileRows x ld
   float* ws = xs + kTileRows * ld;            // kTileCols x ld
   float* part = ws + kTileCols * ld;          // kTileRows x (kTileCols + 1)
@@ -317,9 +318,9 @@ int cluster_splits(std::size_t in, const float* x, const float* w) {
 }
 
 // layer_norm_warp_kernel: a warp per row for cols <= 32 * VALS, the row in registers: one read
-// of x (and residual), shuffles only, no block barrier. The block-per-row kernel below read the
-// row three times around two block reductions: ~6 us per call for the encoder's 32 rows of 256 on
-// the H100. y may alias x or residual: each lane reads all its elements before it writes them.
+// of x (and residual), shuffles only, no block barrier (the block-per-row kernel below reads the
+// row three times around two block reductions). y may alias x or residual: each lane reads all
+// its elements before it writes them.
 template <int VALS>
 __global__ void layer_norm_warp_kernel(float* y, const float* x, const float* residual,
                                        const float* __restrict__ gamma,
@@ -435,8 +436,9 @@ __global__ void scale_matrix_kernel(float* c, std::size_t ldc, std::size_t strid
 // kFusedMaxKeySlots) with four partial sums (the dot product is not one chain of head_dim
 // dependent multiply-adds); softmax by warp shuffles; the warp's probabilities go to shared
 // memory, and lanes split the head_dim outputs of P . V, reading each P[t] as a broadcast. The
-// first version (four warps walking 16 query rows each, one accumulator, a shuffle per P[t]) ran
-// 20 us per call for the encoder's batch 1 on the H100, in 8 blocks.
+// first version (four warps walking 16 query rows each, one accumulator, a shuffle per P[t], 8
+// blocks for the encoder's batch 1) took 16.9 us a call under ncu on the H100, this one 8.1-8.7
+// (docs/benchmarks.md).
 constexpr int kFusedWarps = 8;
 constexpr int kFusedMaxKeySlots = 4;  // seq <= 128
 
