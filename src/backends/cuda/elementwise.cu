@@ -54,18 +54,11 @@ cudaError_t launch_copy(cudaStream_t stream, void* dst, const void* src, std::si
                         bool pdl) {
   const std::size_t n = bytes / sizeof(T);
   const auto tail = static_cast<unsigned>(bytes % sizeof(T));
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(std::max(blocks_for(n), 1u));
-  config.blockDim = dim3(kThreads);
-  config.stream = stream;
-  cudaLaunchAttribute attr[1] = {pdl_attribute()};
-  config.attrs = attr;
-  config.numAttrs = pdl ? 1 : 0;
   auto* d = static_cast<unsigned char*>(dst);
   const auto* s = static_cast<const unsigned char*>(src);
-  return cudaLaunchKernelEx(&config, copy_kernel<T>, static_cast<T*>(dst),
-                            static_cast<const T*>(src), n, d + n * sizeof(T), s + n * sizeof(T),
-                            tail);
+  return launch_ex(stream, {dim3(std::max(blocks_for(n), 1u)), dim3(kThreads), 0, pdl},
+                   copy_kernel<T>, static_cast<T*>(dst), static_cast<const T*>(src), n,
+                   d + n * sizeof(T), s + n * sizeof(T), tail);
 }
 
 constexpr int kSumThreads = 1024;
@@ -115,16 +108,9 @@ cudaError_t add(cudaStream_t stream, float* y, const float* a, const float* b, s
 cudaError_t copy(cudaStream_t stream, void* dst, const void* src, std::size_t bytes, bool pdl) {
   if (bytes == 0) return cudaSuccess;
   const auto both = reinterpret_cast<std::uintptr_t>(dst) | reinterpret_cast<std::uintptr_t>(src);
-  cudaError_t st = cudaSuccess;
-  if (both % 16 == 0) {
-    st = launch_copy<uint4>(stream, dst, src, bytes, pdl);
-  } else if (both % 4 == 0) {
-    st = launch_copy<unsigned>(stream, dst, src, bytes, pdl);
-  } else {
-    st = launch_copy<unsigned char>(stream, dst, src, bytes, pdl);
-  }
-  if (st != cudaSuccess) (void)cudaGetLastError();  // clear it: the caller reports `st`
-  return st;
+  if (both % 16 == 0) return launch_copy<uint4>(stream, dst, src, bytes, pdl);
+  if (both % 4 == 0) return launch_copy<unsigned>(stream, dst, src, bytes, pdl);
+  return launch_copy<unsigned char>(stream, dst, src, bytes, pdl);
 }
 
 cudaError_t sum(cudaStream_t stream, float* out, const float* x, std::size_t n) {

@@ -590,25 +590,6 @@ unsigned row_threads(std::size_t cols) {
   return static_cast<unsigned>((t + 31) / 32 * 32);
 }
 
-// launch_ex(stream, grid, block, smem, pdl, kernel, args...): kernel<<<grid, block, smem,
-// stream>>>(args...), with programmatic stream serialization when pdl (the kernel must begin
-// with pdl_wait_then_release()). Returns the launch's error and clears it.
-template <typename... Params, typename... Args>
-cudaError_t launch_ex(cudaStream_t stream, dim3 grid, dim3 block, std::size_t smem, bool pdl,
-                     void (*kernel)(Params...), Args... args) {
-  cudaLaunchConfig_t config{};
-  config.gridDim = grid;
-  config.blockDim = block;
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute attr[1] = {pdl_attribute()};
-  config.attrs = attr;
-  config.numAttrs = pdl ? 1 : 0;
-  const cudaError_t st = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
-  if (st != cudaSuccess) (void)cudaGetLastError();
-  return st;
-}
-
 template <int ROWS>
 cudaError_t launch_gemv(cudaStream_t stream, float* y, const float* x, const float* w,
                         const float* bias, std::size_t in, std::size_t out, int act, bool pdl) {
@@ -616,8 +597,8 @@ cudaError_t launch_gemv(cudaStream_t stream, float* y, const float* x, const flo
   const dim3 grid(static_cast<unsigned>((out + kWarps - 1) / kWarps)), block(kWarps * 32);
   const bool vec = in % 4 == 0 && reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
                    reinterpret_cast<std::uintptr_t>(w) % 16 == 0;
-  if (vec) return launch_ex(stream, grid, block, 0, pdl, gemv_kernel<ROWS, true>, y, x, w, bias, in, out, act);
-  return launch_ex(stream, grid, block, 0, pdl, gemv_kernel<ROWS, false>, y, x, w, bias, in, out, act);
+  if (vec) return launch_ex(stream, {grid, block, 0, pdl}, gemv_kernel<ROWS, true>, y, x, w, bias, in, out, act);
+  return launch_ex(stream, {grid, block, 0, pdl}, gemv_kernel<ROWS, false>, y, x, w, bias, in, out, act);
 }
 
 template <int ROWS>
@@ -631,8 +612,8 @@ cudaError_t launch_rows_linear(cudaStream_t stream, float* y, const float* x, co
   const dim3 block(static_cast<unsigned>(
       std::clamp<std::size_t>((steps + 31) / 32 * 32, 32, kRowsLinearMaxWarps * 32)));
   const int r = static_cast<int>(rows), k = static_cast<int>(in), n = static_cast<int>(out);
-  if (vec) return launch_ex(stream, grid, block, 0, pdl, rows_linear_kernel<ROWS, true>, y, x, w, bias, r, k, n, act);
-  return launch_ex(stream, grid, block, 0, pdl, rows_linear_kernel<ROWS, false>, y, x, w, bias, r, k, n, act);
+  if (vec) return launch_ex(stream, {grid, block, 0, pdl}, rows_linear_kernel<ROWS, true>, y, x, w, bias, r, k, n, act);
+  return launch_ex(stream, {grid, block, 0, pdl}, rows_linear_kernel<ROWS, false>, y, x, w, bias, r, k, n, act);
 }
 
 }  // namespace
@@ -685,23 +666,10 @@ cudaError_t cluster_linear(cudaStream_t stream, float* y, const float* x, const 
   const std::size_t smem =
       (static_cast<std::size_t>(kTileRows + kTileCols) * (slice + 4) + kTileRows * (kTileCols + 1)) *
       sizeof(float);
-  cudaLaunchConfig_t config{};
-  config.gridDim = dim3(static_cast<unsigned>((out + kTileCols - 1) / kTileCols), static_cast<unsigned>(s));
-  config.blockDim = dim3(kTileThreads);
-  config.dynamicSmemBytes = smem;
-  config.stream = stream;
-  cudaLaunchAttribute attr[2] = {pdl_attribute(), {}};
-  attr[1].id = cudaLaunchAttributeClusterDimension;
-  attr[1].val.clusterDim.x = 1;
-  attr[1].val.clusterDim.y = static_cast<unsigned>(s);
-  attr[1].val.clusterDim.z = 1;
-  config.attrs = pdl ? attr : attr + 1;
-  config.numAttrs = pdl ? 2 : 1;
-  const cudaError_t st = cudaLaunchKernelEx(&config, cluster_linear_kernel, y, x, w, bias,
-                                            static_cast<int>(rows), static_cast<int>(in),
-                                            static_cast<int>(out), act, slice);
-  if (st != cudaSuccess) (void)cudaGetLastError();
-  return st;
+  const dim3 grid(static_cast<unsigned>((out + kTileCols - 1) / kTileCols), static_cast<unsigned>(s));
+  return launch_ex(stream, {grid, dim3(kTileThreads), smem, pdl, static_cast<unsigned>(s)},
+                   cluster_linear_kernel, y, x, w, bias, static_cast<int>(rows),
+                   static_cast<int>(in), static_cast<int>(out), act, slice);
 }
 
 cudaError_t layer_norm(cudaStream_t stream, float* y, const float* x, const float* residual,
@@ -714,13 +682,13 @@ cudaError_t layer_norm(cudaStream_t stream, float* y, const float* x, const floa
     const dim3 grid(static_cast<unsigned>((rows + kRowsPerBlock - 1) / kRowsPerBlock));
     const int c = static_cast<int>(cols);
     if (cols <= 32 * 8) {
-      return launch_ex(stream, grid, dim3(kThreads), 0, pdl, layer_norm_warp_kernel<8>, y, x,
+      return launch_ex(stream, {grid, dim3(kThreads), 0, pdl}, layer_norm_warp_kernel<8>, y, x,
                        residual, gamma, beta, rows, c, eps);
     }
-    return launch_ex(stream, grid, dim3(kThreads), 0, pdl, layer_norm_warp_kernel<32>, y, x,
+    return launch_ex(stream, {grid, dim3(kThreads), 0, pdl}, layer_norm_warp_kernel<32>, y, x,
                      residual, gamma, beta, rows, c, eps);
   }
-  return launch_ex(stream, dim3(static_cast<unsigned>(rows)), dim3(row_threads(cols)), 0, pdl,
+  return launch_ex(stream, {dim3(static_cast<unsigned>(rows)), dim3(row_threads(cols)), 0, pdl},
                    layer_norm_kernel, y, x, residual, gamma, beta, cols, eps);
 }
 
@@ -764,7 +732,7 @@ cudaError_t attention(cudaStream_t stream, float* out, const float* qkv, float* 
   if (seq <= 32 * kFusedMaxKeySlots && fused_smem <= 48 * 1024 && batch * heads <= 0x7fffffffu) {
     const dim3 grid(static_cast<unsigned>(batch * heads),
                     static_cast<unsigned>((seq + kFusedWarps - 1) / kFusedWarps));
-    return launch_ex(stream, grid, dim3(kFusedWarps * 32), fused_smem, pdl,
+    return launch_ex(stream, {grid, dim3(kFusedWarps * 32), fused_smem, pdl},
                      attention_fused_kernel, out, qkv, static_cast<int>(seq),
                      static_cast<int>(heads), static_cast<int>(head_dim), scale);
   }

@@ -1,7 +1,10 @@
-// pdl.cuh (private, device code) — the first statement of every kernel that the cuda backend
+// pdl.cuh (private, CUDA code) — the first statement of every kernel that the cuda backend
 // launches with programmatic dependent launch (GEMV, small-batch and cluster linears,
-// layer_norm, fused attention, copy): see Note [GEMV and PDL] in nn_kernels.cu.
+// layer_norm, fused attention, copy): see Note [GEMV and PDL] in nn_kernels.cu; and launch_ex,
+// which launches them (and the cluster kernel) with their attributes.
 #pragma once
+
+#include <cstddef>
 
 namespace tandem::backends::cuda::launch {
 
@@ -16,12 +19,49 @@ __device__ __forceinline__ void pdl_wait_then_release() {
 #endif
 }
 
-// pdl_attribute(pdl): the launch attribute of a PDL launch (pass numAttrs = pdl ? 1 : 0).
+// pdl_attribute(): the launch attribute of a PDL launch.
 inline cudaLaunchAttribute pdl_attribute() {
   cudaLaunchAttribute attr{};
   attr.id = cudaLaunchAttributeProgrammaticStreamSerialization;
   attr.val.programmaticStreamSerializationAllowed = 1;
   return attr;
+}
+
+// Launch: how launch_ex starts a kernel. pdl: programmatic stream serialization (the kernel must
+// begin with pdl_wait_then_release()). cluster_y: thread-block clusters of 1 x cluster_y x 1
+// blocks (0: no cluster attribute).
+struct Launch {
+  dim3 grid, block;
+  std::size_t smem = 0;
+  bool pdl = false;
+  unsigned cluster_y = 0;
+};
+
+// launch_ex(stream, launch, kernel, args...): kernel<<<grid, block, smem, stream>>>(args...) with
+// the launch's attributes. Returns the launch's error and clears it.
+template <typename... Params, typename... Args>
+cudaError_t launch_ex(cudaStream_t stream, const Launch& launch, void (*kernel)(Params...),
+                      Args... args) {
+  cudaLaunchConfig_t config{};
+  config.gridDim = launch.grid;
+  config.blockDim = launch.block;
+  config.dynamicSmemBytes = launch.smem;
+  config.stream = stream;
+  cudaLaunchAttribute attr[2] = {};
+  unsigned n = 0;
+  if (launch.pdl) attr[n++] = pdl_attribute();
+  if (launch.cluster_y > 0) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = 1;
+    attr[n].val.clusterDim.y = launch.cluster_y;
+    attr[n].val.clusterDim.z = 1;
+    ++n;
+  }
+  config.attrs = attr;
+  config.numAttrs = n;
+  const cudaError_t st = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+  if (st != cudaSuccess) (void)cudaGetLastError();
+  return st;
 }
 
 }  // namespace tandem::backends::cuda::launch
