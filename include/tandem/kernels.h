@@ -59,6 +59,32 @@ struct GemmArgs {
   std::size_t batch = 1;
 };
 
+// EncoderLayerParams: one post-norm TransformerEncoderLayer's parameters (batch_first, no mask,
+// no dropout), device memory in PyTorch's layouts: in_proj (3d x d, 3d), out_proj (d x d, d),
+// linear1 (ff x d, ff), linear2 (d x ff, d), norm1 and norm2 (d, d each).
+struct EncoderLayerParams {
+  const float *in_w = nullptr, *in_b = nullptr, *out_w = nullptr, *out_b = nullptr;
+  const float *lin1_w = nullptr, *lin1_b = nullptr, *lin2_w = nullptr, *lin2_b = nullptr;
+  const float *norm1_w = nullptr, *norm1_b = nullptr, *norm2_w = nullptr, *norm2_b = nullptr;
+};
+
+// EncoderStackArgs: y = layer[n-1](... layer[0](x)), x and y batch x seq x d_model, where a layer
+// is x1 = norm1(x + out_proj(attention(in_proj(x)))), out = norm2(x1 + linear2(act(linear1(x1)))),
+// attention as Kernels::attention with `heads` heads and scale 1 / sqrt(d_model / heads), layer
+// norms with eps. workspace: at least batch * seq * (6 * d_model + feed_forward) floats of
+// device memory (contents undefined afterwards). y must not overlap x, the workspace or the
+// parameters.
+struct EncoderStackArgs {
+  float* y = nullptr;
+  const float* x = nullptr;
+  float* workspace = nullptr;
+  std::size_t batch = 0, seq = 0, d_model = 0, heads = 0, feed_forward = 0;
+  Activation act = Activation::kRelu;
+  float eps = 1e-5f;
+  const EncoderLayerParams* layers = nullptr;
+  std::size_t n_layers = 0;
+};
+
 class Kernels {
  public:
   virtual ~Kernels() = default;
@@ -137,6 +163,14 @@ class Kernels {
   virtual void attention(Encoder& enc, float* out, const float* qkv, float* scratch,
                          std::size_t batch, std::size_t seq, std::size_t heads,
                          std::size_t head_dim, float scale) const = 0;
+
+  // ---- fused model forwards (optional) ----
+  // encoder_stack(enc, args): encodes the whole stack as the backend's fused kernel and returns
+  // true when it has one for these sizes (and its configuration enables it); otherwise encodes
+  // nothing and returns false, and the caller runs the layers op by op (linear, attention,
+  // layer_norm). Results equal the op-by-op forward's up to fp32 rounding. Default: false.
+  // cuda: Note [Fused encoder] (src/backends/cuda/encoder_kernel.cu).
+  [[nodiscard]] virtual bool encoder_stack(Encoder& enc, const EncoderStackArgs& args) const;
 
   // ---- resident serving (tandem/resident.h, Note [Resident serving]) ----
   // start_resident_chain(stream, layers, config): a persistent grid on `stream`'s device that

@@ -96,8 +96,19 @@ class TransformerEncoder final : public Model {
     float* scores = mid + rows * d;
 
     Encoder enc(stream);
-    const float* in = x.data();
+    EncoderLayerParams layers[kLayers];
     for (std::size_t l = 0; l < kLayers; ++l) {
+      const float* const* w = w_ + l * kParamsPerLayer;
+      layers[l] = {w[kInW],   w[kInB],   w[kOutW],   w[kOutB],   w[kLin1W],  w[kLin1B],
+                   w[kLin2W], w[kLin2B], w[kNorm1W], w[kNorm1B], w[kNorm2W], w[kNorm2B]};
+    }
+    // The backend's fused forward where it has one (the workspace is larger than it needs:
+    // rows x (6d + ff)), else op by op.
+    const bool fused = k.encoder_stack(
+        enc, {y.data(), x.data(), ws.data(), batch, seq, d, kHeads, kFeedForward,
+              Activation::kRelu, kEps, layers, kLayers});
+    const float* in = x.data();
+    for (std::size_t l = 0; l < kLayers && !fused; ++l) {
       const float* const* w = w_ + l * kParamsPerLayer;
       float* out = l + 1 == kLayers ? y.data() : mid;
       // x1 = norm1(x + out_proj(attention(in_proj(x))))

@@ -8,6 +8,12 @@
 
 namespace tandem {
 
+bool Kernels::encoder_stack(Encoder& enc, const EncoderStackArgs& args) const {
+  (void)enc;
+  (void)args;
+  return false;
+}
+
 std::unique_ptr<ResidentChain> Kernels::start_resident_chain(
     Stream& stream, const std::vector<ResidentLayer>& layers, const ResidentConfig& config) const {
   (void)layers;

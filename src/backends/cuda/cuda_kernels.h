@@ -69,6 +69,10 @@ class CudaKernels : public Kernels {
                  std::size_t seq, std::size_t heads, std::size_t head_dim,
                  float scale) const override;
 
+  // The fused encoder (encoder_kernel.cu) when launch::encoder_stack_fits and
+  // RuntimeConfig::cuda_fused_encoder allow it.
+  [[nodiscard]] bool encoder_stack(Encoder& enc, const EncoderStackArgs& args) const override;
+
   // A CudaResidentChain (resident_chain.h) on `stream`'s device.
   [[nodiscard]] std::unique_ptr<ResidentChain> start_resident_chain(
       Stream& stream, const std::vector<ResidentLayer>& layers,

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <array>
 #include <climits>
+#include <cmath>
 #include <limits>
 #include <optional>
 #include <cstdint>
@@ -343,6 +344,40 @@ void CudaKernels::attention(Encoder& enc, float* out, const float* qkv, float* s
       launch::attention(s.get(), out, qkv, scratch, batch, seq, heads, head_dim, scale,
                         s.device().config().cuda_pdl),
       s.label());
+}
+
+bool CudaKernels::encoder_stack(Encoder& enc, const EncoderStackArgs& a) const {
+  CudaStream& s = stream_of(enc);
+  const int cluster = s.device().config().cuda_fused_encoder;
+  if (cluster == 0 ||
+      !launch::encoder_stack_fits(a.batch, a.seq, a.d_model, a.heads, a.feed_forward, a.n_layers,
+                                  act_code(a.act))) {
+    return false;
+  }
+  launch::EncoderStackParams p{};
+  const auto aligned = [](const void* q) { return reinterpret_cast<std::uintptr_t>(q) % 16 == 0; };
+  bool ok = aligned(a.x) && aligned(a.y) && aligned(a.workspace);
+  for (std::size_t l = 0; l < a.n_layers; ++l) {
+    const EncoderLayerParams& w = a.layers[l];
+    p.layer[l] = {w.in_w, w.in_b, w.out_w, w.out_b, w.lin1_w, w.lin1_b,
+                  w.lin2_w, w.lin2_b, w.norm1_w, w.norm1_b, w.norm2_w, w.norm2_b};
+    ok = ok && aligned(w.in_w) && aligned(w.out_w) && aligned(w.lin1_w) && aligned(w.lin2_w);
+  }
+  if (!ok) return false;
+  p.layers = static_cast<int>(a.n_layers);
+  p.batch = static_cast<int>(a.batch);
+  p.seq = static_cast<int>(a.seq);
+  p.act = act_code(a.act);
+  p.eps = a.eps;
+  p.scale = 1.0f / std::sqrt(static_cast<float>(a.d_model / a.heads));
+  p.x = a.x;
+  p.y = a.y;
+  p.ws = a.workspace;
+  TANDEM_CUDA_CHECK(launch::encoder_stack(s.get(), p,
+                                          cluster == 1 ? launch::kEncoderClusterAuto : cluster,
+                                          s.device().config().cuda_pdl),
+                    s.label());
+  return true;
 }
 
 }  // namespace tandem::backends::cuda

@@ -17,21 +17,6 @@ namespace {
 constexpr int kThreads = 256;
 constexpr std::size_t kMaxBlocks = 65535;
 
-__device__ __forceinline__ float activate(float v, int act) {
-  if (act == 1) return fmaxf(v, 0.0f);
-  if (act == 2) return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-  return v;
-}
-
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-__device__ __forceinline__ float warp_max(float v) {
-  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
-  return v;
-}
-
 // block_sum / block_max: every thread gets the result. blockDim.x a multiple of 32, <= 1024.
 // `shared` holds 32 floats; the trailing barrier makes it reusable at once.
 __device__ float block_sum(float v, float* shared) {

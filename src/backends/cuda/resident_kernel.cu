@@ -63,12 +63,6 @@ __device__ void grid_barrier(unsigned* counter, unsigned target) {
   __syncthreads();
 }
 
-__device__ inline float activate(float v, int act) {
-  if (act == 1) return v < 0.0f ? 0.0f : v;
-  if (act == 2) return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
-  return v;
-}
-
 // The block's rows [row0, row0 + nrows) of one layer for a batch of b <= MB samples. Warp w
 // computes rows w, w + warps, ... (at most RW of them) together; lane i takes the float4s
 // i, i + 32, ... of the inputs. Each input float4 loaded from shared memory serves all the warp's

@@ -1,8 +1,26 @@
-// warp_reduce.cuh (private, device code) — reduce_scatter: many per-lane partial sums of a warp
-// reduced at once (the resident chain's layers, the small-batch linear of nn_kernels.cu).
+// warp_reduce.cuh (private, device code) — warp_sum / warp_max, and reduce_scatter: many
+// per-lane partial sums of a warp reduced at once (the resident chain's layers, the small-batch
+// linear of nn_kernels.cu, the fused encoder); activate, the nn kernels' activation codes.
 #pragma once
 
 namespace tandem::backends::cuda {
+
+// activate(v, act): act 0 none, 1 ReLU, 2 GELU in PyTorch's exact (erf) form.
+__device__ __forceinline__ float activate(float v, int act) {
+  if (act == 1) return fmaxf(v, 0.0f);
+  if (act == 2) return 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+  return v;
+}
+
+// warp_sum(v) / warp_max(v): the warp's total / maximum, in every lane (butterfly).
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
 
 __host__ __device__ constexpr int log2_of(int n) { return n <= 1 ? 0 : 1 + log2_of(n / 2); }
 
