@@ -61,9 +61,9 @@ struct RuntimeConfig {
   // cudaStreamSynchronize (Note [Graph completion signal]); off: always cudaStreamSynchronize.
   bool cuda_graph_signal = true;
   // The fused encoder (Note [Fused encoder]): the reference encoder's forward at batch <= 4 as
-  // one kernel, a thread-block cluster per sequence. 0: off (op by op); 1: on, the cluster size
-  // chosen by the device (16 blocks where the GPU can schedule it, else 8); 8 or 16: that size.
-  int cuda_fused_encoder = 1;
+  // one kernel, a 16-block thread-block cluster per sequence, where the GPU can schedule that
+  // (Hopper); off, or elsewhere: op by op.
+  bool cuda_fused_encoder = true;
 
   // from_environment(): parses the TANDEM_* variables; throws Error(kConfig) on a bad value.
   [[nodiscard]] static RuntimeConfig from_environment();

@@ -53,8 +53,8 @@ constexpr VarSpec kVars[] = {
      "1 (a synchronize after a kernel-only graph replay spins on a flag the graph stores)",
      "0, 1 (0: always cudaStreamSynchronize)"},
     {"TANDEM_CUDA_FUSED_ENCODER",
-     "1 (the encoder's forward at batch <= 4 as one kernel, cluster size chosen by the device)",
-     "0 (op by op), 1, 8, 16 (that many blocks a cluster)"},
+     "1 (the encoder's forward at batch <= 4 as one kernel where the GPU can run it)",
+     "0, 1 (0: op by op)"},
 };
 
 const char* env(const char* name) { return std::getenv(name); }  // NOLINT(concurrency-mt-unsafe)
@@ -86,9 +86,6 @@ void RuntimeConfig::validate() const {
         std::to_string(stream_pool_size));
   check(stream_pool_wait_ms >= -1 && stream_pool_wait_ms <= 86'400'000,
         "TANDEM_STREAM_POOL_WAIT_MS", std::to_string(stream_pool_wait_ms));
-  check(cuda_fused_encoder == 0 || cuda_fused_encoder == 1 || cuda_fused_encoder == 8 ||
-            cuda_fused_encoder == 16,
-        "TANDEM_CUDA_FUSED_ENCODER", std::to_string(cuda_fused_encoder));
   check(agx_model_window_us >= 0 && agx_model_window_us <= 100'000, "TANDEM_AGX_MODEL_WINDOW_US",
         std::to_string(agx_model_window_us));
 }
@@ -125,10 +122,7 @@ RuntimeConfig RuntimeConfig::from_environment() {
     c.cuda_graph_signal = parse_int("TANDEM_CUDA_GRAPH_SIGNAL", v, 0, 1) == 1;
   }
   if (const char* v = env("TANDEM_CUDA_FUSED_ENCODER")) {
-    c.cuda_fused_encoder = static_cast<int>(parse_int("TANDEM_CUDA_FUSED_ENCODER", v, 0, 16));
-    if (c.cuda_fused_encoder > 1 && c.cuda_fused_encoder != 8 && c.cuda_fused_encoder != 16) {
-      bad_value("TANDEM_CUDA_FUSED_ENCODER", v);
-    }
+    c.cuda_fused_encoder = parse_int("TANDEM_CUDA_FUSED_ENCODER", v, 0, 1) == 1;
   }
   if (const char* v = env("TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD")) {
     c.cuda_mempool_release_threshold =

@@ -100,14 +100,13 @@ cudaError_t attention(cudaStream_t stream, float* out, const float* qkv, float* 
 // sizes as one kernel, a thread-block cluster per sequence (Note [Fused encoder] in
 // encoder_kernel.cu). encoder_stack_fits says which stacks it runs: d_model 256, 4 heads,
 // feed-forward 1024, ReLU, 1 <= seq <= 32, batch <= kEncoderStackMaxBatch, layers <=
-// kEncoderStackMaxLayers (others: cudaErrorInvalidValue). Pointers: device memory, 16-byte
-// aligned; x, y: batch x seq x 256; ws: at least batch x seq x 2560 floats (contents undefined
-// afterwards), not overlapping x, y or the weights; y must not overlap x. cluster: 8, 16, or
-// kEncoderClusterAuto (16 where the device can schedule a cluster of 16 such blocks, else 8).
-// pdl: launched as gemv_bias_act with pdl.
+// kEncoderStackMaxLayers, on a device that can schedule the kernel's 16-block clusters (Hopper);
+// encoder_stack returns cudaErrorInvalidValue / cudaErrorNotSupported otherwise. Pointers:
+// device memory, 16-byte aligned; x, y: batch x seq x 256; ws: at least batch x seq x 2560
+// floats (contents undefined afterwards), not overlapping x, y or the weights; y must not
+// overlap x. pdl: launched as gemv_bias_act with pdl.
 inline constexpr std::size_t kEncoderStackMaxBatch = 4;
 inline constexpr std::size_t kEncoderStackMaxLayers = 8;
-inline constexpr int kEncoderClusterAuto = 0;
 struct EncoderStackLayer {
   const float *in_w, *in_b, *out_w, *out_b, *lin1_w, *lin1_b, *lin2_w, *lin2_b;
   const float *norm1_w, *norm1_b, *norm2_w, *norm2_b;
@@ -122,7 +121,6 @@ struct EncoderStackParams {
 };
 bool encoder_stack_fits(std::size_t batch, std::size_t seq, std::size_t d_model,
                         std::size_t heads, std::size_t feed_forward, std::size_t layers, int act);
-cudaError_t encoder_stack(cudaStream_t stream, const EncoderStackParams& params, int cluster,
-                          bool pdl);
+cudaError_t encoder_stack(cudaStream_t stream, const EncoderStackParams& params, bool pdl);
 
 }  // namespace tandem::backends::cuda::launch

@@ -348,8 +348,7 @@ void CudaKernels::attention(Encoder& enc, float* out, const float* qkv, float* s
 
 bool CudaKernels::encoder_stack(Encoder& enc, const EncoderStackArgs& a) const {
   CudaStream& s = stream_of(enc);
-  const int cluster = s.device().config().cuda_fused_encoder;
-  if (cluster == 0 ||
+  if (!s.device().config().cuda_fused_encoder ||
       !launch::encoder_stack_fits(a.batch, a.seq, a.d_model, a.heads, a.feed_forward, a.n_layers,
                                   act_code(a.act))) {
     return false;
@@ -373,9 +372,7 @@ bool CudaKernels::encoder_stack(Encoder& enc, const EncoderStackArgs& a) const {
   p.x = a.x;
   p.y = a.y;
   p.ws = a.workspace;
-  TANDEM_CUDA_CHECK(launch::encoder_stack(s.get(), p,
-                                          cluster == 1 ? launch::kEncoderClusterAuto : cluster,
-                                          s.device().config().cuda_pdl),
+  TANDEM_CUDA_CHECK(launch::encoder_stack(s.get(), p, s.device().config().cuda_pdl),
                     s.label());
   return true;
 }

@@ -6,34 +6,37 @@
 // The encoder's batch-1 forward op by op is 14 kernels (per layer: in_proj, attention, out_proj,
 // layer_norm, linear1, linear2, layer_norm) on 32 x 256 activations: each does a few us of work
 // and the forward's time is mostly the gaps between them (docs/benchmarks.md, "Encoder batch
-// 1"). Here the forward is one kernel: a cluster of C blocks (C = 8, or 16 where the GPU can
-// schedule it: kEncoderClusterAuto) per sequence, 512 threads a block, one block an SM, and
-// every phase of every layer split over the cluster's blocks by output columns, the phases
-// separated by cluster barriers (hardware, no grid-wide atomics) instead of kernel boundaries:
+// 1"). Here the forward is one kernel: a cluster of 16 blocks (a non-portable cluster size,
+// Hopper's largest) per sequence, 512 threads and 196 KiB of shared memory a block, one block an
+// SM, and every phase of every layer split over the cluster's blocks by output columns, the
+// phases separated by cluster barriers (hardware, no grid-wide atomics) instead of kernel
+// boundaries:
 //   P1  stage the layer input (layer > 0: the previous layer's pre-norm sum, normalized here by
-//       every block for its own use; block r also stores its 256 / C columns of the normalized
-//       input, the residual of P3) | qkv = x . in_w^T + in_b, block r its 768 / C columns
-//   P2  attention: block r one head's (r / (C / 4)) share of the query rows, a warp per row
-//   P3  t1 = att . out_w^T + out_b + x (pre-norm), block r its 256 / C columns
+//       every block for its own use; block r also stores its 16 columns of the normalized
+//       input, the residual of P3) | qkv = x . in_w^T + in_b, block r its 48 columns
+//   P2  attention: block r head r / 4's quarter of the query rows, a warp per row
+//   P3  t1 = att . out_w^T + out_b + x (pre-norm), block r its 16 columns
 //   P4  stage t1, normalize (norm1), block r stores its columns of the normalized t1 (the
-//       residual of P5) | hidden = relu(t1 . lin1_w^T + lin1_b), block r its 1024 / C columns
-//   P5  t2 = hidden . lin2_w^T + lin2_b + t1 (pre-norm), block r its 256 / C columns
-//   after the last layer: y = norm2(t2), row r of the sequence by block r mod C.
-// Activations live in the caller's workspace (global memory, L2-resident at these sizes), read
-// with ld.global.cg so that no block sees a stale L1 line of another's writes; each barrier is a
-// __threadfence() and cluster.sync(). Weights are read straight from global memory (L2): each is
-// used by exactly one block of the cluster per forward.
+//       residual of P5) | hidden = relu(t1 . lin1_w^T + lin1_b), block r its 64 columns
+//   P5  t2 = hidden . lin2_w^T + lin2_b + t1 (pre-norm), block r its 16 columns
+//   after the last layer: y = norm2(t2), row r of the sequence by block r mod 16.
+// Activations live in the caller's workspace (global memory, L2-resident at these sizes) and are
+// staged into shared memory by cp.async.cg (through L2 only, so no block sees a stale L1 line of
+// another's writes); each barrier is a __threadfence() and cluster.sync(). Each phase's weight
+// slice (at most 64 KiB a block; each weight is used by exactly one block of the cluster) is
+// copied into shared memory by cp.async as soon as the phase before has finished reading the
+// buffer, so its latency hides behind the cluster barrier.
 // A phase's matrix product: the block's output columns in tiles of 8 rows x 8 columns, a warp
 // per tile; the warp's 32 lanes split the reduction dimension (lane l the float4s 4l, 4l + 128,
-// ...), so every load is a 512-byte contiguous warp access (weights from global, activations
-// from the shared-memory stage), and the 64 partial sums a lane holds are folded by two
-// reduce_scatter<32> (62 shuffles) into one output per lane and half. Where a phase has fewer
-// tiles than warps (C = 16: 16 columns), two warps split each tile's reduction and the block adds
-// their halves in shared memory, in a fixed order (results are deterministic).
+// ...), so every shared-memory load is a 512-byte contiguous warp access, and the 64 partial
+// sums a lane holds are folded by two reduce_scatter<32> (62 shuffles) into one output per lane
+// and half. Where a phase has fewer tiles than warps (16 columns), two warps split each tile's
+// reduction and the block adds their halves in shared memory, in a fixed order (results are
+// deterministic).
 // Numerics: fp32 throughout (no tensor cores, TF32 or not); sums in a different order than the
 // op-by-op kernels, so results agree with them to rounding (tests: 1e-4 against the cpu backend).
-// Sizes: d_model 256, 4 heads, feed-forward 1024, ReLU, seq <= 32, any eps; other encoders take
-// the op-by-op path (encoder_stack_fits).
+// Sizes: d_model 256, 4 heads, feed-forward 1024, ReLU, seq <= 32, any eps; other encoders, and
+// devices that cannot schedule such a cluster, take the op-by-op path (encoder_stack_fits).
 #include <cuda_runtime.h>
 
 #include <array>
@@ -52,16 +55,24 @@ namespace {
 namespace cg = cooperative_groups;
 
 constexpr int kD = 256, kFF = 1024, kHeads = 4, kHeadDim = kD / kHeads, kQkv = 3 * kD;
-constexpr int kRows = 32;  // rows a cluster computes (the sequence, zero-padded)
+constexpr int kCluster = 16;  // blocks a cluster (non-portable size: Hopper)
+constexpr int kRows = 32;     // rows a cluster computes (the sequence, zero-padded)
 constexpr int kThreads = 512, kWarps = kThreads / 32;
 constexpr int kTileR = 8, kTileC = 8;  // a warp task: rows x columns
-constexpr int kAttnLd = kHeadDim + 1;  // K and V rows in shared memory: distinct banks per key
-// Shared memory: the stage (kRows x up to kFF floats), then the split-reduction partials
-// (2 x kRows x 16 floats at most); attention reuses the stage's space.
+constexpr int kAttnLd = kHeadDim + 4;  // K and V rows in shared memory: 16-byte rows, and the
+                                       // 8 lanes of a 16-byte access phase on distinct banks
+// A block's output columns per phase: in_proj, out_proj / linear2, linear1.
+constexpr int kNQkv = kQkv / kCluster, kND = kD / kCluster, kNFF = kFF / kCluster;
+// Shared memory: the stage (kRows x up to kFF floats: a phase's input; attention reuses it for
+// K, V and the query rows), the weight buffer (the block's slice of a phase's weights: at most
+// 64 KiB), the split-reduction partials (2 x kRows x kND floats).
 constexpr int kStageFloats = kRows * kFF;
-constexpr int kPartFloats = 2 * kRows * 16;
-constexpr std::size_t kSmemBytes = (kStageFloats + kPartFloats) * sizeof(float);
-static_assert((2 * kRows * kAttnLd + kWarps * kHeadDim) <= kStageFloats);
+constexpr int kWeightFloats = kNFF * kD > kND * kFF ? kNFF * kD : kND * kFF;
+constexpr int kPartFloats = 2 * kRows * kND;
+constexpr std::size_t kSmemBytes = (kStageFloats + kWeightFloats + kPartFloats) * sizeof(float);
+static_assert(kNQkv * kD <= kWeightFloats);
+static_assert(2 * kRows * kAttnLd + kWarps * kHeadDim <= kStageFloats);
+static_assert(kSmemBytes <= 227 * 1024);
 
 // Workspace regions, each rows_total x width floats (rows_total = batch x seq):
 //   qkv [3 d] (P1 -> P2; then P3's output t1, seq x d in the sequence's own qkv rows)
@@ -89,6 +100,17 @@ __device__ __forceinline__ Regions regions_of(float* ws, std::size_t rows_total,
   return g;
 }
 
+// copy16(dst, src): an asynchronous 16-byte copy global -> shared (cp.async.cg: through L2 only,
+// so never a stale L1 line of another block's writes). wait_copies(): this thread's copies have
+// landed (a __syncthreads() must follow before other threads read them).
+__device__ __forceinline__ void copy16(float* dst, const float* src) {
+  const auto d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void wait_copies() {
+  asm volatile("cp.async.commit_group;\n\tcp.async.wait_group 0;" ::: "memory");
+}
+
 // cluster_barrier(cluster): every block's global and shared writes before it are visible to
 // every block of the cluster after it.
 __device__ __forceinline__ void cluster_barrier(cg::cluster_group& cluster) {
@@ -96,14 +118,26 @@ __device__ __forceinline__ void cluster_barrier(cg::cluster_group& cluster) {
   cluster.sync();
 }
 
-// stage_rows<K>(a, src, seq): a[r][k] = src[r * K + k] for r < seq, 0 for seq <= r < kRows.
+// stage_rows<K>(a, src, seq): starts a[r][k] = src[r * K + k] for r < seq (asynchronous: see
+// wait_copies), and zeroes the rows seq <= r < kRows.
 template <int K>
 __device__ void stage_rows(float* a, const float* src, int seq) {
   constexpr int q = K / 4;
-  const float4 zero = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
   for (int i = static_cast<int>(threadIdx.x); i < kRows * q; i += kThreads) {
-    reinterpret_cast<float4*>(a)[i] =
-        i / q < seq ? __ldcg(reinterpret_cast<const float4*>(src) + i) : zero;
+    if (i / q < seq) {
+      copy16(a + 4 * i, src + 4 * i);
+    } else {
+      reinterpret_cast<float4*>(a)[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+  }
+}
+
+// stage_weights(wbuf, w, floats): starts the copy of the block's weight slice (contiguous rows of
+// a weight matrix) into the weight buffer. The buffer must no longer be read (a __syncthreads()
+// after the phase that used it).
+__device__ void stage_weights(float* wbuf, const float* w, int floats) {
+  for (int i = static_cast<int>(threadIdx.x); i < floats / 4; i += kThreads) {
+    copy16(wbuf + 4 * i, w + 4 * i);
   }
 }
 
@@ -135,12 +169,12 @@ __device__ void normalize_rows(float* a, const float* __restrict__ gamma,
   }
 }
 
-// store_columns(dst, a, c0, n, seq): dst[r * kD + c0 + c] = a[r * kD + c0 + c] for r < seq,
-// c < n: the block's share of a staged (normalized) activation, for the later phase that needs
+// store_columns(dst, a, c0, seq): dst[r * kD + c0 + c] = a[r * kD + c0 + c] for r < seq,
+// c < kND: the block's share of a staged (normalized) activation, for the later phase that needs
 // those columns as its residual.
-__device__ void store_columns(float* dst, const float* a, int c0, int n, int seq) {
-  for (int i = static_cast<int>(threadIdx.x); i < seq * n; i += kThreads) {
-    const int r = i / n, c = c0 + i % n;
+__device__ void store_columns(float* dst, const float* a, int c0, int seq) {
+  for (int i = static_cast<int>(threadIdx.x); i < seq * kND; i += kThreads) {
+    const int r = i / kND, c = c0 + i % kND;
     dst[r * kD + c] = a[r * kD + c];
   }
 }
@@ -161,31 +195,34 @@ __device__ __forceinline__ void finish(const Epilogue& e, int r, int c, float v,
   e.y[r * e.ld + c] = activate(v, e.act);
 }
 
-// block_product<K>(a, w, c0, n, seq, e, part): the block's columns [c0, c0 + n) (n a multiple
-// of kTileC, at least 16) of a (kRows x K, shared memory) . w^T (w: out x K, global), through
-// the epilogue. Every thread of the block calls it (it may synchronize the block).
-template <int K>
-__device__ void block_product(const float* a, const float* __restrict__ w, int c0, int n,
-                              int seq, const Epilogue& e, float* part) {
-  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+// block_product<K, N>(a, w, c0, seq, e, part): the block's columns [c0, c0 + N) of a . w^T
+// through the epilogue, a: kRows x K (shared memory), w: the N x K weight slice (shared
+// memory). Every thread of the block calls it (it may synchronize the block).
+template <int K, int N>
+__device__ void block_product(const float* a, const float* w, int c0, int seq, const Epilogue& e,
+                              float* part) {
   constexpr int kRowTiles = kRows / kTileR;
-  const int tiles = kRowTiles * (n / kTileC);
-  const int split = tiles >= kWarps ? 1 : kWarps / tiles;  // 1 or 2 (n >= 16)
-  const int span = K / split;
-  for (int t = warp; t < tiles * split; t += kWarps) {
-    const int tile = t % tiles, half = t / tiles;
+  constexpr int kTiles = kRowTiles * (N / kTileC);
+  constexpr int kSplit = kTiles >= kWarps ? 1 : kWarps / kTiles;
+  constexpr int kSpan = K / kSplit;
+  static_assert(N % kTileC == 0 && kSpan % 128 == 0 && (kSplit == 1 || kSplit * kRows * N <= kPartFloats));
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  for (int t = warp; t < kTiles * kSplit; t += kWarps) {
+    const int tile = t % kTiles, half = t / kTiles;
     const int r0 = (tile % kRowTiles) * kTileR, cl0 = (tile / kRowTiles) * kTileC;
     float acc[kTileR * kTileC];
 #pragma unroll
     for (int i = 0; i < kTileR * kTileC; ++i) acc[i] = 0.0f;
-    const float* wt = w + static_cast<std::size_t>(c0 + cl0) * K;
-    for (int k = half * span + 4 * lane; k < (half + 1) * span; k += 128) {
+    const float* wt = w + cl0 * K + half * kSpan + 4 * lane;
+    const float* at = a + r0 * K + half * kSpan + 4 * lane;
+#pragma unroll 1
+    for (int k = 0; k < kSpan; k += 128) {
       float4 wv[kTileC];
 #pragma unroll
-      for (int j = 0; j < kTileC; ++j) wv[j] = __ldg(reinterpret_cast<const float4*>(wt + j * K + k));
+      for (int j = 0; j < kTileC; ++j) wv[j] = *reinterpret_cast<const float4*>(wt + j * K + k);
 #pragma unroll
       for (int i = 0; i < kTileR; ++i) {
-        const float4 av = *reinterpret_cast<const float4*>(a + (r0 + i) * K + k);
+        const float4 av = *reinterpret_cast<const float4*>(at + i * K + k);
 #pragma unroll
         for (int j = 0; j < kTileC; ++j) {
           float& s = acc[i * kTileC + j];
@@ -200,50 +237,53 @@ __device__ void block_product(const float* a, const float* __restrict__ w, int c
     const float lo = reduce_scatter<32>(acc, lane);
     const float hi = reduce_scatter<32>(acc + 32, lane);
     const int r = r0 + lane / kTileC, c = cl0 + lane % kTileC;
-    if (split == 1) {
+    if constexpr (kSplit == 1) {
       finish(e, r, c0 + c, lo, seq);
       finish(e, r + 4, c0 + c, hi, seq);
     } else {
-      part[(half * kRows + r) * n + c] = lo;
-      part[(half * kRows + r + 4) * n + c] = hi;
+      part[(half * kRows + r) * N + c] = lo;
+      part[(half * kRows + r + 4) * N + c] = hi;
     }
   }
-  if (split > 1) {
+  if constexpr (kSplit > 1) {
     __syncthreads();
-    for (int i = static_cast<int>(threadIdx.x); i < kRows * n; i += kThreads) {
-      const int r = i / n, c = i % n;
-      float s = part[r * n + c];
-      for (int h = 1; h < split; ++h) s += part[(h * kRows + r) * n + c];
+    for (int i = static_cast<int>(threadIdx.x); i < kRows * N; i += kThreads) {
+      const int r = i / N, c = i % N;
+      float s = part[r * N + c];
+#pragma unroll
+      for (int h = 1; h < kSplit; ++h) s += part[(h * kRows + r) * N + c];
       finish(e, r, c0 + c, s, seq);
     }
   }
 }
 
-// attention_share(smem, qkv, att, rank, blocks, seq, scale): block `rank` of `blocks` (a multiple
-// of kHeads) computes head rank / (blocks / kHeads)'s output for its share of the query rows:
-// K and V of the head staged in shared memory, a warp per query row (lane t: key t's score),
-// softmax in registers, P . V with the probabilities broadcast by shuffles.
-__device__ void attention_share(float* smem, const float* qkv, float* att, int rank, int blocks,
-                                int seq, float scale) {
-  const int per_head = blocks / kHeads;
-  const int h = rank / per_head;
-  const int rows_each = (seq + per_head - 1) / per_head;
-  const int q0 = (rank % per_head) * rows_each;
+// attention_share(smem, qkv, att, rank, seq, scale): block `rank` computes head
+// rank / (kCluster / kHeads)'s output for its share of the query rows: K and V of the head
+// staged in shared memory, a warp per query row (lane t: key t's score), softmax in registers,
+// P . V with the probabilities broadcast by shuffles.
+__device__ void attention_share(float* smem, const float* qkv, float* att, int rank, int seq,
+                                float scale) {
+  constexpr int kPerHead = kCluster / kHeads;
+  const int h = rank / kPerHead;
+  const int rows_each = (seq + kPerHead - 1) / kPerHead;
+  const int q0 = (rank % kPerHead) * rows_each;
   const int nq = min(rows_each, seq - q0);  // may be <= 0: nothing to compute
-  float* ks = smem;                 // kRows x kAttnLd
+  float* ks = smem;                  // kRows x kAttnLd
   float* vs = ks + kRows * kAttnLd;  // kRows x kAttnLd
   float* qs = vs + kRows * kAttnLd;  // kWarps x kHeadDim
   const int tid = static_cast<int>(threadIdx.x);
-  for (int i = tid; i < seq * kHeadDim; i += kThreads) {
-    const int t = i / kHeadDim, j = i % kHeadDim;
+  constexpr int q4 = kHeadDim / 4;
+  for (int i = tid; i < seq * q4; i += kThreads) {
+    const int t = i / q4, j = 4 * (i % q4);
     const float* row = qkv + t * kQkv + h * kHeadDim + j;
-    ks[t * kAttnLd + j] = __ldcg(row + kD);
-    vs[t * kAttnLd + j] = __ldcg(row + 2 * kD);
+    copy16(ks + t * kAttnLd + j, row + kD);
+    copy16(vs + t * kAttnLd + j, row + 2 * kD);
   }
-  for (int i = tid; i < nq * kHeadDim; i += kThreads) {
-    const int r = i / kHeadDim, j = i % kHeadDim;
-    qs[i] = __ldcg(qkv + (q0 + r) * kQkv + h * kHeadDim + j);
+  for (int i = tid; i < nq * q4; i += kThreads) {
+    const int r = i / q4, j = 4 * (i % q4);
+    copy16(qs + r * kHeadDim + j, qkv + (q0 + r) * kQkv + h * kHeadDim + j);
   }
+  wait_copies();
   __syncthreads();
   const int warp = tid / 32, lane = tid % 32;
   if (warp >= nq) return;  // no barrier follows in this phase
@@ -254,10 +294,12 @@ __device__ void attention_share(float* smem, const float* qkv, float* att, int r
     float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
 #pragma unroll
     for (int j = 0; j < kHeadDim; j += 4) {
-      a0 = fmaf(q[j], k[j], a0);
-      a1 = fmaf(q[j + 1], k[j + 1], a1);
-      a2 = fmaf(q[j + 2], k[j + 2], a2);
-      a3 = fmaf(q[j + 3], k[j + 3], a3);
+      const float4 kv = *reinterpret_cast<const float4*>(k + j);
+      const float4 qv = *reinterpret_cast<const float4*>(q + j);
+      a0 = fmaf(qv.x, kv.x, a0);
+      a1 = fmaf(qv.y, kv.y, a1);
+      a2 = fmaf(qv.z, kv.z, a2);
+      a3 = fmaf(qv.w, kv.w, a3);
     }
     score = ((a0 + a1) + (a2 + a3)) * scale;
   }
@@ -275,12 +317,11 @@ __device__ void attention_share(float* smem, const float* qkv, float* att, int r
   out[lane + 32] = o1;
 }
 
-template <int C>
 __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStackParams p) {
-  static_assert(C % kHeads == 0 && kD % (C * kTileC) == 0 && kD / C >= 16);
   extern __shared__ float4 smem4[];
   float* stage = reinterpret_cast<float*>(smem4);
-  float* part = stage + kStageFloats;
+  float* wbuf = stage + kStageFloats;
+  float* part = wbuf + kWeightFloats;
   pdl_wait_then_release();
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
@@ -288,48 +329,62 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
   const std::size_t b = blockIdx.x;
   const Regions g = regions_of(p.ws, static_cast<std::size_t>(p.batch) * seq, b * seq);
   const float* x = p.x + b * seq * kD;
-  constexpr int nd = kD / C, nqkv = kQkv / C, nff = kFF / C;
+  // Each phase's weight slice is copied while the phase before it ends (after the block's last
+  // read of the buffer, before the cluster barrier), so its latency hides behind the barrier.
+  stage_weights(wbuf, p.layer[0].in_w + rank * kNQkv * kD, kNQkv * kD);
   for (int l = 0; l < p.layers; ++l) {
     const EncoderStackLayer& L = p.layer[l];
     // P1: the layer's input (normalized by the previous layer's norm2), then qkv.
     stage_rows<kD>(stage, l == 0 ? x : g.att, seq);
+    wait_copies();
     __syncthreads();
     if (l > 0) {
       normalize_rows(stage, p.layer[l - 1].norm2_w, p.layer[l - 1].norm2_b, seq, p.eps);
       __syncthreads();
-      store_columns(g.xn, stage, rank * nd, nd, seq);
+      store_columns(g.xn, stage, rank * kND, seq);
     }
     const float* residual = l == 0 ? x : g.xn;
-    block_product<kD>(stage, L.in_w, rank * nqkv, nqkv, seq, {g.qkv, kQkv, L.in_b, nullptr, 0},
-                      part);
+    block_product<kD, kNQkv>(stage, wbuf, rank * kNQkv, seq, {g.qkv, kQkv, L.in_b, nullptr, 0},
+                             part);
+    __syncthreads();
+    stage_weights(wbuf, L.out_w + rank * kND * kD, kND * kD);
     cluster_barrier(cluster);
     // P2: attention.
-    attention_share(stage, g.qkv, g.att, rank, C, seq, p.scale);
+    attention_share(stage, g.qkv, g.att, rank, seq, p.scale);
     cluster_barrier(cluster);
     // P3: out_proj + the residual, before norm1.
     stage_rows<kD>(stage, g.att, seq);
+    wait_copies();
     __syncthreads();
-    block_product<kD>(stage, L.out_w, rank * nd, nd, seq, {g.t1, kD, L.out_b, residual, 0}, part);
+    block_product<kD, kND>(stage, wbuf, rank * kND, seq, {g.t1, kD, L.out_b, residual, 0}, part);
+    __syncthreads();
+    stage_weights(wbuf, L.lin1_w + rank * kNFF * kD, kNFF * kD);
     cluster_barrier(cluster);
     // P4: norm1, then linear1 + ReLU.
     stage_rows<kD>(stage, g.t1, seq);
+    wait_copies();
     __syncthreads();
     normalize_rows(stage, L.norm1_w, L.norm1_b, seq, p.eps);
     __syncthreads();
-    store_columns(g.t1n, stage, rank * nd, nd, seq);
-    block_product<kD>(stage, L.lin1_w, rank * nff, nff, seq, {g.hid, kFF, L.lin1_b, nullptr, p.act},
-                      part);
+    store_columns(g.t1n, stage, rank * kND, seq);
+    block_product<kD, kNFF>(stage, wbuf, rank * kNFF, seq, {g.hid, kFF, L.lin1_b, nullptr, p.act},
+                            part);
+    __syncthreads();
+    stage_weights(wbuf, L.lin2_w + rank * kND * kFF, kND * kFF);
     cluster_barrier(cluster);
     // P5: linear2 + the residual, before norm2 (into att's space: attention's output is dead).
     stage_rows<kFF>(stage, g.hid, seq);
+    wait_copies();
     __syncthreads();
-    block_product<kFF>(stage, L.lin2_w, rank * nd, nd, seq, {g.att, kD, L.lin2_b, g.t1n, 0}, part);
+    block_product<kFF, kND>(stage, wbuf, rank * kND, seq, {g.att, kD, L.lin2_b, g.t1n, 0}, part);
+    __syncthreads();
+    if (l + 1 < p.layers) stage_weights(wbuf, p.layer[l + 1].in_w + rank * kNQkv * kD, kNQkv * kD);
     cluster_barrier(cluster);
   }
-  // The last norm2, into y: row r by block r mod C, a warp per row.
+  // The last norm2, into y: row r by block r mod kCluster, a warp per row.
   const EncoderStackLayer& last = p.layer[p.layers - 1];
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int r = rank + C * warp;
+  const int r = rank + kCluster * warp;
   if (r < seq) {
     constexpr int kVals = kD / 32;
     const float* src = g.att + r * kD;
@@ -354,30 +409,18 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
   }
 }
 
-// Per device: the kernels' attributes set (shared memory above 48 KiB, the non-portable cluster
-// size) and the auto cluster size chosen, once.
+// Per device: the kernel's attributes set (shared memory above 48 KiB, the non-portable cluster
+// size) and whether the device can run a cluster of it, once.
 constexpr int kMaxDevices = 64;
 struct Prepared {
   std::once_flag once;
   cudaError_t status = cudaSuccess;
-  int auto_cluster = 8;
+  bool runnable = false;
 };
 std::array<Prepared, kMaxDevices> g_prepared;
 
-template <int C>
-cudaError_t set_attributes() {
-  cudaError_t e = cudaFuncSetAttribute(encoder_stack_kernel<C>,
-                                       cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                       static_cast<int>(kSmemBytes));
-  if (e == cudaSuccess && C > 8) {
-    e = cudaFuncSetAttribute(encoder_stack_kernel<C>,
-                             cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
-  }
-  return e;
-}
-
-// prepared(): this device's Prepared, set up on first use; null if the device ordinal is out of
-// range or cudaGetDevice fails (status in *error).
+// prepared(error): this device's Prepared, set up on first use; null (the reason in *error) if
+// the device ordinal is out of range or setting the attributes failed.
 Prepared* prepared(cudaError_t* error) {
   int dev = 0;
   *error = cudaGetDevice(&dev);
@@ -388,28 +431,34 @@ Prepared* prepared(cudaError_t* error) {
   }
   Prepared& pr = g_prepared[static_cast<std::size_t>(dev)];
   std::call_once(pr.once, [&pr] {
-    pr.status = set_attributes<8>();
-    if (pr.status == cudaSuccess) pr.status = set_attributes<16>();
-    if (pr.status != cudaSuccess) return;
-    // 16 when at least one cluster of 16 such blocks fits the GPU (H100: yes).
+    pr.status = cudaFuncSetAttribute(encoder_stack_kernel,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(kSmemBytes));
+    if (pr.status == cudaSuccess) {
+      pr.status = cudaFuncSetAttribute(encoder_stack_kernel,
+                                       cudaFuncAttributeNonPortableClusterSizeAllowed, 1);
+    }
+    if (pr.status != cudaSuccess) {
+      (void)cudaGetLastError();
+      pr.status = cudaSuccess;  // a device without these (pre-Hopper): not runnable, no error
+      return;
+    }
     cudaLaunchConfig_t config{};
-    config.gridDim = dim3(1, 16);
+    config.gridDim = dim3(1, kCluster);
     config.blockDim = dim3(kThreads);
     config.dynamicSmemBytes = kSmemBytes;
     cudaLaunchAttribute attr{};
     attr.id = cudaLaunchAttributeClusterDimension;
     attr.val.clusterDim.x = 1;
-    attr.val.clusterDim.y = 16;
+    attr.val.clusterDim.y = kCluster;
     attr.val.clusterDim.z = 1;
     config.attrs = &attr;
     config.numAttrs = 1;
     int clusters = 0;
-    if (cudaOccupancyMaxActiveClusters(&clusters, encoder_stack_kernel<16>, &config) ==
-            cudaSuccess &&
-        clusters >= 1) {
-      pr.auto_cluster = 16;
-    }
-    (void)cudaGetLastError();  // a failed query only means 8
+    pr.runnable = cudaOccupancyMaxActiveClusters(&clusters, encoder_stack_kernel, &config) ==
+                      cudaSuccess &&
+                  clusters >= 1;
+    (void)cudaGetLastError();  // a failed query only means not runnable
   });
   *error = pr.status;
   return pr.status == cudaSuccess ? &pr : nullptr;
@@ -419,13 +468,17 @@ Prepared* prepared(cudaError_t* error) {
 
 bool encoder_stack_fits(std::size_t batch, std::size_t seq, std::size_t d_model,
                         std::size_t heads, std::size_t feed_forward, std::size_t layers, int act) {
-  return batch >= 1 && batch <= kEncoderStackMaxBatch && seq >= 1 &&
-         seq <= static_cast<std::size_t>(kRows) && d_model == kD && heads == kHeads &&
-         feed_forward == kFF && layers >= 1 && layers <= kEncoderStackMaxLayers && act == 1;
+  if (!(batch >= 1 && batch <= kEncoderStackMaxBatch && seq >= 1 &&
+        seq <= static_cast<std::size_t>(kRows) && d_model == kD && heads == kHeads &&
+        feed_forward == kFF && layers >= 1 && layers <= kEncoderStackMaxLayers && act == 1)) {
+    return false;
+  }
+  cudaError_t e = cudaSuccess;
+  const Prepared* pr = prepared(&e);
+  return pr != nullptr && pr->runnable;
 }
 
-cudaError_t encoder_stack(cudaStream_t stream, const EncoderStackParams& params, int cluster,
-                          bool pdl) {
+cudaError_t encoder_stack(cudaStream_t stream, const EncoderStackParams& params, bool pdl) {
   if (params.batch < 1 || static_cast<std::size_t>(params.batch) > kEncoderStackMaxBatch ||
       params.seq < 1 || params.seq > kRows || params.layers < 1 ||
       static_cast<std::size_t>(params.layers) > kEncoderStackMaxLayers) {
@@ -434,17 +487,10 @@ cudaError_t encoder_stack(cudaStream_t stream, const EncoderStackParams& params,
   cudaError_t e = cudaSuccess;
   const Prepared* pr = prepared(&e);
   if (!pr) return e;
-  const int c = cluster == kEncoderClusterAuto ? pr->auto_cluster : cluster;
-  const dim3 grid(static_cast<unsigned>(params.batch), static_cast<unsigned>(c));
-  if (c == 16) {
-    return launch_ex(stream, {grid, dim3(kThreads), kSmemBytes, pdl, 16u},
-                     encoder_stack_kernel<16>, params);
-  }
-  if (c == 8) {
-    return launch_ex(stream, {grid, dim3(kThreads), kSmemBytes, pdl, 8u},
-                     encoder_stack_kernel<8>, params);
-  }
-  return cudaErrorInvalidValue;
+  if (!pr->runnable) return cudaErrorNotSupported;
+  const dim3 grid(static_cast<unsigned>(params.batch), static_cast<unsigned>(kCluster));
+  return launch_ex(stream, {grid, dim3(kThreads), kSmemBytes, pdl, kCluster},
+                   encoder_stack_kernel, params);
 }
 
 }  // namespace tandem::backends::cuda::launch
