@@ -22,17 +22,15 @@
 //   after the last layer: y = norm2(t2), row r of the sequence by block r mod 16.
 // Activations live in the caller's workspace (global memory, L2-resident at these sizes) and are
 // staged into shared memory by cp.async.cg (through L2 only, so no block sees a stale L1 line of
-// another's writes); each barrier is a __threadfence() and cluster.sync(). Each phase's weight
+// another's writes); each barrier is a cluster.sync() (release / acquire). Each phase's weight
 // slice (at most 64 KiB a block; each weight is used by exactly one block of the cluster) is
 // copied into shared memory by cp.async as soon as the phase before has finished reading the
 // buffer, so its latency hides behind the cluster barrier.
 // A phase's matrix product: the block's output columns in tiles of 8 rows x 8 columns, a warp
-// per tile; the warp's 32 lanes split the reduction dimension (lane l the float4s 4l, 4l + 128,
-// ...), so every shared-memory load is a 512-byte contiguous warp access, and the 64 partial
-// sums a lane holds are folded by two reduce_scatter<32> (62 shuffles) into one output per lane
-// and half. Where a phase has fewer tiles than warps (16 columns), two warps split each tile's
-// reduction and the block adds their halves in shared memory, in a fixed order (results are
-// deterministic).
+// per tile, each quarter of the tile (4 x 4) on 8 lanes that split the reduction dimension
+// (block_product). Where a phase has fewer tiles than warps (16 columns), two warps split each
+// tile's reduction and the block adds their halves in shared memory, in a fixed order (results
+// are deterministic).
 // Numerics: fp32 throughout (no tensor cores, TF32 or not); sums in a different order than the
 // op-by-op kernels, so results agree with them to rounding (tests: 1e-4 against the cpu backend).
 // Sizes: d_model 256, 4 heads, feed-forward 1024, ReLU, seq <= 32, any eps; other encoders, and
@@ -112,11 +110,10 @@ __device__ __forceinline__ void wait_copies() {
 }
 
 // cluster_barrier(cluster): every block's global and shared writes before it are visible to
-// every block of the cluster after it.
-__device__ __forceinline__ void cluster_barrier(cg::cluster_group& cluster) {
-  __threadfence();
-  cluster.sync();
-}
+// every block of the cluster after it: barrier.cluster.arrive has release and barrier.cluster.wait
+// acquire semantics at cluster scope, for every state space (PTX ISA, "barrier.cluster"); the
+// reads after it go through L2 (cp.async.cg, ld.global.cg), never a stale L1 line.
+__device__ __forceinline__ void cluster_barrier(cg::cluster_group& cluster) { cluster.sync(); }
 
 // stage_rows<K>(a, src, seq): starts a[r][k] = src[r * K + k] for r < seq (asynchronous: see
 // wait_copies), and zeroes the rows seq <= r < kRows.
@@ -198,6 +195,11 @@ __device__ __forceinline__ void finish(const Epilogue& e, int r, int c, float v,
 // block_product<K, N>(a, w, c0, seq, e, part): the block's columns [c0, c0 + N) of a . w^T
 // through the epilogue, a: kRows x K (shared memory), w: the N x K weight slice (shared
 // memory). Every thread of the block calls it (it may synchronize the block).
+// A warp computes an 8 x 8 tile: lane = 8 q + kl, quarter q = (row half q / 2, column half q % 2)
+// of the tile (4 x 4 outputs), kl one of 8 lanes splitting the reduction (the float4s kl,
+// kl + 8, ...); the 8 lanes of a quarter then fold their 16 partial sums by reduce_scatter's
+// steps over lane bits 2..0 (14 shuffles), leaving lane kl two outputs: row kl / 2, columns
+// 2 (kl % 2) and + 1 of its quarter.
 template <int K, int N>
 __device__ void block_product(const float* a, const float* w, int c0, int seq, const Epilogue& e,
                               float* part) {
@@ -205,44 +207,48 @@ __device__ void block_product(const float* a, const float* w, int c0, int seq, c
   constexpr int kTiles = kRowTiles * (N / kTileC);
   constexpr int kSplit = kTiles >= kWarps ? 1 : kWarps / kTiles;
   constexpr int kSpan = K / kSplit;
-  static_assert(N % kTileC == 0 && kSpan % 128 == 0 && (kSplit == 1 || kSplit * kRows * N <= kPartFloats));
+  constexpr int kKLanes = 8, kStep = 4 * kKLanes;
+  static_assert(N % kTileC == 0 && kSpan % kStep == 0 &&
+                (kSplit == 1 || kSplit * kRows * N <= kPartFloats));
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int q = lane / kKLanes, kl = lane % kKLanes;
+#pragma unroll 1
   for (int t = warp; t < kTiles * kSplit; t += kWarps) {
     const int tile = t % kTiles, half = t / kTiles;
-    const int r0 = (tile % kRowTiles) * kTileR, cl0 = (tile / kRowTiles) * kTileC;
-    float acc[kTileR * kTileC];
+    const int r0 = (tile % kRowTiles) * kTileR + 4 * (q / 2);
+    const int cl0 = (tile / kRowTiles) * kTileC + 4 * (q % 2);
+    float acc[16];
 #pragma unroll
-    for (int i = 0; i < kTileR * kTileC; ++i) acc[i] = 0.0f;
-    const float* wt = w + cl0 * K + half * kSpan + 4 * lane;
-    const float* at = a + r0 * K + half * kSpan + 4 * lane;
-#pragma unroll 1
-    for (int k = 0; k < kSpan; k += 128) {
-      float4 wv[kTileC];
+    for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
+    const float* wt = w + cl0 * K + half * kSpan + 4 * kl;
+    const float* at = a + r0 * K + half * kSpan + 4 * kl;
+#pragma unroll 8
+    for (int k = 0; k < kSpan; k += kStep) {
+      float4 wv[4], av[4];
 #pragma unroll
-      for (int j = 0; j < kTileC; ++j) wv[j] = *reinterpret_cast<const float4*>(wt + j * K + k);
+      for (int j = 0; j < 4; ++j) wv[j] = *reinterpret_cast<const float4*>(wt + j * K + k);
 #pragma unroll
-      for (int i = 0; i < kTileR; ++i) {
-        const float4 av = *reinterpret_cast<const float4*>(at + i * K + k);
+      for (int i = 0; i < 4; ++i) av[i] = *reinterpret_cast<const float4*>(at + i * K + k);
 #pragma unroll
-        for (int j = 0; j < kTileC; ++j) {
-          float& s = acc[i * kTileC + j];
-          s = fmaf(av.x, wv[j].x, s);
-          s = fmaf(av.y, wv[j].y, s);
-          s = fmaf(av.z, wv[j].z, s);
-          s = fmaf(av.w, wv[j].w, s);
+      for (int i = 0; i < 4; ++i) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          float& s = acc[i * 4 + j];
+          s = fmaf(av[i].x, wv[j].x, s);
+          s = fmaf(av[i].y, wv[j].y, s);
+          s = fmaf(av[i].z, wv[j].z, s);
+          s = fmaf(av[i].w, wv[j].w, s);
         }
       }
     }
-    // Lane l: rows r0 + l / 8 and r0 + 4 + l / 8, column cl0 + l % 8.
-    const float lo = reduce_scatter<32>(acc, lane);
-    const float hi = reduce_scatter<32>(acc + 32, lane);
-    const int r = r0 + lane / kTileC, c = cl0 + lane % kTileC;
+    reduce_scatter_step<16, kKLanes / 2>(acc, lane);  // acc[0..1]: outputs 2 kl and 2 kl + 1
+    const int r = r0 + kl / 2, c = cl0 + 2 * (kl % 2);
     if constexpr (kSplit == 1) {
-      finish(e, r, c0 + c, lo, seq);
-      finish(e, r + 4, c0 + c, hi, seq);
+      finish(e, r, c0 + c, acc[0], seq);
+      finish(e, r, c0 + c + 1, acc[1], seq);
     } else {
-      part[(half * kRows + r) * N + c] = lo;
-      part[(half * kRows + r + 4) * N + c] = hi;
+      part[(half * kRows + r) * N + c] = acc[0];
+      part[(half * kRows + r) * N + c + 1] = acc[1];
     }
   }
   if constexpr (kSplit > 1) {
