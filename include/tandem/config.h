@@ -60,7 +60,7 @@ struct RuntimeConfig {
   // on a word the graph's last kernel stores into mapped host memory instead of calling
   // cudaStreamSynchronize (Note [Graph completion signal]); off: always cudaStreamSynchronize.
   bool cuda_graph_signal = true;
-  // The fused encoder (Note [Fused encoder]): the reference encoder's forward at batch <= 4 as
+  // The fused encoder (Note [Fused encoder]): the reference encoder's forward at batch <= 2 as
   // one kernel, a 16-block thread-block cluster per sequence, where the GPU can schedule that
   // (Hopper); off, or elsewhere: op by op.
   bool cuda_fused_encoder = true;

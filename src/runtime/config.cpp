@@ -53,7 +53,7 @@ constexpr VarSpec kVars[] = {
      "1 (a synchronize after a kernel-only graph replay spins on a flag the graph stores)",
      "0, 1 (0: always cudaStreamSynchronize)"},
     {"TANDEM_CUDA_FUSED_ENCODER",
-     "1 (the encoder's forward at batch <= 4 as one kernel where the GPU can run it)",
+     "1 (the encoder's forward at batch <= 2 as one kernel where the GPU can run it)",
      "0, 1 (0: op by op)"},
 };
 

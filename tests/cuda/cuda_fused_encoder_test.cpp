@@ -1,6 +1,6 @@
 // The fused encoder (Note [Fused encoder], src/backends/cuda/encoder_kernel.cu): the reference
 // encoder's forward with it and without it equals
-// the cpu backend within 1e-4, over sequence lengths 1..32 and batches 1..4, eager and as a graph;
+// the cpu backend within 1e-4, over sequence lengths 1..32 and batches 1..3, eager and as a graph;
 // Kernels::encoder_stack takes exactly the stacks it has a kernel for.
 #include <gtest/gtest.h>
 
@@ -32,7 +32,7 @@ TEST_P(CudaFusedEncoder, EqualsTheCpuBackendOverSequenceLengthsAndBatchesEagerAn
   auto m_cpu = nn::load_model("encoder", cpu, {std::nullopt, 11});
   auto m_gpu = nn::load_model("encoder", gpu, {std::nullopt, 11});
   for (std::size_t seq : {1, 2, 5, 17, 31, 32}) {
-    for (std::size_t batch : {1, 2, 4, 5}) {
+    for (std::size_t batch : {1, 2, 3}) {  // 3: op by op either way
       const nn::Shape shape{batch, seq, 256};
       std::vector<float> host(shape.numel());
       for (auto& v : host) v = dist(rng);
@@ -77,7 +77,7 @@ TEST(CudaFusedEncoderDispatch, TakesExactlyTheStacksItHasAKernelFor) {
     RuntimeConfig c = RuntimeConfig::process();
     c.cuda_fused_encoder = setting;
     auto gpu = testing::open_cuda(c);
-    const std::size_t d = 256, ff = 1024, batch = 4, seq = 32, rows = batch * seq;
+    const std::size_t d = 256, ff = 1024, batch = 2, seq = 32, rows = batch * seq;
     // Zero weights and unit norms: every layer's output is 0 (the norm of a constant row).
     const nn::Tensor w = nn::Tensor::zeros(gpu, nn::Shape{3 * d * d + d * d + 2 * d * ff + 16 * d});
     const nn::Tensor x = nn::Tensor::zeros(gpu, nn::Shape{rows * d});
@@ -100,7 +100,7 @@ TEST(CudaFusedEncoderDispatch, TakesExactlyTheStacksItHasAKernelFor) {
     for (int change = 0; change < 7; ++change) {
       EncoderStackArgs a = fits;
       switch (change) {
-        case 0: a.batch = 5; break;
+        case 0: a.batch = 3; break;
         case 1: a.seq = 33; break;
         case 2: a.d_model = 128; break;
         case 3: a.heads = 8; break;

@@ -85,7 +85,7 @@ TEST_F(CudaGraphMemory, CapturedForwardsEqualEagerAndTheGraphsHoldKernelsOnly) {
         EXPECT_EQ(info->memory_nodes, 0u) << what;
         EXPECT_EQ(info->memcpy_nodes, 0u) << what;
         EXPECT_EQ(info->host_nodes, 0u) << what;
-        // The encoder at batch <= 4 is one fused kernel where the GPU runs it (Note [Fused
+        // The encoder at batch <= 2 is one fused kernel where the GPU runs it (Note [Fused
         // encoder]), 14 op by op.
         const bool fused = std::string(name) == "encoder" &&
                            backends::cuda::launch::encoder_stack_fits(batch, 32, 256, 4, 1024, 2, 1);

@@ -105,7 +105,10 @@ cudaError_t attention(cudaStream_t stream, float* out, const float* qkv, float* 
 // device memory, 16-byte aligned; x, y: batch x seq x 256; ws: at least batch x seq x 2560
 // floats (contents undefined afterwards), not overlapping x, y or the weights; y must not
 // overlap x. pdl: launched as gemv_bias_act with pdl.
-inline constexpr std::size_t kEncoderStackMaxBatch = 4;
+// Batch 2 at most: a cluster per sequence, and the H100 runs 8 such clusters at once (one per
+// GPC), so larger batches from several threads queue; measured (docs/benchmarks.md, "The fused
+// encoder"): batch 4 from 8 threads ran 23% below the op-by-op path, batch 2 15% above it.
+inline constexpr std::size_t kEncoderStackMaxBatch = 2;
 inline constexpr std::size_t kEncoderStackMaxLayers = 8;
 struct EncoderStackLayer {
   const float *in_w, *in_b, *out_w, *out_b, *lin1_w, *lin1_b, *lin2_w, *lin2_b;

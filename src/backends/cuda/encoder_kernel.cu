@@ -55,7 +55,14 @@ namespace cg = cooperative_groups;
 constexpr int kD = 256, kFF = 1024, kHeads = 4, kHeadDim = kD / kHeads, kQkv = 3 * kD;
 constexpr int kCluster = 16;  // blocks a cluster (non-portable size: Hopper)
 constexpr int kRows = 32;     // rows a cluster computes (the sequence, zero-padded)
-constexpr int kThreads = 512, kWarps = kThreads / 32;
+#ifndef TANDEM_FUSED_THREADS
+#define TANDEM_FUSED_THREADS 512
+#endif
+#ifndef TANDEM_FUSED_UNROLL
+#define TANDEM_FUSED_UNROLL 8
+#endif
+constexpr int kThreads = TANDEM_FUSED_THREADS, kWarps = kThreads / 32;
+constexpr int kUnroll = TANDEM_FUSED_UNROLL;  // block_product's reduction loop
 constexpr int kTileR = 8, kTileC = 8;  // a warp task: rows x columns
 constexpr int kAttnLd = kHeadDim + 4;  // K and V rows in shared memory: 16-byte rows, and the
                                        // 8 lanes of a 16-byte access phase on distinct banks
@@ -66,7 +73,7 @@ constexpr int kNQkv = kQkv / kCluster, kND = kD / kCluster, kNFF = kFF / kCluste
 // 64 KiB), the split-reduction partials (2 x kRows x kND floats).
 constexpr int kStageFloats = kRows * kFF;
 constexpr int kWeightFloats = kNFF * kD > kND * kFF ? kNFF * kD : kND * kFF;
-constexpr int kPartFloats = 2 * kRows * kND;
+constexpr int kPartFloats = kWarps / 8 * kRows * kND;  // phases of 16 columns: 8 tiles
 constexpr std::size_t kSmemBytes = (kStageFloats + kWeightFloats + kPartFloats) * sizeof(float);
 static_assert(kNQkv * kD <= kWeightFloats);
 static_assert(2 * kRows * kAttnLd + kWarps * kHeadDim <= kStageFloats);
@@ -222,7 +229,7 @@ __device__ void block_product(const float* a, const float* w, int c0, int seq, c
     for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
     const float* wt = w + cl0 * K + half * kSpan + 4 * kl;
     const float* at = a + r0 * K + half * kSpan + 4 * kl;
-#pragma unroll 8
+#pragma unroll kUnroll
     for (int k = 0; k < kSpan; k += kStep) {
       float4 wv[4], av[4];
 #pragma unroll
