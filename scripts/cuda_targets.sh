@@ -12,6 +12,8 @@
 #   tandem's graph path and the empty-kernel ceiling, two rounds), not in the default list. Step
 #   `residentserve` (tandem's resident mode, tandem/nn/resident.h: its GPU tests, then `tandem
 #   bench --resident` next to the graph path, the empty-kernel ceiling and PyTorch eager).
+# Step `fused` (not in the default list): the fused encoder's tests, then the encoder at batch 1
+# and 2 with TANDEM_CUDA_FUSED_ENCODER=0 and 1 alternating, the ceiling and PyTorch eager.
 # NEWTESTS=<gtest filter> picks the 'newtests' step's tests. Each step has its own timeout, so one hang loses only that step. Logs: $OUT/log.txt, JSON
 # records in $OUT. Steps: scripts/cuda_targets.sh [step...] (default: all).
 set -uo pipefail
@@ -240,6 +242,19 @@ if has encoder; then
   run 60 python3 bench/torch_reference.py --model encoder --batch 1 --threads 1,8 --modes eager,graph --seconds "$S"
   run 60 python3 bench/torch_reference.py --model encoder --batch 64,256 --threads 1 --modes eager --seconds "$S"
   run 60 python3 bench/torch_reference.py --model mlp --batch 1024,4096 --threads 1 --modes eager --seconds "$S"
+fi
+
+if has fused; then
+  section "the fused encoder against op by op (Note [Fused encoder]), alternating, two rounds"
+  run 180 "$G" --gtest_filter='*CudaFusedEncoder*:*CudaModels*:CudaGraphMemory.*' 2>&1 | grep -E "^\[  |Failure|Expected|Which|rror" | head -20
+  for round in 1 2; do
+    for fused in 0 1; do
+      TANDEM_CUDA_FUSED_ENCODER=$fused b --model encoder --batch 1 --graphs --threads 1,8,16 --policies none
+      TANDEM_CUDA_FUSED_ENCODER=$fused b --model encoder --batch 2 --graphs --threads 1,8 --policies none
+    done
+    b --model empty --threads 1,8 --policies none
+  done
+  run 60 python3 bench/torch_reference.py --model encoder --batch 1 --threads 8 --modes eager --seconds "$S"
 fi
 
 if has arena; then
