@@ -35,6 +35,11 @@
 // op-by-op kernels, so results agree with them to rounding (tests: 1e-4 against the cpu backend).
 // Sizes: d_model 256, 4 heads, feed-forward 1024, ReLU, seq <= 32, any eps; other encoders, and
 // devices that cannot schedule such a cluster, take the op-by-op path (encoder_stack_fits).
+// Measured on the H100 (docs/benchmarks.md, "The fused encoder"): ~70 us a forward under ncu,
+// 0.4 instructions issued per scheduler and cycle: the chain of ten phases (barrier, staging
+// wait, product, epilogue) bounds it, not the products (16 x 16 warp tiles, with half the
+// shared-memory loads per multiply-add, ran no faster). Batch-1 graph replays: +32% forwards/s on
+// one thread, +55% at 8, even at 16 (8 clusters of 16 SMs fit the GPU at once).
 #include <cuda_runtime.h>
 
 #include <array>
