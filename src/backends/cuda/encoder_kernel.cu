@@ -136,6 +136,15 @@ __device__ void stage_rows(float* a, const float* src, int seq) {
   }
 }
 
+// begin_phase<K>(stage, src, seq): stages the phase's input rows (stage_rows) and waits for them
+// and for the weight copies started before the barrier; the block may read both afterwards.
+template <int K>
+__device__ void begin_phase(float* stage, const float* src, int seq) {
+  stage_rows<K>(stage, src, seq);
+  wait_copies();
+  __syncthreads();
+}
+
 // stage_weights(wbuf, w, floats): starts the copy of the block's weight slice (contiguous rows of
 // a weight matrix) into the weight buffer. The buffer must no longer be read (a __syncthreads()
 // after the phase that used it).
@@ -145,31 +154,49 @@ __device__ void stage_weights(float* wbuf, const float* w, int floats) {
   }
 }
 
+// end_phase(cluster, wbuf, next_w, floats): once every thread of the block is done with the
+// weight buffer, starts copying the next phase's slice (next_w, or nothing if null) into it, then
+// the cluster barrier.
+__device__ void end_phase(cg::cluster_group& cluster, float* wbuf, const float* next_w, int floats) {
+  __syncthreads();
+  if (next_w) stage_weights(wbuf, next_w, floats);
+  cluster_barrier(cluster);
+}
+
+// normalize_row(v, gamma, beta, eps, lane): v holds the lane's values of a kD-column row
+// (columns lane + 32 k); replaces them by layer_norm(row) * gamma + beta (biased variance,
+// PyTorch's LayerNorm). Every lane of the warp calls it.
+constexpr int kRowVals = kD / 32;
+__device__ __forceinline__ void normalize_row(float (&v)[kRowVals], const float* __restrict__ gamma,
+                                              const float* __restrict__ beta, float eps, int lane) {
+  float s = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kRowVals; ++k) s += v[k];
+  const float mean = warp_sum(s) / static_cast<float>(kD);
+  float sq = 0.0f;
+#pragma unroll
+  for (int k = 0; k < kRowVals; ++k) sq += (v[k] - mean) * (v[k] - mean);
+  const float inv = rsqrtf(warp_sum(sq) / static_cast<float>(kD) + eps);
+#pragma unroll
+  for (int k = 0; k < kRowVals; ++k) {
+    const int c = lane + 32 * k;
+    v[k] = (v[k] - mean) * inv * __ldg(gamma + c) + __ldg(beta + c);
+  }
+}
+
 // normalize_rows(a, gamma, beta, seq, eps): rows r < seq of a (kRows x kD, shared memory)
-// replaced by layer_norm(a[r]) * gamma + beta, a warp per row (biased variance, PyTorch's).
+// normalized in place (normalize_row), a warp per row.
 __device__ void normalize_rows(float* a, const float* __restrict__ gamma,
                                const float* __restrict__ beta, int seq, float eps) {
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  constexpr int kVals = kD / 32;
   for (int r = warp; r < seq; r += kWarps) {
     float* row = a + r * kD;
-    float v[kVals];
-    float s = 0.0f;
+    float v[kRowVals];
 #pragma unroll
-    for (int k = 0; k < kVals; ++k) {
-      v[k] = row[lane + 32 * k];
-      s += v[k];
-    }
-    const float mean = warp_sum(s) / static_cast<float>(kD);
-    float sq = 0.0f;
+    for (int k = 0; k < kRowVals; ++k) v[k] = row[lane + 32 * k];
+    normalize_row(v, gamma, beta, eps, lane);
 #pragma unroll
-    for (int k = 0; k < kVals; ++k) sq += (v[k] - mean) * (v[k] - mean);
-    const float inv = rsqrtf(warp_sum(sq) / static_cast<float>(kD) + eps);
-#pragma unroll
-    for (int k = 0; k < kVals; ++k) {
-      const int c = lane + 32 * k;
-      row[c] = (v[k] - mean) * inv * __ldg(gamma + c) + __ldg(beta + c);
-    }
+    for (int k = 0; k < kRowVals; ++k) row[lane + 32 * k] = v[k];
   }
 }
 
@@ -348,9 +375,7 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
   for (int l = 0; l < p.layers; ++l) {
     const EncoderStackLayer& L = p.layer[l];
     // P1: the layer's input (normalized by the previous layer's norm2), then qkv.
-    stage_rows<kD>(stage, l == 0 ? x : g.att, seq);
-    wait_copies();
-    __syncthreads();
+    begin_phase<kD>(stage, l == 0 ? x : g.att, seq);
     if (l > 0) {
       normalize_rows(stage, p.layer[l - 1].norm2_w, p.layer[l - 1].norm2_b, seq, p.eps);
       __syncthreads();
@@ -359,66 +384,41 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
     const float* residual = l == 0 ? x : g.xn;
     block_product<kD, kNQkv>(stage, wbuf, rank * kNQkv, seq, {g.qkv, kQkv, L.in_b, nullptr, 0},
                              part);
-    __syncthreads();
-    stage_weights(wbuf, L.out_w + rank * kND * kD, kND * kD);
-    cluster_barrier(cluster);
+    end_phase(cluster, wbuf, L.out_w + rank * kND * kD, kND * kD);
     // P2: attention.
     attention_share(stage, g.qkv, g.att, rank, seq, p.scale);
     cluster_barrier(cluster);
     // P3: out_proj + the residual, before norm1.
-    stage_rows<kD>(stage, g.att, seq);
-    wait_copies();
-    __syncthreads();
+    begin_phase<kD>(stage, g.att, seq);
     block_product<kD, kND>(stage, wbuf, rank * kND, seq, {g.t1, kD, L.out_b, residual, 0}, part);
-    __syncthreads();
-    stage_weights(wbuf, L.lin1_w + rank * kNFF * kD, kNFF * kD);
-    cluster_barrier(cluster);
+    end_phase(cluster, wbuf, L.lin1_w + rank * kNFF * kD, kNFF * kD);
     // P4: norm1, then linear1 + ReLU.
-    stage_rows<kD>(stage, g.t1, seq);
-    wait_copies();
-    __syncthreads();
+    begin_phase<kD>(stage, g.t1, seq);
     normalize_rows(stage, L.norm1_w, L.norm1_b, seq, p.eps);
     __syncthreads();
     store_columns(g.t1n, stage, rank * kND, seq);
     block_product<kD, kNFF>(stage, wbuf, rank * kNFF, seq, {g.hid, kFF, L.lin1_b, nullptr, p.act},
                             part);
-    __syncthreads();
-    stage_weights(wbuf, L.lin2_w + rank * kND * kFF, kND * kFF);
-    cluster_barrier(cluster);
+    end_phase(cluster, wbuf, L.lin2_w + rank * kND * kFF, kND * kFF);
     // P5: linear2 + the residual, before norm2 (into att's space: attention's output is dead).
-    stage_rows<kFF>(stage, g.hid, seq);
-    wait_copies();
-    __syncthreads();
+    begin_phase<kFF>(stage, g.hid, seq);
     block_product<kFF, kND>(stage, wbuf, rank * kND, seq, {g.att, kD, L.lin2_b, g.t1n, 0}, part);
-    __syncthreads();
-    if (l + 1 < p.layers) stage_weights(wbuf, p.layer[l + 1].in_w + rank * kNQkv * kD, kNQkv * kD);
-    cluster_barrier(cluster);
+    end_phase(cluster, wbuf, l + 1 < p.layers ? p.layer[l + 1].in_w + rank * kNQkv * kD : nullptr,
+              kNQkv * kD);
   }
   // The last norm2, into y: row r by block r mod kCluster, a warp per row.
   const EncoderStackLayer& last = p.layer[p.layers - 1];
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int r = rank + kCluster * warp;
   if (r < seq) {
-    constexpr int kVals = kD / 32;
     const float* src = g.att + r * kD;
-    float v[kVals];
-    float s = 0.0f;
+    float v[kRowVals];
 #pragma unroll
-    for (int k = 0; k < kVals; ++k) {
-      v[k] = __ldcg(src + lane + 32 * k);
-      s += v[k];
-    }
-    const float mean = warp_sum(s) / static_cast<float>(kD);
-    float sq = 0.0f;
-#pragma unroll
-    for (int k = 0; k < kVals; ++k) sq += (v[k] - mean) * (v[k] - mean);
-    const float inv = rsqrtf(warp_sum(sq) / static_cast<float>(kD) + p.eps);
+    for (int k = 0; k < kRowVals; ++k) v[k] = __ldcg(src + lane + 32 * k);
+    normalize_row(v, last.norm2_w, last.norm2_b, p.eps, lane);
     float* dst = p.y + (b * seq + r) * kD;
 #pragma unroll
-    for (int k = 0; k < kVals; ++k) {
-      const int c = lane + 32 * k;
-      dst[c] = (v[k] - mean) * inv * __ldg(last.norm2_w + c) + __ldg(last.norm2_b + c);
-    }
+    for (int k = 0; k < kRowVals; ++k) dst[lane + 32 * k] = v[k];
   }
 }
 
