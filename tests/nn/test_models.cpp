@@ -6,7 +6,9 @@
 #include <vector>
 
 #include "tandem/device.h"
+#include "tandem/encoder.h"
 #include "tandem/error.h"
+#include "tandem/kernels.h"
 #include "tandem/nn/models.h"
 #include "tandem/nn/resident.h"
 #include "tandem/stream.h"
@@ -62,6 +64,27 @@ TEST(Models, ResidentModelOnAHostBackendIsAClearError) {
     EXPECT_EQ(e.kind(), ErrorKind::kInvalidArgument);
     EXPECT_NE(std::string(e.what()).find("cuda"), std::string::npos) << e.what();
   }
+}
+
+// Kernels::encoder_stack is optional: a backend without a fused encoder declines (false) and
+// encodes nothing, and the encoder runs op by op (the cpu backend's encoder tests; the cuda
+// tests cover the fused kernel).
+TEST(Models, BackendsWithoutAFusedEncoderDeclineEncoderStack) {
+  auto dev = Device::get("cpu");
+  Stream& s = dev->current_stream();
+  const EncoderLayerParams layer{};
+  EncoderStackArgs args;
+  args.batch = 1;
+  args.seq = 32;
+  args.d_model = 256;
+  args.heads = 4;
+  args.feed_forward = 1024;
+  args.layers = &layer;
+  args.n_layers = 1;
+  Encoder enc(s);
+  EXPECT_FALSE(dev->kernels().encoder_stack(enc, args));
+  enc.commit();
+  s.synchronize();
 }
 
 TEST(Models, UnknownModelIsNotFoundAndListsTheKnownOnes) {
