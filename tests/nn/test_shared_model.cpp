@@ -1,5 +1,5 @@
-// Many threads sharing one model: forward from up to 64 threads at once (stress label; run under
-// the tsan preset too).
+// Many threads sharing one model: forward from up to 64 threads at once, and 256 threads over
+// four devices (stress label; run under the tsan preset too).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -61,6 +61,51 @@ TEST_P(SharedModel, ConcurrentForwardsEqualSingleThreadedResultsExactly) {
     EXPECT_EQ(mismatches[t], 0) << "thread " << t << " of " << threads;
   }
   dev->close();
+}
+
+// 256 threads, each on its own stream (four devices: a pool has at most 63 worker streams, so the
+// last 4 threads wait for one of the first to finish), run batch-1 MLP forwards at once: four times OpenBLAS's own thread limit inside OpenBLAS, which
+// corrupted its heap before the cpu backend capped its callers (Note [BLAS callers] in
+// cpu_nn_kernels.cpp; `tandem bench --batching` crashed in cblas_sgemv at 256 direct clients).
+// Every result must still equal the single-threaded one exactly.
+TEST(SharedModelManyThreads, MoreThreadsThanOpenBLASsLimitRunForwardsCorrectly) {
+  constexpr int kThreads = 256, kDevices = 4, kRounds = 6;
+  RuntimeConfig cfg;
+  cfg.stream_pool_size = 64;
+  cfg.stream_pool_wait_ms = -1;
+  std::vector<std::shared_ptr<Device>> devs;
+  std::vector<std::shared_ptr<const Model>> models;
+  for (int d = 0; d < kDevices; ++d) {
+    devs.push_back(Device::open("cpu", cfg));
+    models.push_back(load_model("mlp", devs.back(), {std::nullopt, 11}));
+  }
+  const auto input = random_input(models[0]->input_shape(1).numel(), 7);
+  const auto expected =
+      models[0]->forward(Tensor::from_host(devs[0], models[0]->input_shape(1), input)).to_host();
+  std::vector<int> mismatches(kThreads, 0);
+  std::vector<std::string> errors(kThreads);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < kThreads; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        const auto& dev = devs[t % kDevices];
+        const auto& model = models[t % kDevices];
+        for (int r = 0; r < kRounds; ++r) {
+          const auto y =
+              model->forward(Tensor::from_host(dev, model->input_shape(1), input)).to_host();
+          if (y != expected) ++mismatches[t];
+        }
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  for (int t = 0; t < kThreads; ++t) {
+    EXPECT_EQ(errors[t], "") << "thread " << t;
+    EXPECT_EQ(mismatches[t], 0) << "thread " << t;
+  }
+  for (auto& dev : devs) dev->close();
 }
 
 INSTANTIATE_TEST_SUITE_P(ThreadCounts, SharedModel,

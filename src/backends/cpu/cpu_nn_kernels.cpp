@@ -9,12 +9,27 @@
 // cpu backend sets OpenBLAS to one thread per call (openblas_set_num_threads(1)) once, when the
 // first CpuKernels is created. Every BLAS call then runs on the calling stream's worker. This is
 // a process-wide OpenBLAS setting: a program that also calls OpenBLAS itself sees it too.
+//
+// Note [BLAS callers]
+// OpenBLAS gives every call in flight a work buffer from a table sized by its compile-time thread
+// limit (MAX_THREADS in openblas_get_config(): 64 in Debian's and Ubuntu's builds). More threads
+// inside OpenBLAS at once than that, and it prints "precompiled NUM_THREADS exceeded, adding
+// auxiliary array for thread metadata" and, in 0.3.21, corrupts its heap: `tandem bench
+// --batching` on the cpu backend crashed in cblas_sgemv in 2 of 3 runs once 256 direct clients
+// (256 threads, each running its own stream's forwards) called it at once (SIGSEGV, or glibc's
+// "corrupted size vs. prev_size"). So every BLAS call of the cpu backend holds a slot of one
+// process-wide counting semaphore (BlasSlot) with as many slots as that limit; a thread beyond
+// it waits for a slot. With one BLAS thread per call (Note [BLAS threads]), only machines with
+// more cores than the limit could ever run more calls at once.
 #include <cblas.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <semaphore>
+#include <string_view>
 
 #include "backends/cpu/cpu_kernels.h"
 #include "tandem/encoder.h"
@@ -22,6 +37,32 @@
 namespace tandem::backends {
 
 namespace {
+
+// blas_limit(): OpenBLAS's compile-time thread limit (MAX_THREADS=N in its configuration
+// string), or 32 if the string does not say.
+std::ptrdiff_t blas_limit() {
+  const std::string_view config = openblas_get_config();
+  constexpr std::string_view kKey = "MAX_THREADS=";
+  const auto at = config.find(kKey);
+  if (at == std::string_view::npos) return 32;
+  const long n = std::strtol(config.data() + at + kKey.size(), nullptr, 10);
+  return n >= 1 && n <= 1 << 20 ? static_cast<std::ptrdiff_t>(n) : 32;
+}
+
+// BlasSlot: holds one of blas_limit() process-wide slots for its lifetime (Note [BLAS callers]).
+class BlasSlot {
+ public:
+  BlasSlot() { gate().acquire(); }
+  ~BlasSlot() { gate().release(); }
+  BlasSlot(const BlasSlot&) = delete;
+  BlasSlot& operator=(const BlasSlot&) = delete;
+
+ private:
+  static std::counting_semaphore<>& gate() {
+    static std::counting_semaphore<> slots(blas_limit());
+    return slots;
+  }
+};
 
 CBLAS_TRANSPOSE cblas_trans(Transpose t) { return t == Transpose::kYes ? CblasTrans : CblasNoTrans; }
 
@@ -102,6 +143,7 @@ void run_gemm(const GemmArgs& g) {
       }
       continue;
     }
+    const BlasSlot slot;
     cblas_sgemm(CblasRowMajor, cblas_trans(g.trans_a), cblas_trans(g.trans_b),
                 static_cast<blasint>(g.m), static_cast<blasint>(g.n), static_cast<blasint>(g.k),
                 g.alpha, a, static_cast<blasint>(g.lda), b, static_cast<blasint>(g.ldb), g.beta, c,
@@ -119,6 +161,7 @@ void run_linear(float* y, const float* x, const float* w, const float* bias, std
   }
   const auto n_in = static_cast<blasint>(in);
   const auto n_out = static_cast<blasint>(out);
+  const BlasSlot slot;
   if (rows == 1) {
     // Batch 1: a matrix-vector product; the bias is the initial y (beta = 1), fused for free.
     float beta = 0.0f;
@@ -199,6 +242,7 @@ void run_attention(float* out, const float* qkv, float* scratch, std::size_t bat
   const auto ld_qkv = static_cast<blasint>(3 * d);
   const auto s = static_cast<blasint>(seq);
   const auto hd = static_cast<blasint>(head_dim);
+  const BlasSlot slot;
   for (std::size_t b = 0; b < batch; ++b) {
     const float* base = qkv + b * seq * 3 * d;
     for (std::size_t h = 0; h < heads; ++h) {
