@@ -11,13 +11,13 @@
 // a process-wide OpenBLAS setting: a program that also calls OpenBLAS itself sees it too.
 //
 // Note [BLAS callers]
-// OpenBLAS gives every call in flight a work buffer from a table sized by its compile-time thread
-// limit (MAX_THREADS in openblas_get_config(): 64 in Debian's and Ubuntu's builds). More threads
-// inside OpenBLAS at once than that, and it prints "precompiled NUM_THREADS exceeded, adding
-// auxiliary array for thread metadata" and, in 0.3.21, corrupts its heap: `tandem bench
-// --batching` on the cpu backend crashed in cblas_sgemv in 2 of 3 runs once 256 direct clients
-// (256 threads, each running its own stream's forwards) called it at once (SIGSEGV, or glibc's
-// "corrupted size vs. prev_size"). So every BLAS call of the cpu backend holds a slot of one
+// OpenBLAS's calls take their work buffers from a table sized by its compile-time thread limit
+// (MAX_THREADS in openblas_get_config(): 64 in Debian 12's build). With many more threads inside
+// OpenBLAS at once, it prints "precompiled NUM_THREADS exceeded, adding auxiliary array for thread
+// metadata" and (0.3.21) corrupts its heap: `tandem bench --batching` on the cpu backend crashed
+// in cblas_sgemv in 5 of 7 runs once 256 direct clients (256 threads, each running its own
+// stream's forwards) called it at once (SIGSEGV, or glibc's "corrupted size vs. prev_size"); 0 of
+// 6 with this gate (docs/benchmarks.md, "On the Intel Xeon VM"). So every BLAS call of the cpu backend holds a slot of one
 // process-wide counting semaphore (BlasSlot) with as many slots as that limit; a thread beyond
 // it waits for a slot. With one BLAS thread per call (Note [BLAS threads]), only machines with
 // more cores than the limit could ever run more calls at once.
