@@ -10,6 +10,8 @@
 
 #include <cstddef>
 
+#include "tandem/kernels.h"
+
 namespace tandem::backends::cuda::launch {
 
 // y[i] = value
@@ -110,12 +112,8 @@ cudaError_t attention(cudaStream_t stream, float* out, const float* qkv, float* 
 // encoder"): batch 4 from 8 threads ran 23% below the op-by-op path, batch 2 15% above it.
 inline constexpr std::size_t kEncoderStackMaxBatch = 2;
 inline constexpr std::size_t kEncoderStackMaxLayers = 8;
-struct EncoderStackLayer {
-  const float *in_w, *in_b, *out_w, *out_b, *lin1_w, *lin1_b, *lin2_w, *lin2_b;
-  const float *norm1_w, *norm1_b, *norm2_w, *norm2_b;
-};
 struct EncoderStackParams {
-  EncoderStackLayer layer[kEncoderStackMaxLayers];
+  EncoderLayerParams layer[kEncoderStackMaxLayers];
   int layers, batch, seq, act;
   float eps, scale;  // layer_norm's eps; attention's score scale (1 / sqrt(head_dim))
   const float* x;

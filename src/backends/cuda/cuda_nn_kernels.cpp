@@ -356,10 +356,8 @@ bool CudaKernels::encoder_stack(Encoder& enc, const EncoderStackArgs& a) const {
   launch::EncoderStackParams p{};
   const auto aligned = [](const void* q) { return reinterpret_cast<std::uintptr_t>(q) % 16 == 0; };
   bool ok = aligned(a.x) && aligned(a.y) && aligned(a.workspace);
-  for (std::size_t l = 0; l < a.n_layers; ++l) {
-    const EncoderLayerParams& w = a.layers[l];
-    p.layer[l] = {w.in_w, w.in_b, w.out_w, w.out_b, w.lin1_w, w.lin1_b,
-                  w.lin2_w, w.lin2_b, w.norm1_w, w.norm1_b, w.norm2_w, w.norm2_b};
+  std::copy_n(a.layers, a.n_layers, p.layer);
+  for (const EncoderLayerParams& w : p.layer) {
     ok = ok && aligned(w.in_w) && aligned(w.out_w) && aligned(w.lin1_w) && aligned(w.lin2_w);
   }
   if (!ok) return false;

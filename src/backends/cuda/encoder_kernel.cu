@@ -373,7 +373,7 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
   // read of the buffer, before the cluster barrier), so its latency hides behind the barrier.
   stage_weights(wbuf, p.layer[0].in_w + rank * kNQkv * kD, kNQkv * kD);
   for (int l = 0; l < p.layers; ++l) {
-    const EncoderStackLayer& L = p.layer[l];
+    const EncoderLayerParams& L = p.layer[l];
     // P1: the layer's input (normalized by the previous layer's norm2), then qkv.
     begin_phase<kD>(stage, l == 0 ? x : g.att, seq);
     if (l > 0) {
@@ -407,7 +407,7 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
               kNQkv * kD);
   }
   // The last norm2, into y: row r by block r mod kCluster, a warp per row.
-  const EncoderStackLayer& last = p.layer[p.layers - 1];
+  const EncoderLayerParams& last = p.layer[p.layers - 1];
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int r = rank + kCluster * warp;
   if (r < seq) {
@@ -456,20 +456,11 @@ Prepared* prepared(cudaError_t* error) {
       pr.status = cudaSuccess;  // a device without these (pre-Hopper): not runnable, no error
       return;
     }
-    cudaLaunchConfig_t config{};
-    config.gridDim = dim3(1, kCluster);
-    config.blockDim = dim3(kThreads);
-    config.dynamicSmemBytes = kSmemBytes;
-    cudaLaunchAttribute attr{};
-    attr.id = cudaLaunchAttributeClusterDimension;
-    attr.val.clusterDim.x = 1;
-    attr.val.clusterDim.y = kCluster;
-    attr.val.clusterDim.z = 1;
-    config.attrs = &attr;
-    config.numAttrs = 1;
+    const LaunchConfig one_cluster(nullptr, {dim3(1, kCluster), dim3(kThreads), kSmemBytes,
+                                             false, kCluster});
     int clusters = 0;
-    pr.runnable = cudaOccupancyMaxActiveClusters(&clusters, encoder_stack_kernel, &config) ==
-                      cudaSuccess &&
+    pr.runnable = cudaOccupancyMaxActiveClusters(&clusters, encoder_stack_kernel,
+                                                 &one_cluster.config) == cudaSuccess &&
                   clusters >= 1;
     (void)cudaGetLastError();  // a failed query only means not runnable
   });
@@ -477,13 +468,18 @@ Prepared* prepared(cudaError_t* error) {
   return pr.status == cudaSuccess ? &pr : nullptr;
 }
 
+// counts_fit(batch, seq, layers): within the kernel's limits.
+bool counts_fit(std::size_t batch, std::size_t seq, std::size_t layers) {
+  return batch >= 1 && batch <= kEncoderStackMaxBatch && seq >= 1 &&
+         seq <= static_cast<std::size_t>(kRows) && layers >= 1 && layers <= kEncoderStackMaxLayers;
+}
+
 }  // namespace
 
 bool encoder_stack_fits(std::size_t batch, std::size_t seq, std::size_t d_model,
                         std::size_t heads, std::size_t feed_forward, std::size_t layers, int act) {
-  if (!(batch >= 1 && batch <= kEncoderStackMaxBatch && seq >= 1 &&
-        seq <= static_cast<std::size_t>(kRows) && d_model == kD && heads == kHeads &&
-        feed_forward == kFF && layers >= 1 && layers <= kEncoderStackMaxLayers && act == 1)) {
+  if (!counts_fit(batch, seq, layers) || d_model != kD || heads != kHeads || feed_forward != kFF ||
+      act != 1) {
     return false;
   }
   cudaError_t e = cudaSuccess;
@@ -492,9 +488,9 @@ bool encoder_stack_fits(std::size_t batch, std::size_t seq, std::size_t d_model,
 }
 
 cudaError_t encoder_stack(cudaStream_t stream, const EncoderStackParams& params, bool pdl) {
-  if (params.batch < 1 || static_cast<std::size_t>(params.batch) > kEncoderStackMaxBatch ||
-      params.seq < 1 || params.seq > kRows || params.layers < 1 ||
-      static_cast<std::size_t>(params.layers) > kEncoderStackMaxLayers) {
+  if (params.batch < 0 || params.seq < 0 || params.layers < 0 ||
+      !counts_fit(static_cast<std::size_t>(params.batch), static_cast<std::size_t>(params.seq),
+                  static_cast<std::size_t>(params.layers))) {
     return cudaErrorInvalidValue;
   }
   cudaError_t e = cudaSuccess;

@@ -37,29 +37,40 @@ struct Launch {
   unsigned cluster_y = 0;
 };
 
+// LaunchConfig(stream, launch): the cudaLaunchConfig_t of a launch, owning its attributes (for
+// cudaLaunchKernelEx, and for occupancy queries such as cudaOccupancyMaxActiveClusters).
+struct LaunchConfig {
+  LaunchConfig(cudaStream_t stream, const Launch& launch) {
+    config.gridDim = launch.grid;
+    config.blockDim = launch.block;
+    config.dynamicSmemBytes = launch.smem;
+    config.stream = stream;
+    unsigned n = 0;
+    if (launch.pdl) attr[n++] = pdl_attribute();
+    if (launch.cluster_y > 0) {
+      attr[n].id = cudaLaunchAttributeClusterDimension;
+      attr[n].val.clusterDim.x = 1;
+      attr[n].val.clusterDim.y = launch.cluster_y;
+      attr[n].val.clusterDim.z = 1;
+      ++n;
+    }
+    config.attrs = attr;
+    config.numAttrs = n;
+  }
+  LaunchConfig(const LaunchConfig&) = delete;  // config.attrs points into this object
+  LaunchConfig& operator=(const LaunchConfig&) = delete;
+
+  cudaLaunchConfig_t config{};
+  cudaLaunchAttribute attr[2] = {};
+};
+
 // launch_ex(stream, launch, kernel, args...): kernel<<<grid, block, smem, stream>>>(args...) with
 // the launch's attributes. Returns the launch's error and clears it.
 template <typename... Params, typename... Args>
 cudaError_t launch_ex(cudaStream_t stream, const Launch& launch, void (*kernel)(Params...),
                       Args... args) {
-  cudaLaunchConfig_t config{};
-  config.gridDim = launch.grid;
-  config.blockDim = launch.block;
-  config.dynamicSmemBytes = launch.smem;
-  config.stream = stream;
-  cudaLaunchAttribute attr[2] = {};
-  unsigned n = 0;
-  if (launch.pdl) attr[n++] = pdl_attribute();
-  if (launch.cluster_y > 0) {
-    attr[n].id = cudaLaunchAttributeClusterDimension;
-    attr[n].val.clusterDim.x = 1;
-    attr[n].val.clusterDim.y = launch.cluster_y;
-    attr[n].val.clusterDim.z = 1;
-    ++n;
-  }
-  config.attrs = attr;
-  config.numAttrs = n;
-  const cudaError_t st = cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+  const LaunchConfig lc(stream, launch);
+  const cudaError_t st = cudaLaunchKernelEx(&lc.config, kernel, static_cast<Params>(args)...);
   if (st != cudaSuccess) (void)cudaGetLastError();
   return st;
 }
