@@ -44,7 +44,11 @@ class TransformerEncoder final : public Model {
       specs.push_back({p + "norm2.bias", Shape{kModel}, Init::kZeros, 1});
     }
     params_ = load_parameters(specs, device, options, "encoder");
-    for (std::size_t i = 0; i < params_.size(); ++i) w_[i] = params_[i].second.data();
+    for (std::size_t l = 0; l < kLayers; ++l) {
+      const auto w = [&](LayerParam i) { return params_[l * kParamsPerLayer + i].second.data(); };
+      layers_[l] = {w(kInW),   w(kInB),   w(kOutW),   w(kOutB),   w(kLin1W),  w(kLin1B),
+                    w(kLin2W), w(kLin2B), w(kNorm1W), w(kNorm1B), w(kNorm2W), w(kNorm2B)};
+    }
   }
 
   std::string_view name() const override { return "encoder"; }
@@ -96,30 +100,24 @@ class TransformerEncoder final : public Model {
     float* scores = mid + rows * d;
 
     Encoder enc(stream);
-    EncoderLayerParams layers[kLayers];
-    for (std::size_t l = 0; l < kLayers; ++l) {
-      const float* const* w = w_ + l * kParamsPerLayer;
-      layers[l] = {w[kInW],   w[kInB],   w[kOutW],   w[kOutB],   w[kLin1W],  w[kLin1B],
-                   w[kLin2W], w[kLin2B], w[kNorm1W], w[kNorm1B], w[kNorm2W], w[kNorm2B]};
-    }
     // The backend's fused forward where it has one (the workspace is larger than it needs:
     // rows x (6d + ff)), else op by op.
     const bool fused = k.encoder_stack(
         enc, {y.data(), x.data(), ws.data(), batch, seq, d, kHeads, kFeedForward,
-              Activation::kRelu, kEps, layers, kLayers});
+              Activation::kRelu, kEps, layers_, kLayers});
     const float* in = x.data();
     for (std::size_t l = 0; l < kLayers && !fused; ++l) {
-      const float* const* w = w_ + l * kParamsPerLayer;
+      const EncoderLayerParams& w = layers_[l];
       float* out = l + 1 == kLayers ? y.data() : mid;
       // x1 = norm1(x + out_proj(attention(in_proj(x))))
-      k.linear(enc, qkv, in, w[kInW], w[kInB], rows, d, 3 * d, Activation::kNone);
+      k.linear(enc, qkv, in, w.in_w, w.in_b, rows, d, 3 * d, Activation::kNone);
       k.attention(enc, att, qkv, scores, batch, seq, kHeads, head_dim, scale);
-      k.linear(enc, t1, att, w[kOutW], w[kOutB], rows, d, d, Activation::kNone);
-      k.layer_norm(enc, t1, t1, in, w[kNorm1W], w[kNorm1B], rows, d, kEps);
+      k.linear(enc, t1, att, w.out_w, w.out_b, rows, d, d, Activation::kNone);
+      k.layer_norm(enc, t1, t1, in, w.norm1_w, w.norm1_b, rows, d, kEps);
       // out = norm2(x1 + linear2(relu(linear1(x1))))
-      k.linear(enc, hidden, t1, w[kLin1W], w[kLin1B], rows, d, kFeedForward, Activation::kRelu);
-      k.linear(enc, ff, hidden, w[kLin2W], w[kLin2B], rows, kFeedForward, d, Activation::kNone);
-      k.layer_norm(enc, out, ff, t1, w[kNorm2W], w[kNorm2B], rows, d, kEps);
+      k.linear(enc, hidden, t1, w.lin1_w, w.lin1_b, rows, d, kFeedForward, Activation::kRelu);
+      k.linear(enc, ff, hidden, w.lin2_w, w.lin2_b, rows, kFeedForward, d, Activation::kNone);
+      k.layer_norm(enc, out, ff, t1, w.norm2_w, w.norm2_b, rows, d, kEps);
       in = out;
     }
     // Keep the input and the weights (and forward_into's output) alive until the work has run
@@ -134,7 +132,7 @@ class TransformerEncoder final : public Model {
     enc.commit();
   }
 
-  const float* w_[kLayers * kParamsPerLayer] = {};
+  EncoderLayerParams layers_[kLayers];  // the parameters' device pointers, by layer
 };
 
 }  // namespace
