@@ -16,6 +16,30 @@ namespace {
 
 using test_util::random_input;
 
+// expect_each_thread_exact(threads, body): runs body(t) on `threads` threads at once; body returns
+// how many of its results differed from the expected ones. Fails the test for every thread that
+// saw a mismatch or threw.
+template <class Body>
+void expect_each_thread_exact(int threads, Body body) {
+  std::vector<int> mismatches(threads, 0);
+  std::vector<std::string> errors(threads);
+  std::vector<std::thread> pool;
+  for (int t = 0; t < threads; ++t) {
+    pool.emplace_back([&, t] {
+      try {
+        mismatches[t] = body(t);
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+      }
+    });
+  }
+  for (auto& th : pool) th.join();
+  for (int t = 0; t < threads; ++t) {
+    EXPECT_EQ(errors[t], "") << "thread " << t;
+    EXPECT_EQ(mismatches[t], 0) << "thread " << t << " of " << threads;
+  }
+}
+
 // Many threads call forward on one shared model at once; every result must equal, bit for bit,
 // the single-threaded result for the same input (same kernels, no shared mutable state).
 class SharedModel : public ::testing::TestWithParam<std::tuple<std::string, int>> {};
@@ -35,31 +59,19 @@ TEST_P(SharedModel, ConcurrentForwardsEqualSingleThreadedResultsExactly) {
     expected.push_back(
         model->forward(Tensor::from_host(dev, model->input_shape(batch), inputs.back())).to_host());
   }
-  std::vector<std::thread> pool;
-  std::vector<int> mismatches(threads, 0);
-  std::vector<std::string> errors(threads);
-  for (int t = 0; t < threads; ++t) {
-    pool.emplace_back([&, t] {
-      try {
-        for (int r = 0; r < kRounds; ++r) {
-          const int i = (t + r) % kInputs;
-          const auto y = model->forward(
-              Tensor::from_host(dev, model->input_shape(batch), inputs[i])).to_host();
-          if (y.size() != expected[i].size() ||
-              std::memcmp(y.data(), expected[i].data(), y.size() * sizeof(float)) != 0) {
-            ++mismatches[t];
-          }
-        }
-      } catch (const std::exception& e) {
-        errors[t] = e.what();
+  expect_each_thread_exact(threads, [&](int t) {
+    int mismatches = 0;
+    for (int r = 0; r < kRounds; ++r) {
+      const int i = (t + r) % kInputs;
+      const auto y =
+          model->forward(Tensor::from_host(dev, model->input_shape(batch), inputs[i])).to_host();
+      if (y.size() != expected[i].size() ||
+          std::memcmp(y.data(), expected[i].data(), y.size() * sizeof(float)) != 0) {
+        ++mismatches;
       }
-    });
-  }
-  for (auto& th : pool) th.join();
-  for (int t = 0; t < threads; ++t) {
-    EXPECT_EQ(errors[t], "") << "thread " << t;
-    EXPECT_EQ(mismatches[t], 0) << "thread " << t << " of " << threads;
-  }
+    }
+    return mismatches;
+  });
   dev->close();
 }
 
@@ -82,29 +94,16 @@ TEST(SharedModelManyThreads, MoreThreadsThanOpenBLASsLimitRunForwardsCorrectly) 
   const auto input = random_input(models[0]->input_shape(1).numel(), 7);
   const auto expected =
       models[0]->forward(Tensor::from_host(devs[0], models[0]->input_shape(1), input)).to_host();
-  std::vector<int> mismatches(kThreads, 0);
-  std::vector<std::string> errors(kThreads);
-  std::vector<std::thread> pool;
-  for (int t = 0; t < kThreads; ++t) {
-    pool.emplace_back([&, t] {
-      try {
-        const auto& dev = devs[t % kDevices];
-        const auto& model = models[t % kDevices];
-        for (int r = 0; r < kRounds; ++r) {
-          const auto y =
-              model->forward(Tensor::from_host(dev, model->input_shape(1), input)).to_host();
-          if (y != expected) ++mismatches[t];
-        }
-      } catch (const std::exception& e) {
-        errors[t] = e.what();
-      }
-    });
-  }
-  for (auto& th : pool) th.join();
-  for (int t = 0; t < kThreads; ++t) {
-    EXPECT_EQ(errors[t], "") << "thread " << t;
-    EXPECT_EQ(mismatches[t], 0) << "thread " << t;
-  }
+  expect_each_thread_exact(kThreads, [&](int t) {
+    const auto& dev = devs[t % kDevices];
+    const auto& model = models[t % kDevices];
+    int mismatches = 0;
+    for (int r = 0; r < kRounds; ++r) {
+      const auto y = model->forward(Tensor::from_host(dev, model->input_shape(1), input)).to_host();
+      if (y != expected) ++mismatches;
+    }
+    return mismatches;
+  });
   for (auto& dev : devs) dev->close();
 }
 
