@@ -14,6 +14,8 @@
 #   bench --resident` next to the graph path, the empty-kernel ceiling and PyTorch eager).
 # Step `fused` (not in the default list): the fused encoder's tests, then the encoder at batch 1
 # and 2 with TANDEM_CUDA_FUSED_ENCODER=0 and 1 alternating, the ceiling and PyTorch eager.
+# Step `phases` (not in the default list): a second build (build/cuda-clocks) with the fused
+# encoder's phase clocks (-DTANDEM_ENCODER_PHASE_CLOCKS), and its table at 1 and 8 threads.
 # NEWTESTS=<gtest filter> picks the 'newtests' step's tests. Each step has its own timeout, so one hang loses only that step. Logs: $OUT/log.txt, JSON
 # records in $OUT. Steps: scripts/cuda_targets.sh [step...] (default: all).
 set -uo pipefail
@@ -255,6 +257,21 @@ if has fused; then
     b --model empty --threads 1,8 --policies none
   done
   run 60 python3 bench/torch_reference.py --model encoder --batch 1 --threads 8 --modes eager --seconds "$S"
+fi
+
+if has phases; then
+  section "where the fused encoder's time goes (PhaseClock in encoder_kernel.cu), 1 and 8 threads"
+  gen=(); command -v ninja >/dev/null || gen=(-G "Unix Makefiles")
+  run 300 cmake --preset cuda "${gen[@]}" -B build/cuda-clocks \
+    -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
+    -DCMAKE_CUDA_FLAGS=-DTANDEM_ENCODER_PHASE_CLOCKS >"$OUT/build_clocks.txt" 2>&1
+  run 500 cmake --build build/cuda-clocks -j"$(nproc)" --target tandem >>"$OUT/build_clocks.txt" 2>&1
+  for t in 1 8; do
+    run 60 build/cuda-clocks/apps/tandem/tandem bench --device cuda --seconds "$S" --policies none \
+      --model encoder --graphs --threads $t > "$OUT/phases_$t.txt" 2>&1
+    grep -E "^none" "$OUT/phases_$t.txt"
+    grep -A 13 "encoder phases" "$OUT/phases_$t.txt" | tail -14
+  done
 fi
 
 if has arena; then

@@ -71,7 +71,7 @@ struct EncoderLayerParams {
 // EncoderStackArgs: y = layer[n-1](... layer[0](x)), x and y batch x seq x d_model, where a layer
 // is x1 = norm1(x + out_proj(attention(in_proj(x)))), out = norm2(x1 + linear2(act(linear1(x1)))),
 // attention as Kernels::attention with `heads` heads and scale 1 / sqrt(d_model / heads), layer
-// norms with eps. workspace: at least batch * seq * (6 * d_model + feed_forward) floats of
+// norms with eps. workspace: at least batch * seq * (4 * d_model + feed_forward) floats of
 // device memory (contents undefined afterwards). y must not overlap x, the workspace or the
 // parameters.
 struct EncoderStackArgs {

@@ -101,7 +101,7 @@ class TransformerEncoder final : public Model {
 
     Encoder enc(stream);
     // The backend's fused forward where it has one (the workspace is larger than it needs:
-    // rows x (6d + ff)), else op by op.
+    // rows x (4d + ff)), else op by op.
     const bool fused = k.encoder_stack(
         enc, {y.data(), x.data(), ws.data(), batch, seq, d, kHeads, kFeedForward,
               Activation::kRelu, kEps, layers_, kLayers});

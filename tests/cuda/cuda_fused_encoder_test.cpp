@@ -82,7 +82,7 @@ TEST(CudaFusedEncoderDispatch, TakesExactlyTheStacksItHasAKernelFor) {
     const nn::Tensor w = nn::Tensor::zeros(gpu, nn::Shape{3 * d * d + d * d + 2 * d * ff + 16 * d});
     const nn::Tensor x = nn::Tensor::zeros(gpu, nn::Shape{rows * d});
     const nn::Tensor y = nn::Tensor::zeros(gpu, nn::Shape{rows * d});
-    const nn::Tensor ws = nn::Tensor::zeros(gpu, nn::Shape{rows * (6 * d + ff)});
+    const nn::Tensor ws = nn::Tensor::zeros(gpu, nn::Shape{rows * (4 * d + ff)});
     float* p = w.data();
     EncoderLayerParams layer{p, p, p, p, p, p, p, p, p, p, p, p};
     const EncoderLayerParams layers[2] = {layer, layer};

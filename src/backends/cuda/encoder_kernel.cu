@@ -7,17 +7,17 @@
 // layer_norm, linear1, linear2, layer_norm) on 32 x 256 activations: each does a few us of work
 // and the forward's time is mostly the gaps between them (docs/benchmarks.md, "Encoder batch
 // 1"). Here the forward is one kernel: a cluster of 16 blocks (a non-portable cluster size,
-// Hopper's largest) per sequence, 512 threads and 196 KiB of shared memory a block, one block an
+// Hopper's largest) per sequence, 512 threads and 218 KiB of shared memory a block, one block an
 // SM, and every phase of every layer split over the cluster's blocks by output columns, the
 // phases separated by cluster barriers (hardware, no grid-wide atomics) instead of kernel
 // boundaries:
 //   P1  stage the layer input (layer > 0: the previous layer's pre-norm sum, normalized here by
-//       every block for its own use; block r also stores its 16 columns of the normalized
-//       input, the residual of P3) | qkv = x . in_w^T + in_b, block r its 48 columns
+//       every block for its own use; block r keeps its 16 columns of it in shared memory, the
+//       residual of P3) | qkv = x . in_w^T + in_b, block r its 48 columns
 //   P2  attention: block r head r / 4's quarter of the query rows, a warp per row
 //   P3  t1 = att . out_w^T + out_b + x (pre-norm), block r its 16 columns
-//   P4  stage t1, normalize (norm1), block r stores its columns of the normalized t1 (the
-//       residual of P5) | hidden = relu(t1 . lin1_w^T + lin1_b), block r its 64 columns
+//   P4  stage t1, normalize (norm1), block r keeps its columns of the normalized t1 (the residual
+//       of P5) | hidden = relu(t1 . lin1_w^T + lin1_b), block r its 64 columns
 //   P5  t2 = hidden . lin2_w^T + lin2_b + t1 (pre-norm), block r its 16 columns
 //   after the last layer: y = norm2(t2), row r of the sequence by block r mod 16.
 // Activations live in the caller's workspace (global memory, L2-resident at these sizes) and are
@@ -25,28 +25,32 @@
 // another's writes); each barrier is a cluster.sync() (release / acquire). Each phase's weight
 // slice (at most 64 KiB a block; each weight is used by exactly one block of the cluster) is
 // copied into shared memory by cp.async as soon as the phase before has finished reading the
-// buffer, so its latency hides behind the cluster barrier.
-// A phase's matrix product: the block's output columns in tiles of 8 rows x 8 columns, a warp
-// per tile, each quarter of the tile (4 x 4) on 8 lanes that split the reduction dimension
-// (block_product). Where a phase has fewer tiles than warps (16 columns), two warps split each
-// tile's reduction and the block adds their halves in shared memory, in a fixed order (results
-// are deterministic).
-// Numerics: fp32 throughout (no tensor cores, TF32 or not); sums in a different order than the
-// op-by-op kernels, so results agree with them to rounding (tests: 1e-4 against the cpu backend).
+// buffer, so its latency hides behind the cluster barrier. Staged matrices are swizzled (16-byte
+// chunk j of row r at j ^ (r % 8)), not padded: with rows 16 bytes longer than their data the
+// cp.async staging ran 2-3x slower on the H100.
+// A phase's matrix product (block_product) runs on the tensor cores by 3xTF32 (mma_tf32.cuh:
+// fp32 accuracy from three TF32 mma per product): a warp task is one 16 x 8 output tile; phases
+// with fewer tiles than warps (48 and 16 columns) split the reduction 4 ways and the block adds
+// the partial sums in shared memory, in a fixed order (results are deterministic).
+// Numerics: fp32 inputs and outputs, products by 3xTF32 (each within ~2^-21 of fp32's), sums in
+// a different order than the op-by-op kernels, so results agree with them to rounding (tests:
+// 1e-4 against the cpu backend).
 // Sizes: d_model 256, 4 heads, feed-forward 1024, ReLU, seq <= 32, any eps; other encoders, and
 // devices that cannot schedule such a cluster, take the op-by-op path (encoder_stack_fits).
-// Measured on the H100 (docs/benchmarks.md, "The fused encoder"): ~70 us a forward under ncu,
-// 0.4 instructions issued per scheduler and cycle: the chain of ten phases (barrier, staging
-// wait, product, epilogue) bounds it, not the products (16 x 16 warp tiles, with half the
-// shared-memory loads per multiply-add, ran no faster). Batch-1 graph replays: +32% forwards/s on
-// one thread, +55% at 8, even at 16 (8 clusters of 16 SMs fit the GPU at once).
+// Measured on the H100 (docs/benchmarks.md, "The fused encoder" and "Where the fused encoder's
+// time goes"): ~47 us a forward by the phase clocks (PhaseClock below), of which products
+// ~21 us, cluster barriers ~13 us (each waits for the block's global stores: a MEMBAR), staging
+// ~6 us, attention ~4 us; before the tensor cores the products took ~33 us (fp32 FMA bound by
+// shared-memory loads and latency, 0.4 instructions issued per scheduler and cycle).
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <array>
 #include <cfloat>
 #include <mutex>
 
 #include "backends/cuda/cuda_launch.h"
+#include "backends/cuda/mma_tf32.cuh"
 #include "backends/cuda/pdl.cuh"
 #include "backends/cuda/warp_reduce.cuh"
 
@@ -62,46 +66,49 @@ constexpr int kCluster = 16;  // blocks a cluster (non-portable size: Hopper)
 constexpr int kRows = 32;     // rows a cluster computes (the sequence, zero-padded)
 // 512 threads: 128 registers a thread (1024 threads, at 64 registers, ran 8% slower on the H100).
 constexpr int kThreads = 512, kWarps = kThreads / 32;
-constexpr int kTileR = 8, kTileC = 8;  // a warp task: rows x columns
 constexpr int kAttnLd = kHeadDim + 4;  // K and V rows in shared memory: 16-byte rows, and the
                                        // 8 lanes of a 16-byte access phase on distinct banks
 // A block's output columns per phase: in_proj, out_proj / linear2, linear1.
 constexpr int kNQkv = kQkv / kCluster, kND = kD / kCluster, kNFF = kFF / kCluster;
+// Matrices staged in shared memory (a phase's input rows, its weight slice) are swizzled: row r's
+// 16-byte chunk j is stored at chunk j ^ (r % 8) of the row (swizzled). The 8 rows g and 4
+// columns t a tensor-core fragment load reads then fall on 32 distinct banks, rows stay dense and
+// 16-byte aligned for cp.async, and a warp's 32 chunks of a row still land in one aligned 512-byte
+// run.
+__host__ __device__ constexpr int swizzled(int r, int k) { return (((k >> 2) ^ (r & 7)) << 2) | (k & 3); }
 // Shared memory: the stage (kRows x up to kFF floats: a phase's input; attention reuses it for
 // K, V and the query rows), the weight buffer (the block's slice of a phase's weights: at most
-// 64 KiB), the split-reduction partials (2 x kRows x kND floats: the 16-column phases' 8 tiles
-// on 16 warps).
+// 64 KiB), the split-reduction partials (kSplit x kRows x N floats: the phases of fewer
+// tiles than warps split the reduction kSplitMax ways), the residual (kRows x kND).
+constexpr int kSplitMax = 4;
 constexpr int kStageFloats = kRows * kFF;
-constexpr int kWeightFloats = kNFF * kD > kND * kFF ? kNFF * kD : kND * kFF;
-constexpr int kPartFloats = kWarps / 8 * kRows * kND;  // phases of 16 columns: 8 tiles
-constexpr std::size_t kSmemBytes = (kStageFloats + kWeightFloats + kPartFloats) * sizeof(float);
-static_assert(kNQkv * kD <= kWeightFloats);
+constexpr int kWeightFloats = std::max({kNFF * kD, kND * kFF, kNQkv * kD});
+constexpr int kPartFloats = kSplitMax * kRows * kNQkv;
+constexpr int kResFloats = kRows * kND;  // the residual's columns of the block's 16-column phases
+constexpr std::size_t kSmemBytes =
+    (kStageFloats + kWeightFloats + kPartFloats + kResFloats) * sizeof(float);
 static_assert(2 * kRows * kAttnLd + kWarps * kHeadDim <= kStageFloats);
 static_assert(kSmemBytes <= 227 * 1024);
 
 // Workspace regions, each rows_total x width floats (rows_total = batch x seq):
 //   qkv [3 d] (P1 -> P2; then P3's output t1, seq x d in the sequence's own qkv rows)
 //   att [d]   (P2 -> P3; P5's output t2 -> the next layer's P1 / the final norm)
-//   t1n [d]   (P4's normalized t1, P5's residual)
 //   hid [ff]  (P4 -> P5)
-//   xn  [d]   (P1's normalized layer input, P3's residual; layer 0 uses x itself)
+// The residuals (P1's normalized input for P3, P4's normalized t1 for P5) never leave the block:
+// the block that computes a residual sum's columns stages them itself (res, shared memory).
 struct Regions {
-  float *qkv, *t1, *att, *t1n, *hid, *xn;
+  float *qkv, *t1, *att, *hid;
 };
 
 __device__ __forceinline__ Regions regions_of(float* ws, std::size_t rows_total, std::size_t row0) {
   Regions g;
   float* qkv = ws;
   float* att = qkv + rows_total * kQkv;
-  float* t1n = att + rows_total * kD;
-  float* hid = t1n + rows_total * kD;
-  float* xn = hid + rows_total * kFF;
+  float* hid = att + rows_total * kD;
   g.qkv = qkv + row0 * kQkv;
   g.t1 = g.qkv;  // the sequence's own qkv rows (seq x 3d) hold its seq x d t1
   g.att = att + row0 * kD;
-  g.t1n = t1n + row0 * kD;
   g.hid = hid + row0 * kFF;
-  g.xn = xn + row0 * kD;
   return g;
 }
 
@@ -116,22 +123,90 @@ __device__ __forceinline__ void wait_copies() {
   asm volatile("cp.async.commit_group;\n\tcp.async.wait_group 0;" ::: "memory");
 }
 
+// PhaseClock: where the kernel's time goes, phase by phase (a diagnostic, compiled only with
+// -DTANDEM_ENCODER_PHASE_CLOCKS, e.g. cmake -DCMAKE_CUDA_FLAGS=-DTANDEM_ENCODER_PHASE_CLOCKS).
+// Thread 0 of each block of the first sequence's cluster adds, per phase, the SM cycles from the
+// phase's start (the barrier before it passed) to: its input staged (stage), normalized (norm),
+// its warp's products done (product; attention's whole work in phase 2), the block's last thread
+// done (epilogue), the barrier after it passed (wait: the slowest block and the barrier's own
+// latency); rank 0 prints the means in us every 4096 launches (device printf: the host sees it at
+// its next synchronize). Without the macro every member is an empty inline function.
+#ifdef TANDEM_ENCODER_PHASE_CLOCKS
+constexpr int kClockPhases = 5 * kEncoderStackMaxLayers + 1, kClockParts = 5;
+__device__ unsigned long long g_clock[kClockParts][kClockPhases], g_clock_total, g_clock_launches;
+struct PhaseClock {
+  bool on;
+  int phase = 0;
+  long long t0, t;
+  __device__ explicit PhaseClock(bool enabled) : on(enabled && threadIdx.x == 0) {
+    t0 = t = clock64();
+  }
+  __device__ void mark(int part) {
+    const long long now = clock64();
+    if (on) atomicAdd(&g_clock[part][phase], static_cast<unsigned long long>(now - t));
+    t = now;
+  }
+  __device__ void staged() { mark(0); }
+  __device__ void normalized() { mark(1); }
+  __device__ void multiplied() { mark(2); }
+  __device__ void done() {
+    __syncthreads();
+    mark(3);
+  }
+  __device__ void passed() {
+    mark(4);
+    ++phase;
+  }
+  __device__ void finish(int rank) {
+    done();
+    if (!on) return;
+    atomicAdd(&g_clock_total, static_cast<unsigned long long>(clock64() - t0));
+    if (rank != 0) return;
+    const unsigned long long n = atomicAdd(&g_clock_launches, 1ull) + 1;
+    if (n % 4096 != 0) return;
+    const double us = 1.0 / (1980.0 * static_cast<double>(n) * kCluster);  // cycles -> us a block
+    printf("encoder phases after %llu launches (us a block, 1.98 GHz): total %.2f\n", n,
+           static_cast<double>(g_clock_total) * us);
+    printf("  phase    stage    norm  product epilogue    wait\n");
+    for (int i = 0; i <= phase; ++i) {
+      printf("  %5d %8.2f %7.2f %8.2f %8.2f %7.2f\n", i, static_cast<double>(g_clock[0][i]) * us,
+             static_cast<double>(g_clock[1][i]) * us, static_cast<double>(g_clock[2][i]) * us,
+             static_cast<double>(g_clock[3][i]) * us, static_cast<double>(g_clock[4][i]) * us);
+    }
+  }
+};
+#else
+struct PhaseClock {
+  __device__ explicit PhaseClock(bool) {}
+  __device__ void staged() {}
+  __device__ void normalized() {}
+  __device__ void multiplied() {}
+  __device__ void done() {}
+  __device__ void passed() {}
+  __device__ void finish(int) {}
+};
+#endif
+
 // cluster_barrier(cluster): every block's global and shared writes before it are visible to
 // every block of the cluster after it: barrier.cluster.arrive has release and barrier.cluster.wait
 // acquire semantics at cluster scope, for every state space (PTX ISA, "barrier.cluster"); the
 // reads after it go through L2 (cp.async.cg, ld.global.cg), never a stale L1 line.
 __device__ __forceinline__ void cluster_barrier(cg::cluster_group& cluster) { cluster.sync(); }
 
-// stage_rows<K>(a, src, seq): starts a[r][k] = src[r * K + k] for r < seq (asynchronous: see
-// wait_copies), and zeroes the rows seq <= r < kRows.
+// stage_rows<K>(a, src, seq): starts a[r * K + swizzled(r, k)] = src[r * K + k] for r < seq
+// (asynchronous: see wait_copies), and zeroes the rows seq <= r < kRows.
 template <int K>
 __device__ void stage_rows(float* a, const float* src, int seq) {
-  constexpr int q = K / 4;
-  for (int i = static_cast<int>(threadIdx.x); i < kRows * q; i += kThreads) {
-    if (i / q < seq) {
-      copy16(a + 4 * i, src + 4 * i);
+  constexpr int q = K / 4, kRowsEach = kThreads / q;  // a pass of the block: kRowsEach rows
+  static_assert(kThreads % q == 0 && kRows % kRowsEach == 0);
+  const int r0 = static_cast<int>(threadIdx.x) / q, c = 4 * (static_cast<int>(threadIdx.x) % q);
+#pragma unroll
+  for (int r = r0; r < kRows; r += kRowsEach) {
+    float* dst = a + r * K + swizzled(r, c);
+    if (r < seq) {
+      copy16(dst, src + r * K + c);
     } else {
-      reinterpret_cast<float4*>(a)[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+      *reinterpret_cast<float4*>(dst) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
   }
 }
@@ -145,30 +220,55 @@ __device__ void begin_phase(float* stage, const float* src, int seq) {
   __syncthreads();
 }
 
-// stage_weights(wbuf, w, floats): starts the copy of the block's weight slice (contiguous rows of
-// a weight matrix) into the weight buffer. The buffer must no longer be read (a __syncthreads()
-// after the phase that used it).
-__device__ void stage_weights(float* wbuf, const float* w, int floats) {
-  for (int i = static_cast<int>(threadIdx.x); i < floats / 4; i += kThreads) {
-    copy16(wbuf + 4 * i, w + 4 * i);
-  }
+// stage_weights<K>(wbuf, w, rows): starts the copy of the block's weight slice (rows contiguous
+// rows of K floats of a weight matrix) into the weight buffer, swizzled. The buffer
+// must no longer be read (a __syncthreads() after the phase that used it).
+template <int K>
+__device__ void stage_weights(float* wbuf, const float* w, int rows) {
+  constexpr int q = K / 4, kRowsEach = kThreads / q;  // a pass of the block: kRowsEach rows
+  static_assert(kThreads % q == 0);
+  const int r0 = static_cast<int>(threadIdx.x) / q, c = 4 * (static_cast<int>(threadIdx.x) % q);
+#pragma unroll 4
+  for (int r = r0; r < rows; r += kRowsEach) copy16(wbuf + r * K + swizzled(r, c), w + r * K + c);
 }
 
-// end_phase(cluster, wbuf, next_w, floats): once every thread of the block is done with the
-// weight buffer, starts copying the next phase's slice (next_w, or nothing if null) into it, then
-// the cluster barrier.
-__device__ void end_phase(cg::cluster_group& cluster, float* wbuf, const float* next_w, int floats) {
+// end_phase<K>(cluster, clock, wbuf, next_w, rows): once every thread of the block is done with
+// the weight buffer, starts copying the next phase's slice (rows x K floats at next_w, or nothing
+// if null) into it, then the cluster barrier. clock: a PhaseClock.
+template <int K>
+__device__ void end_phase(cg::cluster_group& cluster, PhaseClock& clock, float* wbuf,
+                          const float* next_w, int rows) {
   __syncthreads();
-  if (next_w) stage_weights(wbuf, next_w, floats);
+  clock.done();
+  if (next_w) stage_weights<K>(wbuf, next_w, rows);
   cluster_barrier(cluster);
+  clock.passed();
 }
 
-// normalize_row(v, gamma, beta, eps, lane): v holds the lane's values of a kD-column row
-// (columns lane + 32 k); replaces them by layer_norm(row) * gamma + beta (biased variance,
-// PyTorch's LayerNorm). Every lane of the warp calls it.
+// NormWeights: a layer norm's gamma and beta at the lane's columns lane + 32 k (load_norm), read
+// from global memory ahead of the barrier or staging wait before the norm, to hide its latency.
 constexpr int kRowVals = kD / 32;
-__device__ __forceinline__ void normalize_row(float (&v)[kRowVals], const float* __restrict__ gamma,
-                                              const float* __restrict__ beta, float eps, int lane) {
+struct NormWeights {
+  float gamma[kRowVals], beta[kRowVals];
+};
+
+__device__ __forceinline__ NormWeights load_norm(const float* __restrict__ gamma,
+                                                 const float* __restrict__ beta) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  NormWeights n;
+#pragma unroll
+  for (int k = 0; k < kRowVals; ++k) {
+    n.gamma[k] = __ldg(gamma + lane + 32 * k);
+    n.beta[k] = __ldg(beta + lane + 32 * k);
+  }
+  return n;
+}
+
+// normalize_row(v, n, eps): v holds the lane's values of a kD-column row (columns lane + 32 k);
+// replaces them by layer_norm(row) * gamma + beta (biased variance, PyTorch's LayerNorm). Every
+// lane of the warp calls it.
+__device__ __forceinline__ void normalize_row(float (&v)[kRowVals], const NormWeights& n,
+                                              float eps) {
   float s = 0.0f;
 #pragma unroll
   for (int k = 0; k < kRowVals; ++k) s += v[k];
@@ -178,121 +278,145 @@ __device__ __forceinline__ void normalize_row(float (&v)[kRowVals], const float*
   for (int k = 0; k < kRowVals; ++k) sq += (v[k] - mean) * (v[k] - mean);
   const float inv = rsqrtf(warp_sum(sq) / static_cast<float>(kD) + eps);
 #pragma unroll
-  for (int k = 0; k < kRowVals; ++k) {
-    const int c = lane + 32 * k;
-    v[k] = (v[k] - mean) * inv * __ldg(gamma + c) + __ldg(beta + c);
-  }
+  for (int k = 0; k < kRowVals; ++k) v[k] = (v[k] - mean) * inv * n.gamma[k] + n.beta[k];
 }
 
-// normalize_rows(a, gamma, beta, seq, eps): rows r < seq of a (kRows x kD, shared memory)
+// normalize_rows(a, n, seq, eps): rows r < seq of a (kRows x kD, swizzled, shared memory)
 // normalized in place (normalize_row), a warp per row.
-__device__ void normalize_rows(float* a, const float* __restrict__ gamma,
-                               const float* __restrict__ beta, int seq, float eps) {
+// The warp's rows (kRows / kWarps of them) are normalized side by side: their reductions'
+// shuffle chains overlap.
+__device__ void normalize_rows(float* a, const NormWeights& n, int seq, float eps) {
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  for (int r = warp; r < seq; r += kWarps) {
-    float* row = a + r * kD;
-    float v[kRowVals];
+  constexpr int kEach = kRows / kWarps;
+  static_assert(kRows % kWarps == 0);
+  float v[kEach][kRowVals];
 #pragma unroll
-    for (int k = 0; k < kRowVals; ++k) v[k] = row[lane + 32 * k];
-    normalize_row(v, gamma, beta, eps, lane);
+  for (int i = 0; i < kEach; ++i) {
+    const int r = warp + i * kWarps;
 #pragma unroll
-    for (int k = 0; k < kRowVals; ++k) row[lane + 32 * k] = v[k];
+    for (int k = 0; k < kRowVals; ++k) v[i][k] = a[r * kD + swizzled(r, lane + 32 * k)];
+  }
+#pragma unroll
+  for (int i = 0; i < kEach; ++i) normalize_row(v[i], n, eps);
+#pragma unroll
+  for (int i = 0; i < kEach; ++i) {
+    const int r = warp + i * kWarps;
+    if (r >= seq) break;  // rows >= seq stay as staged (zero)
+#pragma unroll
+    for (int k = 0; k < kRowVals; ++k) a[r * kD + swizzled(r, lane + 32 * k)] = v[i][k];
   }
 }
 
-// store_columns(dst, a, c0, seq): dst[r * kD + c0 + c] = a[r * kD + c0 + c] for r < seq,
-// c < kND: the block's share of a staged (normalized) activation, for the later phase that needs
-// those columns as its residual.
-__device__ void store_columns(float* dst, const float* a, int c0, int seq) {
+// store_residual(res, a, c0, seq): res[r * kND + c] = a[r * kD + swizzled(r, c0 + c)] for r < seq,
+// c < kND: the block's columns of a staged (normalized) activation, kept for the later phase
+// that adds them as its residual.
+__device__ void store_residual(float* res, const float* a, int c0, int seq) {
   for (int i = static_cast<int>(threadIdx.x); i < seq * kND; i += kThreads) {
-    const int r = i / kND, c = c0 + i % kND;
-    dst[r * kD + c] = a[r * kD + c];
+    const int r = i / kND, c = i % kND;
+    res[i] = a[r * kD + swizzled(r, c0 + c)];
   }
 }
 
-// Epilogue of a phase's product: y[r * ld + c] = act(sum + bias[c] + residual[r * kD + c]).
+// Epilogue of a phase's product: y[r * ld + c0 + c] = act(sum + bias[c0 + c] + residual[r * kND +
+// c]) for the block's columns c0 + c.
 struct Epilogue {
   float* y;
   int ld;
-  const float* bias;
-  const float* residual;  // rows x kD, or null
+  const float* bias;      // global, all the layer's columns
+  const float* residual;  // shared memory, kRows x kND (16-column phases), or null
   int act;
 };
 
-__device__ __forceinline__ void finish(const Epilogue& e, int r, int c, float v, int seq) {
-  if (r >= seq) return;
-  v += __ldg(e.bias + c);
-  if (e.residual) v += __ldcg(e.residual + r * kD + c);
-  e.y[r * e.ld + c] = activate(v, e.act);
+__device__ __forceinline__ void finish(const Epilogue& e, int r, int c, float v, float bias,
+                                       int c0) {
+  v += bias;
+  if (e.residual) v += e.residual[r * kND + c];
+  e.y[r * e.ld + c0 + c] = activate(v, e.act);
 }
 
 // block_product<K, N>(a, w, c0, seq, e, part): the block's columns [c0, c0 + N) of a . w^T
-// through the epilogue, a: kRows x K (shared memory), w: the N x K weight slice (shared
-// memory). Every thread of the block calls it (it may synchronize the block).
-// A warp computes an 8 x 8 tile: lane = 8 q + kl, quarter q = (row half q / 2, column half q % 2)
-// of the tile (4 x 4 outputs), kl one of 8 lanes splitting the reduction (the float4s kl,
-// kl + 8, ...); the 8 lanes of a quarter then fold their 16 partial sums by reduce_scatter's
-// steps over lane bits 2..0 (14 shuffles), leaving lane kl two outputs: row kl / 2, columns
-// 2 (kl % 2) and + 1 of its quarter.
+// through the epilogue, a: kRows x K (shared memory, swizzled), w: the N x K weight slice
+// (shared memory, swizzled). Every thread of the block calls it (it may synchronize the
+// block).
+// On the tensor cores, by 3xTF32 (mma_tf32.cuh: fp32 accuracy): a warp task is a 16 x 8 tile
+// (an m16n8k8 fragment) over a kSpan of the reduction. Phases with fewer tiles than warps split
+// the reduction kSplitMax ways, each task's partial sums in `part`, added in a fixed order (the
+// results are deterministic).
 template <int K, int N>
 __device__ void block_product(const float* a, const float* w, int c0, int seq, const Epilogue& e,
-                              float* part) {
-  constexpr int kRowTiles = kRows / kTileR;
-  constexpr int kTiles = kRowTiles * (N / kTileC);
-  constexpr int kSplit = kTiles >= kWarps ? 1 : kWarps / kTiles;
+                              float* part, PhaseClock& clock) {
+  constexpr int kMTiles = kRows / 16, kTiles = kMTiles * (N / 8);
+  constexpr int kSplit = kTiles >= kWarps ? 1 : kSplitMax;
   constexpr int kSpan = K / kSplit;
-  constexpr int kKLanes = 8, kStep = 4 * kKLanes;
-  static_assert(N % kTileC == 0 && kSpan % kStep == 0 &&
+  static_assert(N % 8 == 0 && kSpan % 32 == 0 && kTiles * kSplit % kWarps == 0 &&
                 (kSplit == 1 || kSplit * kRows * N <= kPartFloats));
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
-  const int q = lane / kKLanes, kl = lane % kKLanes;
+  const int g = lane / 4, t = lane % 4;
+  // Rows g and g + 8 share a swizzle (8 | 16 m0): chunk j of each 32-float span of the reduction,
+  // column t of it, is at off[j] of the span.
+  int off[8];
+#pragma unroll
+  for (int j = 0; j < 8; ++j) off[j] = ((j ^ g) << 2) + t;
+  // The epilogue's biases, loaded now so their latency hides behind the products: without a
+  // split the warp's one task's columns 2 t and 2 t + 1, else the thread's reduction outputs'.
+  static_assert(kSplit > 1 || kTiles == kWarps);
+  constexpr int kPer = kSplit == 1 ? 2 : (kRows * N + kThreads - 1) / kThreads;
+  float bias[kPer];
+#pragma unroll
+  for (int i = 0; i < kPer; ++i) {
+    const int c = kSplit == 1 ? (warp / kMTiles) * 8 + 2 * t + i
+                              : (static_cast<int>(threadIdx.x) + i * kThreads) % N;
+    bias[i] = __ldg(e.bias + c0 + c);
+  }
 #pragma unroll 1
-  for (int t = warp; t < kTiles * kSplit; t += kWarps) {
-    const int tile = t % kTiles, half = t / kTiles;
-    const int r0 = (tile % kRowTiles) * kTileR + 4 * (q / 2);
-    const int cl0 = (tile / kRowTiles) * kTileC + 4 * (q % 2);
-    float acc[16];
+  for (int task = warp; task < kTiles * kSplit; task += kWarps) {
+    const int tile = task % kTiles, s = task / kTiles;
+    const int m0 = (tile % kMTiles) * 16, n0 = (tile / kMTiles) * 8;
+    const float* at = a + (m0 + g) * K + s * kSpan;
+    const float* wt = w + (n0 + g) * K + s * kSpan;
+    Tf32x3Acc acc;
+#pragma unroll 2
+    for (int k = 0; k < kSpan; k += 32) {
 #pragma unroll
-    for (int i = 0; i < 16; ++i) acc[i] = 0.0f;
-    const float* wt = w + cl0 * K + half * kSpan + 4 * kl;
-    const float* at = a + r0 * K + half * kSpan + 4 * kl;
-#pragma unroll 8
-    for (int k = 0; k < kSpan; k += kStep) {
-      float4 wv[4], av[4];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) wv[j] = *reinterpret_cast<const float4*>(wt + j * K + k);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) av[i] = *reinterpret_cast<const float4*>(at + i * K + k);
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          float& s = acc[i * 4 + j];
-          s = fmaf(av[i].x, wv[j].x, s);
-          s = fmaf(av[i].y, wv[j].y, s);
-          s = fmaf(av[i].z, wv[j].z, s);
-          s = fmaf(av[i].w, wv[j].w, s);
-        }
+      for (int j = 0; j < 8; j += 2) {  // a k8 step: chunks j and j + 1
+        const float av[4] = {at[k + off[j]], at[8 * K + k + off[j]], at[k + off[j + 1]],
+                             at[8 * K + k + off[j + 1]]};
+        const float bv[2] = {wt[k + off[j]], wt[k + off[j + 1]]};
+        mma_3xtf32(acc, av, bv);
       }
     }
-    reduce_scatter_step<16, kKLanes / 2>(acc, lane);  // acc[0..1]: outputs 2 kl and 2 kl + 1
-    const int r = r0 + kl / 2, c = cl0 + 2 * (kl % 2);
+    float c[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) c[i] = acc.value(i);
+    const int r = m0 + g, col = n0 + 2 * t;  // c: (r, col), (r, col + 1), (r + 8, col), ...
     if constexpr (kSplit == 1) {
-      finish(e, r, c0 + c, acc[0], seq);
-      finish(e, r, c0 + c + 1, acc[1], seq);
+      if (r < seq) {
+        finish(e, r, col, c[0], bias[0], c0);
+        finish(e, r, col + 1, c[1], bias[1], c0);
+      }
+      if (r + 8 < seq) {
+        finish(e, r + 8, col, c[2], bias[0], c0);
+        finish(e, r + 8, col + 1, c[3], bias[1], c0);
+      }
     } else {
-      part[(half * kRows + r) * N + c] = acc[0];
-      part[(half * kRows + r) * N + c + 1] = acc[1];
+      float* pt = part + (s * kRows + r) * N + col;
+      pt[0] = c[0];
+      pt[1] = c[1];
+      pt[8 * N] = c[2];
+      pt[8 * N + 1] = c[3];
     }
   }
+  clock.multiplied();
   if constexpr (kSplit > 1) {
     __syncthreads();
-    for (int i = static_cast<int>(threadIdx.x); i < kRows * N; i += kThreads) {
-      const int r = i / N, c = i % N;
-      float s = part[r * N + c];
 #pragma unroll
-      for (int h = 1; h < kSplit; ++h) s += part[(h * kRows + r) * N + c];
-      finish(e, r, c0 + c, s, seq);
+    for (int j = 0; j < kPer; ++j) {
+      const int i = static_cast<int>(threadIdx.x) + j * kThreads, r = i / N, c = i % N;
+      if (r >= seq) break;
+      float sum = part[r * N + c];
+#pragma unroll
+      for (int h = 1; h < kSplit; ++h) sum += part[(h * kRows + r) * N + c];
+      finish(e, r, c, sum, bias[j], c0);
     }
   }
 }
@@ -357,57 +481,74 @@ __device__ void attention_share(float* smem, const float* qkv, float* att, int r
   out[lane + 32] = o1;
 }
 
+
 __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStackParams p) {
   extern __shared__ float4 smem4[];
   float* stage = reinterpret_cast<float*>(smem4);
   float* wbuf = stage + kStageFloats;
   float* part = wbuf + kWeightFloats;
+  float* res = part + kPartFloats;
   pdl_wait_then_release();
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
   const int seq = p.seq;
   const std::size_t b = blockIdx.x;
+  PhaseClock clock(blockIdx.x == 0);
   const Regions g = regions_of(p.ws, static_cast<std::size_t>(p.batch) * seq, b * seq);
   const float* x = p.x + b * seq * kD;
   // Each phase's weight slice is copied while the phase before it ends (after the block's last
   // read of the buffer, before the cluster barrier), so its latency hides behind the barrier.
-  stage_weights(wbuf, p.layer[0].in_w + rank * kNQkv * kD, kNQkv * kD);
+  stage_weights<kD>(wbuf, p.layer[0].in_w + rank * kNQkv * kD, kNQkv);
   for (int l = 0; l < p.layers; ++l) {
     const EncoderLayerParams& L = p.layer[l];
     // P1: the layer's input (normalized by the previous layer's norm2), then qkv.
+    NormWeights norm{};
+    if (l > 0) norm = load_norm(p.layer[l - 1].norm2_w, p.layer[l - 1].norm2_b);
     begin_phase<kD>(stage, l == 0 ? x : g.att, seq);
+    clock.staged();
     if (l > 0) {
-      normalize_rows(stage, p.layer[l - 1].norm2_w, p.layer[l - 1].norm2_b, seq, p.eps);
+      normalize_rows(stage, norm, seq, p.eps);
       __syncthreads();
-      store_columns(g.xn, stage, rank * kND, seq);
     }
-    const float* residual = l == 0 ? x : g.xn;
+    store_residual(res, stage, rank * kND, seq);  // layer 0: x itself
+    clock.normalized();
     block_product<kD, kNQkv>(stage, wbuf, rank * kNQkv, seq, {g.qkv, kQkv, L.in_b, nullptr, 0},
-                             part);
-    end_phase(cluster, wbuf, L.out_w + rank * kND * kD, kND * kD);
+                             part, clock);
+    end_phase<kD>(cluster, clock, wbuf, L.out_w + rank * kND * kD, kND);
     // P2: attention.
     attention_share(stage, g.qkv, g.att, rank, seq, p.scale);
+    clock.multiplied();
+    clock.done();
     cluster_barrier(cluster);
+    clock.passed();
     // P3: out_proj + the residual, before norm1.
     begin_phase<kD>(stage, g.att, seq);
-    block_product<kD, kND>(stage, wbuf, rank * kND, seq, {g.t1, kD, L.out_b, residual, 0}, part);
-    end_phase(cluster, wbuf, L.lin1_w + rank * kNFF * kD, kNFF * kD);
+    clock.staged();
+    block_product<kD, kND>(stage, wbuf, rank * kND, seq, {g.t1, kD, L.out_b, res, 0}, part,
+                           clock);
+    end_phase<kD>(cluster, clock, wbuf, L.lin1_w + rank * kNFF * kD, kNFF);
     // P4: norm1, then linear1 + ReLU.
+    norm = load_norm(L.norm1_w, L.norm1_b);
     begin_phase<kD>(stage, g.t1, seq);
-    normalize_rows(stage, L.norm1_w, L.norm1_b, seq, p.eps);
+    clock.staged();
+    normalize_rows(stage, norm, seq, p.eps);
     __syncthreads();
-    store_columns(g.t1n, stage, rank * kND, seq);
+    store_residual(res, stage, rank * kND, seq);
+    clock.normalized();
     block_product<kD, kNFF>(stage, wbuf, rank * kNFF, seq, {g.hid, kFF, L.lin1_b, nullptr, p.act},
-                            part);
-    end_phase(cluster, wbuf, L.lin2_w + rank * kND * kFF, kND * kFF);
+                            part, clock);
+    end_phase<kFF>(cluster, clock, wbuf, L.lin2_w + rank * kND * kFF, kND);
     // P5: linear2 + the residual, before norm2 (into att's space: attention's output is dead).
     begin_phase<kFF>(stage, g.hid, seq);
-    block_product<kFF, kND>(stage, wbuf, rank * kND, seq, {g.att, kD, L.lin2_b, g.t1n, 0}, part);
-    end_phase(cluster, wbuf, l + 1 < p.layers ? p.layer[l + 1].in_w + rank * kNQkv * kD : nullptr,
-              kNQkv * kD);
+    clock.staged();
+    block_product<kFF, kND>(stage, wbuf, rank * kND, seq, {g.att, kD, L.lin2_b, res, 0}, part,
+                            clock);
+    end_phase<kD>(cluster, clock, wbuf,
+                  l + 1 < p.layers ? p.layer[l + 1].in_w + rank * kNQkv * kD : nullptr, kNQkv);
   }
   // The last norm2, into y: row r by block r mod kCluster, a warp per row.
   const EncoderLayerParams& last = p.layer[p.layers - 1];
+  const NormWeights norm = load_norm(last.norm2_w, last.norm2_b);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int r = rank + kCluster * warp;
   if (r < seq) {
@@ -415,11 +556,12 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
     float v[kRowVals];
 #pragma unroll
     for (int k = 0; k < kRowVals; ++k) v[k] = __ldcg(src + lane + 32 * k);
-    normalize_row(v, last.norm2_w, last.norm2_b, p.eps, lane);
+    normalize_row(v, norm, p.eps);
     float* dst = p.y + (b * seq + r) * kD;
 #pragma unroll
     for (int k = 0; k < kRowVals; ++k) dst[lane + 32 * k] = v[k];
   }
+  clock.finish(rank);
 }
 
 // Per device: the kernel's attributes set (shared memory above 48 KiB, the non-portable cluster

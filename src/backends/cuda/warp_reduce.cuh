@@ -1,6 +1,6 @@
 // warp_reduce.cuh (private, device code) — warp_sum / warp_max, and reduce_scatter: many
 // per-lane partial sums of a warp reduced at once (the resident chain's layers, the small-batch
-// linear of nn_kernels.cu, the fused encoder); activate, the nn kernels' activation codes.
+// linear of nn_kernels.cu); activate, the nn kernels' activation codes.
 #pragma once
 
 namespace tandem::backends::cuda {

@@ -1,0 +1,73 @@
+// mma_tf32.cuh — fp32 products on Hopper's tensor cores with fp32 accuracy: 3xTF32.
+//
+// A float a is split into a TF32 high part h and a TF32 low part l = a - h (split_tf32); then
+// a b = h_a h_b + h_a l_b + l_a h_b + l_a l_b, and the last term (below fp32's rounding of the
+// product) is dropped: three TF32 mma instructions per product, whose error is that of an fp32
+// product to within a few units in the last place (the "3xTF32" of CUTLASS), not TF32's 10-bit
+// mantissa. The tensor cores add the products in their own order, so sums agree with an fp32
+// FMA loop to rounding, not bit for bit.
+#pragma once
+
+#include <cuda_runtime.h>
+
+namespace tandem::backends::cuda {
+
+// Tf32Pair: a float's TF32 high and low parts (registers in the .b32 form mma takes). The high
+// part is v with its low 13 mantissa bits cleared (truncation, one instruction; cvt.rna.tf32.f32
+// rounds but costs the H100 four), the low part the exact rest v - hi, whose own low 13 bits the
+// tensor core ignores: together 22 of fp32's 24 significant bits, each product's error below
+// 2^-21 of it.
+struct Tf32Pair {
+  unsigned hi, lo;
+};
+
+__device__ __forceinline__ Tf32Pair split_tf32(float v) {
+  const unsigned hi = __float_as_uint(v) & 0xffffe000u;
+  return {hi, __float_as_uint(v - __uint_as_float(hi))};
+}
+
+// mma_tf32(c, a, b): c += A . B for one m16n8k8 tile, A row-major (a: the lane's 4 elements),
+// B column-major (b: its 2), fp32 accumulators c (its 4), in the fragment layouts of PTX's
+// mma.m16n8k8 .tf32 (lane = 4 g + t: a = A[g][t], A[g + 8][t], A[g][t + 4], A[g + 8][t + 4];
+// b = B[t][g], B[t + 4][g]; c = C[g][2 t], C[g][2 t + 1], C[g + 8][2 t], C[g + 8][2 t + 1]).
+__device__ __forceinline__ void mma_tf32(float (&c)[4], const unsigned (&a)[4],
+                                         const unsigned (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+      "{%8, %9}, {%0, %1, %2, %3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Tf32x3Acc: the accumulators of one m16n8 tile's 3xTF32 product: the high parts' products
+// (big) and the two cross terms, each in its own chain (the tensor core's latency overlaps the
+// three), summed in value() (the small terms first, so their bits survive).
+struct Tf32x3Acc {
+  float big[4] = {0.0f, 0.0f, 0.0f, 0.0f}, hl[4] = {0.0f, 0.0f, 0.0f, 0.0f},
+        lh[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  __device__ __forceinline__ float value(int i) const { return big[i] + (hl[i] + lh[i]); }
+};
+
+// mma_3xtf32(acc, a, b): one m16n8k8 step of an fp32 product by 3xTF32: big += h_a h_b,
+// hl += h_a l_b, lh += l_a h_b (a, b: the lane's fp32 fragments, as mma_tf32 lays them out).
+__device__ __forceinline__ void mma_3xtf32(Tf32x3Acc& acc, const float (&a)[4],
+                                           const float (&b)[2]) {
+  unsigned ah[4], al[4], bh[2], bl[2];
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const Tf32Pair p = split_tf32(a[i]);
+    ah[i] = p.hi;
+    al[i] = p.lo;
+  }
+#pragma unroll
+  for (int i = 0; i < 2; ++i) {
+    const Tf32Pair p = split_tf32(b[i]);
+    bh[i] = p.hi;
+    bl[i] = p.lo;
+  }
+  mma_tf32(acc.hl, ah, bl);
+  mma_tf32(acc.lh, al, bh);
+  mma_tf32(acc.big, ah, bh);
+}
+
+}  // namespace tandem::backends::cuda
