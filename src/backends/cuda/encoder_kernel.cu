@@ -22,10 +22,11 @@
 //   after the last layer: y = norm2(t2), row r of the sequence by block r mod 16.
 // Activations live in the caller's workspace (global memory, L2-resident at these sizes) and are
 // staged into shared memory by cp.async.cg (through L2 only, so no block sees a stale L1 line of
-// another's writes); each barrier is a cluster.sync() (release / acquire). Each phase's weight
-// slice (at most 64 KiB a block; each weight is used by exactly one block of the cluster) is
-// copied into shared memory by cp.async as soon as the phase before has finished reading the
-// buffer, so its latency hides behind the cluster barrier. Staged matrices are swizzled (16-byte
+// another's writes); each barrier is a cluster barrier's arrive (release) and wait (acquire).
+// Each phase's weight slice (at most 64 KiB a block; each weight is used by exactly one block of
+// the cluster) is copied into shared memory by cp.async between the arrive and the wait of the
+// barrier before its phase, so its latency hides behind the barrier (started before the arrive,
+// the copies lengthened the release: cluster_arrive). Staged matrices are swizzled (16-byte
 // chunk j of row r at j ^ (r % 8)), not padded: with rows 16 bytes longer than their data the
 // cp.async staging ran 2-3x slower on the H100.
 // A phase's matrix product (block_product) runs on the tensor cores by 3xTF32 (mma_tf32.cuh:
@@ -187,11 +188,20 @@ struct PhaseClock {
 };
 #endif
 
-// cluster_barrier(cluster): every block's global and shared writes before it are visible to
-// every block of the cluster after it: barrier.cluster.arrive has release and barrier.cluster.wait
-// acquire semantics at cluster scope, for every state space (PTX ISA, "barrier.cluster"); the
-// reads after it go through L2 (cp.async.cg, ld.global.cg), never a stale L1 line.
-__device__ __forceinline__ void cluster_barrier(cg::cluster_group& cluster) { cluster.sync(); }
+// cluster_arrive() then cluster_wait(): the cluster barrier, split. Every block's global and
+// shared writes before its arrive are visible to every block of the cluster after its wait:
+// arrive has release and wait acquire semantics at cluster scope, for every state space (PTX
+// ISA, "barrier.cluster"); the reads after it go through L2 (cp.async.cg, ld.global.cg), never a
+// stale L1 line. The release waits for the thread's outstanding memory operations, cp.async
+// copies included (the SASS's MEMBAR), so copies that no other block depends on are started
+// between the two halves: they then overlap the wait instead of lengthening the release.
+// Every thread of the block calls both (.aligned).
+__device__ __forceinline__ void cluster_arrive() {
+  asm volatile("barrier.cluster.arrive.release.aligned;" ::: "memory");
+}
+__device__ __forceinline__ void cluster_wait() {
+  asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
+}
 
 // stage_rows<K>(a, src, seq): starts a[r * K + swizzled(r, k)] = src[r * K + k] for r < seq
 // (asynchronous: see wait_copies), and zeroes the rows seq <= r < kRows.
@@ -232,16 +242,17 @@ __device__ void stage_weights(float* wbuf, const float* w, int rows) {
   for (int r = r0; r < rows; r += kRowsEach) copy16(wbuf + r * K + swizzled(r, c), w + r * K + c);
 }
 
-// end_phase<K>(cluster, clock, wbuf, next_w, rows): once every thread of the block is done with
-// the weight buffer, starts copying the next phase's slice (rows x K floats at next_w, or nothing
-// if null) into it, then the cluster barrier. clock: a PhaseClock.
+// end_phase<K>(clock, wbuf, next_w, rows): the cluster barrier, and once every thread of the
+// block is done with the weight buffer, the copy of the next phase's slice (rows x K floats at
+// next_w, or nothing if null) into it, started between the barrier's arrive and wait.
+// clock: a PhaseClock.
 template <int K>
-__device__ void end_phase(cg::cluster_group& cluster, PhaseClock& clock, float* wbuf,
-                          const float* next_w, int rows) {
+__device__ void end_phase(PhaseClock& clock, float* wbuf, const float* next_w, int rows) {
   __syncthreads();
   clock.done();
+  cluster_arrive();
   if (next_w) stage_weights<K>(wbuf, next_w, rows);
-  cluster_barrier(cluster);
+  cluster_wait();
   clock.passed();
 }
 
@@ -514,19 +525,20 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
     clock.normalized();
     block_product<kD, kNQkv>(stage, wbuf, rank * kNQkv, seq, {g.qkv, kQkv, L.in_b, nullptr, 0},
                              part, clock);
-    end_phase<kD>(cluster, clock, wbuf, L.out_w + rank * kND * kD, kND);
+    end_phase<kD>(clock, wbuf, L.out_w + rank * kND * kD, kND);
     // P2: attention.
     attention_share(stage, g.qkv, g.att, rank, seq, p.scale);
     clock.multiplied();
     clock.done();
-    cluster_barrier(cluster);
+    cluster_arrive();
+    cluster_wait();
     clock.passed();
     // P3: out_proj + the residual, before norm1.
     begin_phase<kD>(stage, g.att, seq);
     clock.staged();
     block_product<kD, kND>(stage, wbuf, rank * kND, seq, {g.t1, kD, L.out_b, res, 0}, part,
                            clock);
-    end_phase<kD>(cluster, clock, wbuf, L.lin1_w + rank * kNFF * kD, kNFF);
+    end_phase<kD>(clock, wbuf, L.lin1_w + rank * kNFF * kD, kNFF);
     // P4: norm1, then linear1 + ReLU.
     norm = load_norm(L.norm1_w, L.norm1_b);
     begin_phase<kD>(stage, g.t1, seq);
@@ -537,13 +549,13 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
     clock.normalized();
     block_product<kD, kNFF>(stage, wbuf, rank * kNFF, seq, {g.hid, kFF, L.lin1_b, nullptr, p.act},
                             part, clock);
-    end_phase<kFF>(cluster, clock, wbuf, L.lin2_w + rank * kND * kFF, kND);
+    end_phase<kFF>(clock, wbuf, L.lin2_w + rank * kND * kFF, kND);
     // P5: linear2 + the residual, before norm2 (into att's space: attention's output is dead).
     begin_phase<kFF>(stage, g.hid, seq);
     clock.staged();
     block_product<kFF, kND>(stage, wbuf, rank * kND, seq, {g.att, kD, L.lin2_b, res, 0}, part,
                             clock);
-    end_phase<kD>(cluster, clock, wbuf,
+    end_phase<kD>(clock, wbuf,
                   l + 1 < p.layers ? p.layer[l + 1].in_w + rank * kNQkv * kD : nullptr, kNQkv);
   }
   // The last norm2, into y: row r by block r mod kCluster, a warp per row.
