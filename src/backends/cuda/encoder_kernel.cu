@@ -39,10 +39,9 @@
 // Sizes: d_model 256, 4 heads, feed-forward 1024, ReLU, seq <= 32, any eps; other encoders, and
 // devices that cannot schedule such a cluster, take the op-by-op path (encoder_stack_fits).
 // Measured on the H100 (docs/benchmarks.md, "The fused encoder" and "Where the fused encoder's
-// time goes"): ~47 us a forward by the phase clocks (PhaseClock below), of which products
-// ~21 us, cluster barriers ~13 us (each waits for the block's global stores: a MEMBAR), staging
-// ~6 us, attention ~4 us; before the tensor cores the products took ~33 us (fp32 FMA bound by
-// shared-memory loads and latency, 0.4 instructions issued per scheduler and cycle).
+// time goes"): ~44 us a forward by the phase clocks (PhaseClock below), of which products
+// ~18 us, staging ~9 us, cluster barriers ~8.5 us (ten, each release waiting for the block's
+// global stores), attention ~4 us; with fp32 FMA products (before the tensor cores) 60 us.
 #include <cuda_runtime.h>
 
 #include <algorithm>
