@@ -75,7 +75,9 @@ constexpr int kNQkv = kQkv / kCluster, kND = kD / kCluster, kNFF = kFF / kCluste
 // columns t a tensor-core fragment load reads then fall on 32 distinct banks, rows stay dense and
 // 16-byte aligned for cp.async, and a warp's 32 chunks of a row still land in one aligned 512-byte
 // run.
-__host__ __device__ constexpr int swizzled(int r, int k) { return (((k >> 2) ^ (r & 7)) << 2) | (k & 3); }
+__host__ __device__ constexpr int swizzled(int r, int k) {
+  return (((k >> 2) ^ (r & 7)) << 2) | (k & 3);
+}
 // Shared memory: the stage (kRows x up to kFF floats: a phase's input; attention reuses it for
 // K, V and the query rows), the weight buffer (the block's slice of a phase's weights: at most
 // 64 KiB), the split-reduction partials (kSplit x kRows x N floats: the phases of fewer
@@ -344,8 +346,8 @@ __device__ __forceinline__ void finish(const Epilogue& e, int r, int c, float v,
   e.y[r * e.ld + c0 + c] = activate(v, e.act);
 }
 
-// block_product<K, N>(a, w, c0, seq, e, part): the block's columns [c0, c0 + N) of a . w^T
-// through the epilogue, a: kRows x K (shared memory, swizzled), w: the N x K weight slice
+// block_product<K, N>(a, w, c0, seq, e, part, clock): the block's columns [c0, c0 + N) of
+// a . w^T through the epilogue, a: kRows x K (shared memory, swizzled), w: the N x K weight slice
 // (shared memory, swizzled). Every thread of the block calls it (it may synchronize the
 // block).
 // On the tensor cores, by 3xTF32 (mma_tf32.cuh: fp32 accuracy): a warp task is a 16 x 8 tile
@@ -491,7 +493,6 @@ __device__ void attention_share(float* smem, const float* qkv, float* att, int r
   out[lane + 32] = o1;
 }
 
-
 __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStackParams p) {
   extern __shared__ float4 smem4[];
   float* stage = reinterpret_cast<float*>(smem4);
@@ -506,8 +507,8 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
   PhaseClock clock(blockIdx.x == 0);
   const Regions g = regions_of(p.ws, static_cast<std::size_t>(p.batch) * seq, b * seq);
   const float* x = p.x + b * seq * kD;
-  // Each phase's weight slice is copied while the phase before it ends (after the block's last
-  // read of the buffer, before the cluster barrier), so its latency hides behind the barrier.
+  // Each phase's weight slice is copied once the phase before it is done with the buffer,
+  // between the arrive and the wait of the cluster barrier before it (end_phase).
   stage_weights<kD>(wbuf, p.layer[0].in_w + rank * kNQkv * kD, kNQkv);
   for (int l = 0; l < p.layers; ++l) {
     const EncoderLayerParams& L = p.layer[l];
