@@ -30,18 +30,20 @@
 // chunk j of row r at j ^ (r % 8)), not padded: with rows 16 bytes longer than their data the
 // cp.async staging ran 2-3x slower on the H100.
 // A phase's matrix product (block_product) runs on the tensor cores by 3xTF32 (mma_tf32.cuh:
-// fp32 accuracy from three TF32 mma per product): a warp task is one 16 x 8 output tile; phases
-// with fewer tiles than warps (48 and 16 columns) split the reduction 4 ways and the block adds
-// the partial sums in shared memory, in a fixed order (results are deterministic).
+// fp32 accuracy from three TF32 mma per product): a warp task is a 16 x 16 output tile (16 x 8
+// for in_proj's 48 columns) over a part of the reduction, which each phase splits 2-8 ways so
+// that every warp has work; the block adds the partial sums in shared memory, in a fixed order
+// (results are deterministic).
 // Numerics: fp32 inputs and outputs, products by 3xTF32 (each within ~2^-21 of fp32's), sums in
 // a different order than the op-by-op kernels, so results agree with them to rounding (tests:
 // 1e-4 against the cpu backend).
 // Sizes: d_model 256, 4 heads, feed-forward 1024, ReLU, seq <= 32, any eps; other encoders, and
 // devices that cannot schedule such a cluster, take the op-by-op path (encoder_stack_fits).
 // Measured on the H100 (docs/benchmarks.md, "The fused encoder" and "Where the fused encoder's
-// time goes"): ~44 us a forward by the phase clocks (PhaseClock below), of which products
-// ~18 us, staging ~9 us, cluster barriers ~8.5 us (ten, each release waiting for the block's
-// global stores), attention ~4 us; with fp32 FMA products (before the tensor cores) 60 us.
+// time goes"): ~43 us a forward by the phase clocks (PhaseClock below), of which products
+// ~15 us, staging ~9 us, cluster barriers ~8.3 us (ten, each release waiting for the block's
+// global stores), attention ~4 us, epilogues ~3 us; with fp32 FMA products (before the tensor
+// cores) 60 us.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -80,12 +82,11 @@ __host__ __device__ constexpr int swizzled(int r, int k) {
 }
 // Shared memory: the stage (kRows x up to kFF floats: a phase's input; attention reuses it for
 // K, V and the query rows), the weight buffer (the block's slice of a phase's weights: at most
-// 64 KiB), the split-reduction partials (kSplit x kRows x N floats: the phases of fewer
-// tiles than warps split the reduction kSplitMax ways), the residual (kRows x kND).
-constexpr int kSplitMax = 4;
+// 64 KiB), the split-reduction partials (kSplit x kRows x N floats: block_product), the
+// residual (kRows x kND).
 constexpr int kStageFloats = kRows * kFF;
 constexpr int kWeightFloats = std::max({kNFF * kD, kND * kFF, kNQkv * kD});
-constexpr int kPartFloats = kSplitMax * kRows * kNQkv;
+constexpr int kPartFloats = 4 * kRows * kNQkv;  // in_proj's 4-way split, the largest
 constexpr int kResFloats = kRows * kND;  // the residual's columns of the block's 16-column phases
 constexpr std::size_t kSmemBytes =
     (kStageFloats + kWeightFloats + kPartFloats + kResFloats) * sizeof(float);
@@ -346,90 +347,77 @@ __device__ __forceinline__ void finish(const Epilogue& e, int r, int c, float v,
   e.y[r * e.ld + c0 + c] = activate(v, e.act);
 }
 
-// block_product<K, N>(a, w, c0, seq, e, part, clock): the block's columns [c0, c0 + N) of
-// a . w^T through the epilogue, a: kRows x K (shared memory, swizzled), w: the N x K weight slice
-// (shared memory, swizzled). Every thread of the block calls it (it may synchronize the
-// block).
-// On the tensor cores, by 3xTF32 (mma_tf32.cuh: fp32 accuracy): a warp task is a 16 x 8 tile
-// (an m16n8k8 fragment) over a kSpan of the reduction. Phases with fewer tiles than warps split
-// the reduction kSplitMax ways, each task's partial sums in `part`, added in a fixed order (the
-// results are deterministic).
-template <int K, int N>
+// block_product<K, N, NW, kSplit>(a, w, c0, seq, e, part, clock): the block's columns
+// [c0, c0 + N) of a . w^T through the epilogue, a: kRows x K (shared memory, swizzled), w: the
+// N x K weight slice (shared memory, swizzled). Every thread of the block calls it (it
+// synchronizes the block).
+// On the tensor cores, by 3xTF32 (mma_tf32.cuh: fp32 accuracy): a warp task is a 16 x 8 NW tile
+// (NW m16n8k8 fragments side by side: the A fragment is loaded and split once for all NW) over
+// one kSplit-th of the reduction; the tasks' partial sums go to `part` and the block adds them
+// in a fixed order (the results are deterministic).
+template <int K, int N, int NW, int kSplit>
 __device__ void block_product(const float* a, const float* w, int c0, int seq, const Epilogue& e,
                               float* part, PhaseClock& clock) {
-  constexpr int kMTiles = kRows / 16, kTiles = kMTiles * (N / 8);
-  constexpr int kSplit = kTiles >= kWarps ? 1 : kSplitMax;
+  constexpr int kMTiles = kRows / 16, kTiles = kMTiles * (N / (8 * NW));
   constexpr int kSpan = K / kSplit;
-  static_assert(N % 8 == 0 && kSpan % 32 == 0 && kTiles * kSplit % kWarps == 0 &&
-                (kSplit == 1 || kSplit * kRows * N <= kPartFloats));
+  static_assert(N % (8 * NW) == 0 && kSpan % 32 == 0 && kTiles * kSplit % kWarps == 0 &&
+                kSplit * kRows * N <= kPartFloats);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane / 4, t = lane % 4;
-  // Rows g and g + 8 share a swizzle (8 | 16 m0): chunk j of each 32-float span of the reduction,
-  // column t of it, is at off[j] of the span.
+  // Rows g, g + 8 (of a) and g + 8 j (of w) share a swizzle (8 | m0, n0): chunk j of each
+  // 32-float span of the reduction, column t of it, is at off[j] of the span.
   int off[8];
 #pragma unroll
   for (int j = 0; j < 8; ++j) off[j] = ((j ^ g) << 2) + t;
-  // The epilogue's biases, loaded now so their latency hides behind the products: without a
-  // split the warp's one task's columns 2 t and 2 t + 1, else the thread's reduction outputs'.
-  static_assert(kSplit > 1 || kTiles == kWarps);
-  constexpr int kPer = kSplit == 1 ? 2 : (kRows * N + kThreads - 1) / kThreads;
+  // The epilogue's biases, loaded now so their latency hides behind the products.
+  constexpr int kPer = (kRows * N + kThreads - 1) / kThreads;
   float bias[kPer];
 #pragma unroll
   for (int i = 0; i < kPer; ++i) {
-    const int c = kSplit == 1 ? (warp / kMTiles) * 8 + 2 * t + i
-                              : (static_cast<int>(threadIdx.x) + i * kThreads) % N;
-    bias[i] = __ldg(e.bias + c0 + c);
+    bias[i] = __ldg(e.bias + c0 + (static_cast<int>(threadIdx.x) + i * kThreads) % N);
   }
 #pragma unroll 1
   for (int task = warp; task < kTiles * kSplit; task += kWarps) {
     const int tile = task % kTiles, s = task / kTiles;
-    const int m0 = (tile % kMTiles) * 16, n0 = (tile / kMTiles) * 8;
+    const int m0 = (tile % kMTiles) * 16, n0 = (tile / kMTiles) * 8 * NW;
     const float* at = a + (m0 + g) * K + s * kSpan;
     const float* wt = w + (n0 + g) * K + s * kSpan;
-    Tf32x3Acc acc;
+    Tf32x3Acc acc[NW];
 #pragma unroll 2
     for (int k = 0; k < kSpan; k += 32) {
 #pragma unroll
       for (int j = 0; j < 8; j += 2) {  // a k8 step: chunks j and j + 1
         const float av[4] = {at[k + off[j]], at[8 * K + k + off[j]], at[k + off[j + 1]],
                              at[8 * K + k + off[j + 1]]};
-        const float bv[2] = {wt[k + off[j]], wt[k + off[j + 1]]};
-        mma_3xtf32(acc, av, bv);
+        const Tf32Split<4> as = split_fragment(av);
+#pragma unroll
+        for (int n = 0; n < NW; ++n) {
+          const float* wn = wt + 8 * n * K;
+          const float bv[2] = {wn[k + off[j]], wn[k + off[j + 1]]};
+          mma_3xtf32(acc[n], as, split_fragment(bv));
+        }
       }
     }
-    float c[4];
+    // acc[n]: (m0 + g, n0 + 8 n + 2 t) and + 1, then the same 8 rows below.
 #pragma unroll
-    for (int i = 0; i < 4; ++i) c[i] = acc.value(i);
-    const int r = m0 + g, col = n0 + 2 * t;  // c: (r, col), (r, col + 1), (r + 8, col), ...
-    if constexpr (kSplit == 1) {
-      if (r < seq) {
-        finish(e, r, col, c[0], bias[0], c0);
-        finish(e, r, col + 1, c[1], bias[1], c0);
-      }
-      if (r + 8 < seq) {
-        finish(e, r + 8, col, c[2], bias[0], c0);
-        finish(e, r + 8, col + 1, c[3], bias[1], c0);
-      }
-    } else {
-      float* pt = part + (s * kRows + r) * N + col;
-      pt[0] = c[0];
-      pt[1] = c[1];
-      pt[8 * N] = c[2];
-      pt[8 * N + 1] = c[3];
+    for (int n = 0; n < NW; ++n) {
+      float* pt = part + (s * kRows + m0 + g) * N + n0 + 8 * n + 2 * t;
+      pt[0] = acc[n].value(0);
+      pt[1] = acc[n].value(1);
+      pt[8 * N] = acc[n].value(2);
+      pt[8 * N + 1] = acc[n].value(3);
     }
   }
   clock.multiplied();
-  if constexpr (kSplit > 1) {
-    __syncthreads();
+  __syncthreads();
 #pragma unroll
-    for (int j = 0; j < kPer; ++j) {
-      const int i = static_cast<int>(threadIdx.x) + j * kThreads, r = i / N, c = i % N;
-      if (r >= seq) break;
-      float sum = part[r * N + c];
+  for (int j = 0; j < kPer; ++j) {
+    const int i = static_cast<int>(threadIdx.x) + j * kThreads, r = i / N, c = i % N;
+    if (r >= seq) break;
+    float sum = part[r * N + c];
 #pragma unroll
-      for (int h = 1; h < kSplit; ++h) sum += part[(h * kRows + r) * N + c];
-      finish(e, r, c, sum, bias[j], c0);
-    }
+    for (int h = 1; h < kSplit; ++h) sum += part[(h * kRows + r) * N + c];
+    finish(e, r, c, sum, bias[j], c0);
   }
 }
 
@@ -523,7 +511,7 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
     }
     store_residual(res, stage, rank * kND, seq);  // layer 0: x itself
     clock.normalized();
-    block_product<kD, kNQkv>(stage, wbuf, rank * kNQkv, seq, {g.qkv, kQkv, L.in_b, nullptr, 0},
+    block_product<kD, kNQkv, 1, 4>(stage, wbuf, rank * kNQkv, seq, {g.qkv, kQkv, L.in_b, nullptr, 0},
                              part, clock);
     end_phase<kD>(clock, wbuf, L.out_w + rank * kND * kD, kND);
     // P2: attention.
@@ -536,7 +524,7 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
     // P3: out_proj + the residual, before norm1.
     begin_phase<kD>(stage, g.att, seq);
     clock.staged();
-    block_product<kD, kND>(stage, wbuf, rank * kND, seq, {g.t1, kD, L.out_b, res, 0}, part,
+    block_product<kD, kND, 2, 8>(stage, wbuf, rank * kND, seq, {g.t1, kD, L.out_b, res, 0}, part,
                            clock);
     end_phase<kD>(clock, wbuf, L.lin1_w + rank * kNFF * kD, kNFF);
     // P4: norm1, then linear1 + ReLU.
@@ -547,13 +535,13 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
     __syncthreads();
     store_residual(res, stage, rank * kND, seq);
     clock.normalized();
-    block_product<kD, kNFF>(stage, wbuf, rank * kNFF, seq, {g.hid, kFF, L.lin1_b, nullptr, p.act},
+    block_product<kD, kNFF, 2, 2>(stage, wbuf, rank * kNFF, seq, {g.hid, kFF, L.lin1_b, nullptr, p.act},
                             part, clock);
     end_phase<kFF>(clock, wbuf, L.lin2_w + rank * kND * kFF, kND);
     // P5: linear2 + the residual, before norm2 (into att's space: attention's output is dead).
     begin_phase<kFF>(stage, g.hid, seq);
     clock.staged();
-    block_product<kFF, kND>(stage, wbuf, rank * kND, seq, {g.att, kD, L.lin2_b, res, 0}, part,
+    block_product<kFF, kND, 2, 8>(stage, wbuf, rank * kND, seq, {g.att, kD, L.lin2_b, res, 0}, part,
                             clock);
     end_phase<kD>(clock, wbuf,
                   l + 1 < p.layers ? p.layer[l + 1].in_w + rank * kNQkv * kD : nullptr, kNQkv);

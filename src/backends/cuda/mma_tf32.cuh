@@ -48,26 +48,32 @@ struct Tf32x3Acc {
   __device__ __forceinline__ float value(int i) const { return big[i] + (hl[i] + lh[i]); }
 };
 
+// Tf32Split<N>: a lane's N fp32 fragment elements split into TF32 high and low parts
+// (split_tf32), once for every mma that uses them.
+template <int N>
+struct Tf32Split {
+  unsigned hi[N], lo[N];
+};
+
+template <int N>
+__device__ __forceinline__ Tf32Split<N> split_fragment(const float (&v)[N]) {
+  Tf32Split<N> s;
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    const Tf32Pair p = split_tf32(v[i]);
+    s.hi[i] = p.hi;
+    s.lo[i] = p.lo;
+  }
+  return s;
+}
+
 // mma_3xtf32(acc, a, b): one m16n8k8 step of an fp32 product by 3xTF32: big += h_a h_b,
-// hl += h_a l_b, lh += l_a h_b (a, b: the lane's fp32 fragments, as mma_tf32 lays them out).
-__device__ __forceinline__ void mma_3xtf32(Tf32x3Acc& acc, const float (&a)[4],
-                                           const float (&b)[2]) {
-  unsigned ah[4], al[4], bh[2], bl[2];
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const Tf32Pair p = split_tf32(a[i]);
-    ah[i] = p.hi;
-    al[i] = p.lo;
-  }
-#pragma unroll
-  for (int i = 0; i < 2; ++i) {
-    const Tf32Pair p = split_tf32(b[i]);
-    bh[i] = p.hi;
-    bl[i] = p.lo;
-  }
-  mma_tf32(acc.hl, ah, bl);
-  mma_tf32(acc.lh, al, bh);
-  mma_tf32(acc.big, ah, bh);
+// hl += h_a l_b, lh += l_a h_b (a, b: the lane's fragments, as mma_tf32 lays them out, split).
+__device__ __forceinline__ void mma_3xtf32(Tf32x3Acc& acc, const Tf32Split<4>& a,
+                                           const Tf32Split<2>& b) {
+  mma_tf32(acc.hl, a.hi, b.lo);
+  mma_tf32(acc.lh, a.lo, b.hi);
+  mma_tf32(acc.big, a.hi, b.hi);
 }
 
 }  // namespace tandem::backends::cuda
