@@ -30,13 +30,13 @@
 // chunk j of row r at j ^ (r % 8)), not padded: with rows 16 bytes longer than their data the
 // cp.async staging ran 2-3x slower on the H100.
 // A phase's matrix product (block_product) runs on the tensor cores by 3xTF32 (mma_tf32.cuh:
-// fp32 accuracy from three TF32 mma per product): a warp task is a 16 x 16 output tile (16 x 8
+// three TF32 mma per product, each product within 3 * 2^-20 of itself): a warp task is a 16 x 16 output tile (16 x 8
 // for in_proj's 48 columns) over a part of the reduction, which each phase splits 2-8 ways so
 // that every warp has work; the block adds the partial sums in shared memory, in a fixed order
 // (results are deterministic).
-// Numerics: fp32 inputs and outputs, products by 3xTF32 (each within ~2^-21 of fp32's), sums in
-// a different order than the op-by-op kernels, so results agree with them to rounding (tests:
-// 1e-4 against the cpu backend).
+// Numerics: fp32 inputs and outputs, products by 3xTF32 (each within 3 * 2^-20 of itself,
+// tf32_split.h and its test; fp32's own rounding is 2^-24, one TF32 product's 2^-10), fp32 sums
+// in a different order than the op-by-op kernels (tests: 1e-4 against the cpu backend).
 // Sizes: d_model 256, 4 heads, feed-forward 1024, ReLU, seq <= 32, any eps; other encoders, and
 // devices that cannot schedule such a cluster, take the op-by-op path (encoder_stack_fits).
 // Measured on the H100 (docs/benchmarks.md, "The fused encoder" and "Where the fused encoder's
@@ -351,7 +351,7 @@ __device__ __forceinline__ void finish(const Epilogue& e, int r, int c, float v,
 // [c0, c0 + N) of a . w^T through the epilogue, a: kRows x K (shared memory, swizzled), w: the
 // N x K weight slice (shared memory, swizzled). Every thread of the block calls it (it
 // synchronizes the block).
-// On the tensor cores, by 3xTF32 (mma_tf32.cuh: fp32 accuracy): a warp task is a 16 x 8 NW tile
+// On the tensor cores, by 3xTF32 (mma_tf32.cuh: near-fp32 accuracy): a warp task is a 16 x 8 NW tile
 // (NW m16n8k8 fragments side by side: the A fragment is loaded and split once for all NW) over
 // one kSplit-th of the reduction; the tasks' partial sums go to `part` and the block adds them
 // in a fixed order (the results are deterministic).

@@ -1,30 +1,17 @@
-// mma_tf32.cuh — fp32 products on Hopper's tensor cores with fp32 accuracy: 3xTF32.
+// mma_tf32.cuh — fp32 products on Hopper's tensor cores with near-fp32 accuracy: 3xTF32.
 //
-// A float a is split into a TF32 high part h and a TF32 low part l = a - h (split_tf32); then
-// a b = h_a h_b + h_a l_b + l_a h_b + l_a l_b, and the last term (below fp32's rounding of the
-// product) is dropped: three TF32 mma instructions per product, whose error is that of an fp32
-// product to within a few units in the last place (the "3xTF32" of CUTLASS), not TF32's 10-bit
-// mantissa. The tensor cores add the products in their own order, so sums agree with an fp32
-// FMA loop to rounding, not bit for bit.
+// A float a is split into a TF32 high part h and a low part l = a - h (tf32_split.h); then
+// a b = h_a h_b + h_a l_b + l_a h_b + l_a l_b, and the last term is dropped: three TF32 mma
+// instructions per product (the "3xTF32" of CUTLASS), each product within 3 * 2^-20 of itself
+// (tf32_split.h; one TF32 mma: 2^-10). The tensor cores add the products in their own order, so
+// sums agree with an fp32 FMA loop to rounding, not bit for bit.
 #pragma once
 
 #include <cuda_runtime.h>
 
+#include "backends/cuda/tf32_split.h"
+
 namespace tandem::backends::cuda {
-
-// Tf32Pair: a float's TF32 high and low parts (registers in the .b32 form mma takes). The high
-// part is v with its low 13 mantissa bits cleared (truncation, one instruction; cvt.rna.tf32.f32
-// rounds but costs the H100 four), the low part the exact rest v - hi, whose own low 13 bits the
-// tensor core ignores: together 22 of fp32's 24 significant bits, each product's error below
-// 2^-21 of it.
-struct Tf32Pair {
-  unsigned hi, lo;
-};
-
-__device__ __forceinline__ Tf32Pair split_tf32(float v) {
-  const unsigned hi = __float_as_uint(v) & 0xffffe000u;
-  return {hi, __float_as_uint(v - __uint_as_float(hi))};
-}
 
 // mma_tf32(c, a, b): c += A . B for one m16n8k8 tile, A row-major (a: the lane's 4 elements),
 // B column-major (b: its 2), fp32 accumulators c (its 4), in the fragment layouts of PTX's
