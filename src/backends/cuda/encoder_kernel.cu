@@ -351,9 +351,9 @@ __device__ __forceinline__ void finish(const Epilogue& e, int r, int c, float v,
 // [c0, c0 + N) of a . w^T through the epilogue, a: kRows x K (shared memory, swizzled), w: the
 // N x K weight slice (shared memory, swizzled). Every thread of the block calls it (it
 // synchronizes the block).
-// On the tensor cores, by 3xTF32 (mma_tf32.cuh: near-fp32 accuracy): a warp task is a 16 x 8 NW tile
-// (NW m16n8k8 fragments side by side: the A fragment is loaded and split once for all NW) over
-// one kSplit-th of the reduction; the tasks' partial sums go to `part` and the block adds them
+// On the tensor cores, by 3xTF32 (mma_tf32.cuh: near-fp32 accuracy): a warp task is a 16 x 8 NW
+// tile (NW m16n8k8 fragments side by side: the A fragment is loaded and split once for all NW)
+// over one kSplit-th of the reduction; the tasks' partial sums go to `part` and the block adds them
 // in a fixed order (the results are deterministic).
 template <int K, int N, int NW, int kSplit>
 __device__ void block_product(const float* a, const float* w, int c0, int seq, const Epilogue& e,
@@ -364,7 +364,7 @@ __device__ void block_product(const float* a, const float* w, int c0, int seq, c
                 kSplit * kRows * N <= kPartFloats);
   const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
   const int g = lane / 4, t = lane % 4;
-  // Rows g, g + 8 (of a) and g + 8 j (of w) share a swizzle (8 | m0, n0): chunk j of each
+  // Rows g, g + 8 (of a) and g + 8 n (of w) share a swizzle (8 | m0, n0): chunk j of each
   // 32-float span of the reduction, column t of it, is at off[j] of the span.
   int off[8];
 #pragma unroll
