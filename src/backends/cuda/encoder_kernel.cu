@@ -30,10 +30,10 @@
 // chunk j of row r at j ^ (r % 8)), not padded: with rows 16 bytes longer than their data the
 // cp.async staging ran 2-3x slower on the H100.
 // A phase's matrix product (block_product) runs on the tensor cores by 3xTF32 (mma_tf32.cuh:
-// three TF32 mma per product, each product within 3 * 2^-20 of itself): a warp task is a 16 x 16 output tile (16 x 8
-// for in_proj's 48 columns) over a part of the reduction, which each phase splits 2-8 ways so
-// that every warp has work; the block adds the partial sums in shared memory, in a fixed order
-// (results are deterministic).
+// three TF32 mma per product, each product within 3 * 2^-20 of itself): a warp task is a 16 x 16
+// output tile (16 x 8 for in_proj's 48 columns) over a part of the reduction, which each phase
+// splits 2-8 ways so that every warp has work; the block adds the partial sums in shared memory,
+// in a fixed order (results are deterministic).
 // Numerics: fp32 inputs and outputs, products by 3xTF32 (each within 3 * 2^-20 of itself,
 // tf32_split.h and its test; fp32's own rounding is 2^-24, one TF32 product's 2^-10), fp32 sums
 // in a different order than the op-by-op kernels (tests: 1e-4 against the cpu backend).
@@ -511,8 +511,8 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
     }
     store_residual(res, stage, rank * kND, seq);  // layer 0: x itself
     clock.normalized();
-    block_product<kD, kNQkv, 1, 4>(stage, wbuf, rank * kNQkv, seq, {g.qkv, kQkv, L.in_b, nullptr, 0},
-                             part, clock);
+    block_product<kD, kNQkv, 1, 4>(stage, wbuf, rank * kNQkv, seq,
+                                   {g.qkv, kQkv, L.in_b, nullptr, 0}, part, clock);
     end_phase<kD>(clock, wbuf, L.out_w + rank * kND * kD, kND);
     // P2: attention.
     attention_share(stage, g.qkv, g.att, rank, seq, p.scale);
@@ -525,7 +525,7 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
     begin_phase<kD>(stage, g.att, seq);
     clock.staged();
     block_product<kD, kND, 2, 8>(stage, wbuf, rank * kND, seq, {g.t1, kD, L.out_b, res, 0}, part,
-                           clock);
+                                 clock);
     end_phase<kD>(clock, wbuf, L.lin1_w + rank * kNFF * kD, kNFF);
     // P4: norm1, then linear1 + ReLU.
     norm = load_norm(L.norm1_w, L.norm1_b);
@@ -535,14 +535,14 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
     __syncthreads();
     store_residual(res, stage, rank * kND, seq);
     clock.normalized();
-    block_product<kD, kNFF, 2, 2>(stage, wbuf, rank * kNFF, seq, {g.hid, kFF, L.lin1_b, nullptr, p.act},
-                            part, clock);
+    block_product<kD, kNFF, 2, 2>(stage, wbuf, rank * kNFF, seq,
+                                  {g.hid, kFF, L.lin1_b, nullptr, p.act}, part, clock);
     end_phase<kFF>(clock, wbuf, L.lin2_w + rank * kND * kFF, kND);
     // P5: linear2 + the residual, before norm2 (into att's space: attention's output is dead).
     begin_phase<kFF>(stage, g.hid, seq);
     clock.staged();
-    block_product<kFF, kND, 2, 8>(stage, wbuf, rank * kND, seq, {g.att, kD, L.lin2_b, res, 0}, part,
-                            clock);
+    block_product<kFF, kND, 2, 8>(stage, wbuf, rank * kND, seq, {g.att, kD, L.lin2_b, res, 0},
+                                  part, clock);
     end_phase<kD>(clock, wbuf,
                   l + 1 < p.layers ? p.layer[l + 1].in_w + rank * kNQkv * kD : nullptr, kNQkv);
   }
