@@ -1,6 +1,7 @@
 // The 3xTF32 split of the fused encoder's products (src/backends/cuda/tf32_split.h), on the
 // host: the split is exact, its high part is a TF32 value, and a product by three TF32 products
 // stays within the 3 * 2^-20 the kernel's accuracy rests on (a single TF32 product does not).
+// (Suite names start with Cuda: CI runs the cuda preset's tests by `ctest -R '[Cc]uda'`.)
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -37,7 +38,7 @@ std::vector<float> samples() {
   return v;
 }
 
-TEST(Tf32Split, IsExactWithATf32HighPartAndASmallLowPart) {
+TEST(CudaTf32Split, IsExactWithATf32HighPartAndASmallLowPart) {
   for (const float v : samples()) {
     const Tf32Pair p = split_tf32(v);
     const float hi = bits_float(p.hi), lo = bits_float(p.lo);
@@ -50,7 +51,7 @@ TEST(Tf32Split, IsExactWithATf32HighPartAndASmallLowPart) {
   EXPECT_EQ(bits_float(zero.lo), 0.0f);
 }
 
-TEST(Tf32Split, ThreeTf32ProductsStayWithinThreeTimesTwoToTheMinus20) {
+TEST(CudaTf32Split, ThreeTf32ProductsStayWithinThreeTimesTwoToTheMinus20) {
   const std::vector<float> v = samples();
   double worst = 0.0, worst_one = 0.0;
   for (std::size_t i = 0; i + 1 < v.size(); i += 2) {
