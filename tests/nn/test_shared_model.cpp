@@ -16,6 +16,12 @@ namespace {
 
 using test_util::random_input;
 
+// same_bits(y, expected): the two results are equal bit for bit.
+bool same_bits(const std::vector<float>& y, const std::vector<float>& expected) {
+  return y.size() == expected.size() &&
+         std::memcmp(y.data(), expected.data(), y.size() * sizeof(float)) == 0;
+}
+
 // expect_each_thread_exact(threads, body): runs body(t) on `threads` threads at once; body returns
 // how many of its results differed from the expected ones. Fails the test for every thread that
 // saw a mismatch or threw.
@@ -65,10 +71,7 @@ TEST_P(SharedModel, ConcurrentForwardsEqualSingleThreadedResultsExactly) {
       const int i = (t + r) % kInputs;
       const auto y =
           model->forward(Tensor::from_host(dev, model->input_shape(batch), inputs[i])).to_host();
-      if (y.size() != expected[i].size() ||
-          std::memcmp(y.data(), expected[i].data(), y.size() * sizeof(float)) != 0) {
-        ++mismatches;
-      }
+      if (!same_bits(y, expected[i])) ++mismatches;
     }
     return mismatches;
   });
@@ -76,10 +79,11 @@ TEST_P(SharedModel, ConcurrentForwardsEqualSingleThreadedResultsExactly) {
 }
 
 // 256 threads, each on its own stream (four devices: a pool has at most 63 worker streams, so the
-// last 4 threads wait for one of the first to finish), run batch-1 MLP forwards at once: four times OpenBLAS's own thread limit inside OpenBLAS, which
-// corrupted its heap before the cpu backend capped its callers (Note [BLAS callers] in
-// cpu_nn_kernels.cpp; `tandem bench --batching` crashed in cblas_sgemv at 256 direct clients).
-// Every result must still equal the single-threaded one exactly.
+// last 4 threads wait for one of the first to finish), run batch-1 MLP forwards at once: four
+// times OpenBLAS's own thread limit inside OpenBLAS, which corrupted its heap before the cpu
+// backend capped its callers (Note [BLAS callers] in cpu_nn_kernels.cpp; `tandem bench
+// --batching` crashed in cblas_sgemv at 256 direct clients). Every result must still equal the
+// single-threaded one bit for bit.
 TEST(SharedModelManyThreads, MoreThreadsThanOpenBLASsLimitRunForwardsCorrectly) {
   constexpr int kThreads = 256, kDevices = 4, kRounds = 6;
   RuntimeConfig cfg;
@@ -100,7 +104,7 @@ TEST(SharedModelManyThreads, MoreThreadsThanOpenBLASsLimitRunForwardsCorrectly) 
     int mismatches = 0;
     for (int r = 0; r < kRounds; ++r) {
       const auto y = model->forward(Tensor::from_host(dev, model->input_shape(1), input)).to_host();
-      if (y != expected) ++mismatches;
+      if (!same_bits(y, expected)) ++mismatches;
     }
     return mismatches;
   });

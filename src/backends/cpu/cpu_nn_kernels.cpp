@@ -17,10 +17,10 @@
 // metadata" and (0.3.21) corrupts its heap: `tandem bench --batching` on the cpu backend crashed
 // in cblas_sgemv in 5 of 7 runs once 256 direct clients (256 threads, each running its own
 // stream's forwards) called it at once (SIGSEGV, or glibc's "corrupted size vs. prev_size"); 0 of
-// 6 with this gate (docs/benchmarks.md, "On the Intel Xeon VM"). So every BLAS call of the cpu backend holds a slot of one
-// process-wide counting semaphore (BlasSlot) with as many slots as that limit; a thread beyond
-// it waits for a slot. With one BLAS thread per call (Note [BLAS threads]), only machines with
-// more cores than the limit could ever run more calls at once.
+// 6 with this gate (docs/benchmarks.md, "On the Intel Xeon VM"). So every BLAS call of the cpu
+// backend holds a slot of one process-wide counting semaphore (BlasSlot) with as many slots as
+// that limit; a thread beyond it waits for a slot. With one BLAS thread per call (Note [BLAS
+// threads]), only machines with more cores than the limit could ever run more calls at once.
 #include <cblas.h>
 
 #include <algorithm>

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <span>
 #include <cstdint>
 #include <string>
 
@@ -356,8 +357,9 @@ bool CudaKernels::encoder_stack(Encoder& enc, const EncoderStackArgs& a) const {
   launch::EncoderStackParams p{};
   const auto aligned = [](const void* q) { return reinterpret_cast<std::uintptr_t>(q) % 16 == 0; };
   bool ok = aligned(a.x) && aligned(a.y) && aligned(a.workspace);
-  std::copy_n(a.layers, a.n_layers, p.layer);
-  for (const EncoderLayerParams& w : p.layer) {
+  const std::span<const EncoderLayerParams> layers(a.layers, a.n_layers);
+  std::copy(layers.begin(), layers.end(), p.layer);
+  for (const EncoderLayerParams& w : layers) {
     ok = ok && aligned(w.in_w) && aligned(w.out_w) && aligned(w.lin1_w) && aligned(w.lin2_w);
   }
   if (!ok) return false;

@@ -224,7 +224,8 @@ __device__ void stage_rows(float* a, const float* src, int seq) {
 }
 
 // begin_phase<K>(stage, src, seq): stages the phase's input rows (stage_rows) and waits for them
-// and for the weight copies started before the barrier; the block may read both afterwards.
+// and for the weight copies started during the barrier before it (end_phase); the block may read
+// both afterwards.
 template <int K>
 __device__ void begin_phase(float* stage, const float* src, int seq) {
   stage_rows<K>(stage, src, seq);
