@@ -15,7 +15,9 @@
  *   mirrors src/serve/scheduler.cpp Scheduler::next_batch sha256:88f7c10f5e35375c
  *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:ec7a21d061e0606c
  *   mirrors src/serve/scheduler.cpp Scheduler::timer_main sha256:9184d118e1eb3b8e
- *   mirrors src/serve/scheduler.cpp Scheduler::stop sha256:eb647e4707f4f59d
+ *   mirrors src/serve/scheduler.cpp Scheduler::stop sha256:09d7534a410dc184
+ *   mirrors src/serve/scheduler.cpp Scheduler::begin_stop sha256:3b54da35d51e078f
+ *   mirrors src/serve/scheduler.cpp Scheduler::join sha256:ebd8c7aaae6e4cdb
  *   mirrors src/serve/scheduler.cpp Scheduler::cancel_queued sha256:97987e0d75e853ba
  *   mirrors src/serve/scheduler.cpp Scheduler::finish sha256:eed7d46185bb1f03
  * (and Request::transition in src/serve/request.h: a compare-and-swap of the request's state,
@@ -41,6 +43,11 @@
  *   violation: -DNSUB=2 -DMODE=CANCEL -DDEADLINES=3 -DBUG_CANCEL_WITHOUT_CAS
  *   violation: -DNSUB=2 -DMODE=DRAIN -DBUG_EXIT_WITHOUT_TIMER_NOTIFY
  *   violation: -DNSUB=2 -DOVERFLOW=BLOCK -DSTOP_LAST -DBUG_NO_SPACE_NOTIFY
+ *
+ * Shards (BatchQueueOptions::shards, Note [Batch queue shards]): a sharded BatchQueue is that
+ * many Schedulers, each with its own mu_, intake, deque, executors and timer; they share only
+ * the relaxed statistics counters, and BatchQueue::stop() runs every shard's begin_stop before
+ * any join. So each shard is one instance of this model, and the properties hold per shard.
  *
  * Parameters: NSUB (2..4) submitting threads, one request each (request i belongs to submitter
  * i); NEXEC (1..2) executors (BatchQueueOptions::instances); NSTOP (1..2) threads calling stop():
@@ -121,7 +128,9 @@
  *                any: orders and counts inside this one step, so the step models them as is.)
  *   submitters   submit() one request, then future.get() (block until delivered), then exit.
  *   stopper      the main thread: stop(MODE) at any moment (or, with STOP_LAST, after the last
- *                result), racing with every submit; then it joins the submitting threads and
+ *                result), racing with every submit (stop = begin_stop, the critical section,
+ *                then join, the wait for the queue's threads); then it joins the submitting
+ *                threads and
  *                checks the end-state properties. The executor's wait for work releases mu_
  *                between the wake-up and its next round of next_batch (the code keeps it):
  *                that round re-reads everything, so the gap only adds interleavings that a later
@@ -662,7 +671,7 @@ active [NSTOP] proctype stopper() {
 #ifdef STOP_LAST
   finished == NSUB;                              /* the queue is destroyed after the last result */
 #endif
-  atomic {                                       /* Scheduler::stop: MutexLock lock(mu_) */
+  atomic {                                 /* Scheduler::begin_stop: MutexLock lock(mu_) */
     stopping = true;                             /* stopping_ and stopping_flag_ */
     if :: MODE == CANCEL || _pid != NSUB + NEXEC + 1 -> stop_cancel = true :: else -> skip fi;
     drain_intake(k, n);

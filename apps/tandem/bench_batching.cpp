@@ -579,7 +579,7 @@ int run_batching_bench(const std::vector<std::string>& args) {
   std::string device_name, model_name = "mlp", clients_list = "1,8,64,256",
               modes_list = "direct,queue,direct-batch",
               json_path;
-  int in_flight = 16, instances = 2, max_batch = 256;
+  int in_flight = 16, instances = 2, shards = 1, max_batch = 256;
   long delay_us = 0;
   double seconds = 2.0, warmup = 0.3;
   std::uint64_t seed = 0;
@@ -602,6 +602,10 @@ int run_batching_bench(const std::vector<std::string>& args) {
       ->capture_default_str();
   app.add_option("--instances", instances, "queue executor threads (each with its own stream)")
       ->capture_default_str()->check(CLI::Range(1, 30));
+  app.add_option("--shards", shards,
+                 "queue shards (BatchQueueOptions::shards, 1..instances): independent queues "
+                 "the clients and executors are split over")
+      ->capture_default_str()->check(CLI::Range(1, 30));
   app.add_option("--max-batch", max_batch, "queue max_batch_size")->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
   app.add_option("--delay-us", delay_us, "queue max_queue_delay in microseconds")
@@ -620,6 +624,11 @@ int run_batching_bench(const std::vector<std::string>& args) {
                "padded up to a power of two or --max-batch; mlp, encoder, noop)");
   app.add_option("--json", json_path, "also write the records to this JSON file");
   if (auto code = parse(app, args)) return *code;
+  if (shards > instances) {
+    std::fprintf(stderr, "%s: --shards %d exceeds --instances %d: each shard needs an executor\n",
+                 args[0].c_str(), shards, instances);
+    return kExitUsage;
+  }
 
   std::vector<int> clients;
   bool run_direct = false, run_queue = false, run_direct_batch = false;
@@ -655,14 +664,15 @@ int run_batching_bench(const std::vector<std::string>& args) {
     options.max_batch_size = max_batch;
     options.max_queue_delay = std::chrono::microseconds(delay_us);
     options.instances = instances;
+    options.shards = shards;
     options.max_queue_size = 1 << 20;
     options.graphs = graphs;
     std::printf("tandem bench --batching: %s, model %s, batch-1 requests, %.2f s per point "
                 "(after %.2f s warm-up)\n  queue: %d in flight per client, max_batch_size %d, "
-                "max_queue_delay %ld us, %d instance(s), graphs %s, %s clients; direct: 1 in "
-                "flight per client\n",
+                "max_queue_delay %ld us, %d instance(s) in %d shard(s), graphs %s, %s clients; "
+                "direct: 1 in flight per client\n",
                 device->name().c_str(), model_name.c_str(), seconds, warmup, in_flight, max_batch,
-                delay_us, instances, graphs ? "on" : "off", client_kind.c_str());
+                delay_us, instances, shards, graphs ? "on" : "off", client_kind.c_str());
     std::printf("%-12s %8s %10s %14s %10s %10s %10s\n", "mode", "clients", "in_flight",
                 "samples/s", "p50_ms", "p99_ms", "avg_batch");
     for (int c : clients) {

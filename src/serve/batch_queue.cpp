@@ -2,7 +2,9 @@
 // complete a future or call a callback.
 #include "tandem/serve/batch_queue.h"
 
+#include <string>
 #include <utility>
+#include <vector>
 
 #include "serve/batch_runner.h"
 #include "serve/graph_batch.h"
@@ -167,54 +169,120 @@ detail::MakeRunBatch graph_run(std::shared_ptr<const nn::Model> model,
   };
 }
 
-}  // namespace
-
-BatchQueue::BatchQueue(std::shared_ptr<const nn::Model> model, BatchQueueOptions options) {
-  check_model(model);
-  auto device = model->device();
-  auto make_run = options.graphs
-                      ? graph_run(model, options)
-                      : plain_run([model](const nn::Tensor& x) { return model->forward(x); },
-                                  device);
-  scheduler_ = std::make_unique<detail::Scheduler>(std::move(make_run), std::move(device),
-                                                   std::move(options));
+// start_shards(make_run, device, options): validates `options` (Error(kConfig)) and starts its
+// shards (Note [Batch queue shards]): executors and capacity split as evenly as they go, the
+// first shards taking the remainders; one QueueStats for all. A shard that fails to start
+// throws; the shards started before it are stopped as the vector unwinds.
+std::vector<std::unique_ptr<detail::Scheduler>> start_shards(const detail::MakeRunBatch& make_run,
+                                                             const std::shared_ptr<Device>& device,
+                                                             const BatchQueueOptions& options) {
+  detail::check_options(options);
+  const int s = options.shards;
+  if (s < 1 || s > options.instances) {
+    throw Error(ErrorKind::kConfig, "BatchQueueOptions.shards = " + std::to_string(s) +
+                                        " is out of range; allowed: 1..instances (= " +
+                                        std::to_string(options.instances) +
+                                        "): each shard needs an executor of its own");
+  }
+  if (options.max_queue_size < static_cast<std::size_t>(s)) {
+    throw Error(ErrorKind::kConfig,
+                "BatchQueueOptions.max_queue_size = " + std::to_string(options.max_queue_size) +
+                    " is below shards = " + std::to_string(s) +
+                    ": each shard admits its share of max_queue_size, which must be >= 1; "
+                    "raise max_queue_size or lower shards");
+  }
+  auto stats = std::make_shared<detail::QueueStats>();
+  std::vector<std::unique_ptr<detail::Scheduler>> shards;
+  for (int i = 0; i < s; ++i) {
+    BatchQueueOptions mine = options;
+    mine.shards = 1;
+    mine.instances = options.instances / s + (i < options.instances % s ? 1 : 0);
+    const auto size = static_cast<std::size_t>(s);
+    mine.max_queue_size = options.max_queue_size / size +
+                          (static_cast<std::size_t>(i) < options.max_queue_size % size ? 1 : 0);
+    shards.push_back(std::make_unique<detail::Scheduler>(make_run, device, std::move(mine), stats));
+  }
+  return shards;
 }
 
-BatchQueue::BatchQueue(ForwardFn forward, std::shared_ptr<Device> device, BatchQueueOptions options) {
+}  // namespace
+
+BatchQueue::BatchQueue(std::shared_ptr<const nn::Model> model, BatchQueueOptions options)
+    : options_(std::move(options)) {
+  check_model(model);
+  auto device = model->device();
+  auto make_run = options_.graphs
+                      ? graph_run(model, options_)
+                      : plain_run([model](const nn::Tensor& x) { return model->forward(x); },
+                                  device);
+  shards_ = start_shards(make_run, device, options_);
+}
+
+BatchQueue::BatchQueue(ForwardFn forward, std::shared_ptr<Device> device, BatchQueueOptions options)
+    : options_(std::move(options)) {
   if (!forward) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: forward function is empty");
-  if (options.graphs) {
+  if (!device) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: device is null");
+  if (options_.graphs) {
     throw Error(ErrorKind::kConfig,
                 "BatchQueueOptions.graphs = true needs a queue built from a model "
                 "(BatchQueue(model, options)): graph batching replays the model's forward_into "
                 "into fixed memory, which a forward function cannot do; set graphs = false");
   }
-  scheduler_ = std::make_unique<detail::Scheduler>(plain_run(std::move(forward), device),
-                                                   std::move(device), std::move(options));
+  shards_ = start_shards(plain_run(std::move(forward), device), device, options_);
 }
 
-BatchQueue::~BatchQueue() = default;  // the Scheduler's destructor stops (options.stop_mode)
+BatchQueue::~BatchQueue() {
+  try {
+    stop();
+  } catch (...) {
+    // stop() throws only on a queue thread; a destructor there is a documented misuse.
+  }
+}
+
+detail::Scheduler& BatchQueue::shard() const {
+  if (shards_.size() == 1) return *shards_.front();
+  return *shards_[detail::this_thread_number() % shards_.size()];
+}
 
 std::future<nn::Tensor> BatchQueue::submit(nn::Tensor input, SubmitOptions options) {
-  return detail::submit_future(*scheduler_, std::move(input), options);
+  return detail::submit_future(shard(), std::move(input), options);
 }
 std::future<nn::HostTensor> BatchQueue::submit(nn::HostTensor input, SubmitOptions options) {
-  return detail::submit_future(*scheduler_, std::move(input), options);
+  return detail::submit_future(shard(), std::move(input), options);
 }
 void BatchQueue::submit_callback(nn::Tensor input,
                                  std::function<void(Result<nn::Tensor>)> callback,
                                  SubmitOptions options) {
-  detail::submit_callback(*scheduler_, std::move(input), std::move(callback), options);
+  detail::submit_callback(shard(), std::move(input), std::move(callback), options);
 }
 void BatchQueue::submit_callback(nn::HostTensor input,
                                  std::function<void(Result<nn::HostTensor>)> callback,
                                  SubmitOptions options) {
-  detail::submit_callback(*scheduler_, std::move(input), std::move(callback), options);
+  detail::submit_callback(shard(), std::move(input), std::move(callback), options);
 }
 
-void BatchQueue::stop(StopMode mode) { scheduler_->stop(mode); }
-void BatchQueue::stop() { scheduler_->stop(scheduler_->options().stop_mode); }
-BatchQueueMetrics BatchQueue::metrics() const { return scheduler_->metrics(); }
-const BatchQueueOptions& BatchQueue::options() const { return scheduler_->options(); }
-const std::shared_ptr<Device>& BatchQueue::device() const { return scheduler_->device(); }
+void BatchQueue::stop(StopMode mode) {
+  // Refuse before stopping any shard: a callback of one shard must not stop (and join) the rest.
+  for (const auto& s : shards_) {
+    if (s->on_own_thread()) {
+      throw Error(ErrorKind::kInvalidArgument,
+                  "BatchQueue::stop() called on one of the queue's own threads (from a completion "
+                  "callback?); it would wait for itself. Stop the queue from another thread");
+    }
+  }
+  // Every shard stops taking (and, on kCancel, cancels) before any is waited for: a shard whose
+  // batch runs long must not let another keep starting queued requests meanwhile.
+  for (const auto& s : shards_) s->begin_stop(mode);
+  for (const auto& s : shards_) s->join();
+}
+void BatchQueue::stop() { stop(options_.stop_mode); }
+BatchQueueMetrics BatchQueue::metrics() const {
+  BatchQueueMetrics m = shards_.front()->metrics();  // the shared QueueStats
+  m.queued = 0;
+  for (const auto& s : shards_) m.queued += s->queued();
+  return m;
+}
+const BatchQueueOptions& BatchQueue::options() const { return options_; }
+const std::shared_ptr<Device>& BatchQueue::device() const { return shards_.front()->device(); }
 
 }  // namespace tandem::serve

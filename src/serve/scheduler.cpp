@@ -34,13 +34,6 @@ std::exception_ptr error(ErrorKind kind, const std::string& message) {
   return std::make_exception_ptr(Error(kind, message));
 }
 
-// this_thread_number(): a number per thread, distinct among live threads (for grouping).
-std::uint64_t this_thread_number() noexcept {
-  static std::atomic<std::uint64_t> next{1};  // relaxed: only distinctness matters
-  thread_local const std::uint64_t mine = next.fetch_add(1, std::memory_order_relaxed);
-  return mine;
-}
-
 double us_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double, std::micro>(b - a).count();
 }
@@ -67,34 +60,6 @@ std::exception_ptr timeout_error(const Request& r, Clock::time_point now) {
                    "lower the load, or add instances");
 }
 
-void check_options(const BatchQueueOptions& o) {
-  auto bad = [](const std::string& field, const std::string& value, const std::string& allowed) {
-    throw Error(ErrorKind::kConfig, "BatchQueueOptions." + field + " = " + value +
-                                        " is out of range; allowed: " + allowed);
-  };
-  if (o.max_batch_size < 1) bad("max_batch_size", std::to_string(o.max_batch_size), ">= 1");
-  for (auto p : o.preferred_batch_sizes) {
-    if (p < 1 || p > o.max_batch_size) {
-      bad("preferred_batch_sizes", std::to_string(p),
-          "each in [1, max_batch_size = " + std::to_string(o.max_batch_size) + "]");
-    }
-  }
-  if (o.max_queue_delay.count() < 0) {
-    bad("max_queue_delay", std::to_string(o.max_queue_delay.count()) + " us", ">= 0");
-  }
-  if (o.priority_levels < 1 || o.priority_levels > 64) {
-    bad("priority_levels", std::to_string(o.priority_levels), "1..64");
-  }
-  if (o.default_timeout && o.default_timeout->count() <= 0) {
-    bad("default_timeout", std::to_string(o.default_timeout->count()) + " us",
-        "> 0, or nullopt for none");
-  }
-  if (o.max_queue_size < 1) bad("max_queue_size", "0", ">= 1");
-  if (o.instances < 1 || o.instances > 63) {
-    bad("instances", std::to_string(o.instances),
-        "1..63 (each takes a worker stream of the device's pool)");
-  }
-}
 
 // CompletionOrder: the order in which an executor completes a batch (Note [Dynamic batching]):
 // grouped by submitting thread, each thread's newest request first; groups in the order of their
@@ -156,17 +121,53 @@ std::int64_t largest_preferred_at_most(const BatchQueueOptions& o, std::int64_t 
 
 }  // namespace
 
+std::uint64_t this_thread_number() noexcept {
+  static std::atomic<std::uint64_t> next{1};  // relaxed: only distinctness matters
+  thread_local const std::uint64_t mine = next.fetch_add(1, std::memory_order_relaxed);
+  return mine;
+}
+
+void check_options(const BatchQueueOptions& o) {
+  auto bad = [](const std::string& field, const std::string& value, const std::string& allowed) {
+    throw Error(ErrorKind::kConfig, "BatchQueueOptions." + field + " = " + value +
+                                        " is out of range; allowed: " + allowed);
+  };
+  if (o.max_batch_size < 1) bad("max_batch_size", std::to_string(o.max_batch_size), ">= 1");
+  for (auto p : o.preferred_batch_sizes) {
+    if (p < 1 || p > o.max_batch_size) {
+      bad("preferred_batch_sizes", std::to_string(p),
+          "each in [1, max_batch_size = " + std::to_string(o.max_batch_size) + "]");
+    }
+  }
+  if (o.max_queue_delay.count() < 0) {
+    bad("max_queue_delay", std::to_string(o.max_queue_delay.count()) + " us", ">= 0");
+  }
+  if (o.priority_levels < 1 || o.priority_levels > 64) {
+    bad("priority_levels", std::to_string(o.priority_levels), "1..64");
+  }
+  if (o.default_timeout && o.default_timeout->count() <= 0) {
+    bad("default_timeout", std::to_string(o.default_timeout->count()) + " us",
+        "> 0, or nullopt for none");
+  }
+  if (o.max_queue_size < 1) bad("max_queue_size", "0", ">= 1");
+  if (o.instances < 1 || o.instances > 63) {
+    bad("instances", std::to_string(o.instances),
+        "1..63 (each takes a worker stream of the device's pool)");
+  }
+}
+
 // ---- construction and stop ---------------------------------------------------------------------
 
 Scheduler::Scheduler(MakeRunBatch make_run, std::shared_ptr<Device> device,
-                     BatchQueueOptions options)
+                     BatchQueueOptions options, std::shared_ptr<QueueStats> stats)
     : make_run_(std::move(make_run)),
       device_(std::move(device)),
       options_((check_options(options), std::move(options))),
       dispatch_rows_(options_.preferred_batch_sizes.empty()
                          ? options_.max_batch_size
                          : *std::max_element(options_.preferred_batch_sizes.begin(),
-                                             options_.preferred_batch_sizes.end())) {
+                                             options_.preferred_batch_sizes.end())),
+      stats_(stats ? std::move(stats) : std::make_shared<QueueStats>()) {
   if (!device_) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: device is null");
   if (!make_run_) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: forward function is empty");
   {
@@ -214,6 +215,11 @@ void Scheduler::stop(StopMode mode) {
                 "BatchQueue::stop() called on one of the queue's own threads (from a completion "
                 "callback?); it would wait for itself. Stop the queue from another thread");
   }
+  begin_stop(mode);
+  join();
+}
+
+void Scheduler::begin_stop(StopMode mode) {
   std::vector<Finish> done;
   {
     MutexLock lock(mu_);
@@ -228,7 +234,10 @@ void Scheduler::stop(StopMode mode) {
     timer_cv_.notify_all();
   }
   finish_all(done);
-  MutexLock join(join_mu_);
+}
+
+void Scheduler::join() {
+  MutexLock lock(join_mu_);
   if (joined_) return;
   for (auto& t : threads_) t.join();
   joined_ = true;
@@ -753,8 +762,14 @@ void Scheduler::finish_all(std::vector<Finish>& done) noexcept {
 }
 
 BatchQueueMetrics Scheduler::metrics() const {
+  BatchQueueMetrics m = stats_->metrics();
+  m.queued = queued();
+  return m;
+}
+
+BatchQueueMetrics QueueStats::metrics() const {
   BatchQueueMetrics m;
-  const auto& c = counters_;
+  const auto& c = counters;
   m.submitted = 0;
   for (const auto& shard : c.submitted) m.submitted += shard.n.load(std::memory_order_relaxed);
   m.completed = c.completed.load(std::memory_order_relaxed);
@@ -765,11 +780,10 @@ BatchQueueMetrics Scheduler::metrics() const {
   m.batches = c.batches.load(std::memory_order_relaxed);
   m.batch_rows = c.batch_rows.load(std::memory_order_relaxed);
   m.batch_requests = c.batch_requests.load(std::memory_order_relaxed);
-  m.queued = admitted_.load(std::memory_order_seq_cst);
-  m.queue_time = queue_time_.summary();
-  m.compute_time = compute_time_.summary();
-  m.take_time = take_time_.summary();
-  m.complete_time = complete_time_.summary();
+  m.queue_time = queue_time.summary();
+  m.compute_time = compute_time.summary();
+  m.take_time = take_time.summary();
+  m.complete_time = complete_time.summary();
   return m;
 }
 

@@ -64,6 +64,43 @@ namespace tandem::serve::detail {
 
 using RequestPtr = std::shared_ptr<Request>;
 
+// this_thread_number(): a number per thread, distinct among live threads, from 1 (for grouping a
+// batch's completions by submitter, sharding counters, and picking a thread's shard).
+std::uint64_t this_thread_number() noexcept;
+
+// check_options(o): Error(kConfig) naming the first field of `o` out of range, and its range.
+void check_options(const BatchQueueOptions& o);
+
+// QueueStats: the counters and histograms of a whole BatchQueue, shared by its shards'
+// Schedulers (Note [Batch queue shards] in batch_queue.h), so one snapshot covers them all.
+// Writers: submit() (submitted), finish() (one outcome per request), executors (batches and the
+// histograms). relaxed: statistics; the outcome is counted before deliver(), and the caller
+// learns of it through the future/callback, which orders the increment before its reads.
+// `submitted` is split into cache-line shards picked by the submitting thread's number (one
+// counter that every submit() increments bounced its line between all submitters' cores, and
+// with it the executors' counters next to it); metrics() adds them up. A thread that submitted
+// reads its own increments back; others, as any relaxed counter.
+struct QueueStats {
+  struct alignas(64) SubmittedShard {
+    std::atomic<std::uint64_t> n{0};
+  };
+  static constexpr std::size_t kSubmittedShards = 16;
+  struct Counters {
+    std::array<SubmittedShard, kSubmittedShards> submitted;
+    alignas(64) std::atomic<std::uint64_t> completed{0};
+    std::atomic<std::uint64_t> rejected{0}, timed_out{0}, failed{0}, cancelled{0}, batches{0},
+        batch_rows{0}, batch_requests{0};
+  };
+  Counters counters;
+  LatencyHistogram queue_time;
+  LatencyHistogram compute_time;
+  LatencyHistogram take_time;
+  LatencyHistogram complete_time;
+
+  // metrics(): a snapshot of everything but `queued` (which each shard knows: Scheduler::queued).
+  [[nodiscard]] BatchQueueMetrics metrics() const;
+};
+
 // RunBatch: runs one batch (requests of one sample shape, in queue order) on `stream` and leaves
 // each request's output in it; throws to fail the whole batch. Called by executor threads.
 using RunBatch = std::function<void(Stream& stream, const std::vector<RequestPtr>& batch)>;
@@ -75,8 +112,10 @@ using MakeRunBatch = std::function<RunBatch()>;
 class Scheduler {
  public:
   // Validates options (Error(kConfig)), starts the threads, waits until every executor holds a
-  // stream; rethrows an executor's startup error (after stopping the others).
-  Scheduler(MakeRunBatch make_run, std::shared_ptr<Device> device, BatchQueueOptions options);
+  // stream; rethrows an executor's startup error (after stopping the others). Counts into
+  // `stats` (shared with the other shards of its queue; null: its own).
+  Scheduler(MakeRunBatch make_run, std::shared_ptr<Device> device, BatchQueueOptions options,
+            std::shared_ptr<QueueStats> stats = nullptr);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -84,9 +123,25 @@ class Scheduler {
   // submit(r, options): r is kNew with its input fields set. Completes it at once when it cannot
   // be run (rejected / cancelled), else queues it (blocking under kBlock when full).
   void submit(const RequestPtr& r, const SubmitOptions& options) TANDEM_EXCLUDES(mu_);
+  // stop(mode): begin_stop(mode), then join(); Error(kInvalidArgument) on the queue's own threads.
   void stop(StopMode mode) TANDEM_EXCLUDES(mu_, join_mu_);
+  // begin_stop(mode): stops taking requests and settles what is queued (cancelled on kCancel),
+  // wakes every thread of the queue, and returns without waiting for them (BatchQueue stops
+  // every shard this way before it joins any). Idempotent; a later kCancel cancels what a drain
+  // has left queued.
+  void begin_stop(StopMode mode) TANDEM_EXCLUDES(mu_);
+  // join(): waits for the executors (their running batches) and the timer to leave; after
+  // begin_stop() only (else it waits forever). Must not run on the queue's own threads.
+  void join() TANDEM_EXCLUDES(mu_, join_mu_);
 
+  // metrics(): this Scheduler's QueueStats (all shards' when shared) and its own queued count.
   [[nodiscard]] BatchQueueMetrics metrics() const TANDEM_EXCLUDES(mu_);
+  // queued(): requests admitted here and not yet taken, timed out or cancelled (a gauge).
+  [[nodiscard]] std::size_t queued() const noexcept {
+    return admitted_.load(std::memory_order_seq_cst);
+  }
+  // on_own_thread(): whether the caller is one of this Scheduler's executors or its timer.
+  [[nodiscard]] bool on_own_thread() const TANDEM_EXCLUDES(mu_);
   [[nodiscard]] const BatchQueueOptions& options() const { return options_; }
   [[nodiscard]] const std::shared_ptr<Device>& device() const { return device_; }
 
@@ -156,7 +211,6 @@ class Scheduler {
   void finish(Finish&& f) noexcept;
   void finish_all(std::vector<Finish>& done) noexcept;
   void complete_now(const RequestPtr& r, RequestState to, std::exception_ptr error) noexcept;
-  [[nodiscard]] bool on_own_thread() const;
 
   const MakeRunBatch make_run_;
   const std::shared_ptr<Device> device_;
@@ -213,28 +267,14 @@ class Scheduler {
   // (in the constructor, under mu_), read by on_own_thread() under mu_.
   std::vector<std::thread::id> own_ids_ TANDEM_GUARDED_BY(mu_);
 
-  // Counters. Writers: submit() (submitted), finish() (one outcome per request), executors
-  // (batches). relaxed: statistics; the outcome is counted before deliver(), and the caller
-  // learns of it through the future/callback, which orders the increment before its reads.
-  // `submitted` is split into cache-line shards picked by the submitting thread's number (one
-  // counter that every submit() increments bounced its line between all submitters' cores, and
-  // with it the executors' counters next to it); metrics() adds them up. A thread that
-  // submitted reads its own increments back; others, as any relaxed counter.
-  struct alignas(64) SubmittedShard {
-    std::atomic<std::uint64_t> n{0};
-  };
-  static constexpr std::size_t kSubmittedShards = 16;
-  struct Counters {
-    std::array<SubmittedShard, kSubmittedShards> submitted;
-    alignas(64) std::atomic<std::uint64_t> completed{0};
-    std::atomic<std::uint64_t> rejected{0}, timed_out{0}, failed{0}, cancelled{0}, batches{0},
-        batch_rows{0}, batch_requests{0};
-  };
-  Counters counters_;
-  LatencyHistogram queue_time_;
-  LatencyHistogram compute_time_;
-  LatencyHistogram take_time_;
-  LatencyHistogram complete_time_;
+  // The queue's statistics (QueueStats), and names for its parts.
+  const std::shared_ptr<QueueStats> stats_;
+  static constexpr std::size_t kSubmittedShards = QueueStats::kSubmittedShards;
+  QueueStats::Counters& counters_ = stats_->counters;
+  LatencyHistogram& queue_time_ = stats_->queue_time;
+  LatencyHistogram& compute_time_ = stats_->compute_time;
+  LatencyHistogram& take_time_ = stats_->take_time;
+  LatencyHistogram& complete_time_ = stats_->complete_time;
 };
 
 }  // namespace tandem::serve::detail

@@ -189,18 +189,42 @@ void run_clients(int threads, std::uint64_t seed, Body body) {
   for (auto& t : ts) t.join();
 }
 
-class BatchQueueStress : public ::testing::TestWithParam<int> {};
-INSTANTIATE_TEST_SUITE_P(Threads, BatchQueueStress, ::testing::Values(1, 2, 4, 8, 64, 256),
-                         [](const auto& info) { return std::to_string(info.param) + "threads"; });
+// Each stress test runs on one queue (shards = 1) and on a sharded one (Note [Batch queue shards]:
+// the same guarantees per shard; sharded() gives every shard an executor).
+struct StressParam {
+  int threads;
+  int shards;
+};
+BatchQueueOptions sharded(BatchQueueOptions o, int shards) {
+  o.shards = shards;
+  o.instances = std::max(o.instances, shards);
+  return o;
+}
+std::string stress_name(const ::testing::TestParamInfo<StressParam>& info) {
+  return std::to_string(info.param.threads) + "threads" +
+         (info.param.shards > 1 ? std::to_string(info.param.shards) + "shards" : "");
+}
+
+class BatchQueueStress : public ::testing::TestWithParam<StressParam> {};
+INSTANTIATE_TEST_SUITE_P(Threads, BatchQueueStress,
+                         ::testing::Values(StressParam{1, 1}, StressParam{2, 1}, StressParam{4, 1},
+                                           StressParam{8, 1}, StressParam{64, 1},
+                                           StressParam{256, 1}),
+                         stress_name);
+INSTANTIATE_TEST_SUITE_P(Shards, BatchQueueStress,
+                         ::testing::Values(StressParam{4, 3}, StressParam{64, 3},
+                                           StressParam{256, 4}),
+                         stress_name);
 
 TEST_P(BatchQueueStress, EveryRequestCompletesExactlyOnceWithItsOwnRows) {
-  const int threads = GetParam();
+  const int threads = GetParam().threads;
   const auto seed = testing::test_seed();
   const int each = per_thread(threads, 4000, 8);
   TestModel m(16, 8);
   BatchQueue q(m.fn(), cpu(),
-               {.max_batch_size = 32, .preferred_batch_sizes = {8, 16, 32},
-                .max_queue_delay = 100us, .priority_levels = 3, .instances = 2});
+               sharded({.max_batch_size = 32, .preferred_batch_sizes = {8, 16, 32},
+                        .max_queue_delay = 100us, .priority_levels = 3, .instances = 2},
+                       GetParam().shards));
   Ledger ledger(static_cast<std::size_t>(threads * each));
   run_clients(threads, seed, [&](int t, std::mt19937_64& rng) {
     const int window = 1 + static_cast<int>(rng() % 8);  // closed loop: 1..8 in flight
@@ -227,11 +251,11 @@ TEST_P(BatchQueueStress, EveryRequestCompletesExactlyOnceWithItsOwnRows) {
 // hit in 6 runs with that bug put back; specs/batch_queue.pml catches it
 // (BUG_WAKE_TOKEN_KEPT_ON_REWAIT).
 TEST_P(BatchQueueStress, BurstsAfterIdleGapsAllComplete) {
-  const int threads = GetParam();
+  const int threads = GetParam().threads;
   const auto seed = testing::test_seed();
   const int rounds = per_thread(threads, 1200, 4);
   TestModel m(8, 4);
-  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 8, .instances = 4});
+  BatchQueue q(m.fn(), cpu(), sharded({.max_batch_size = 8, .instances = 4}, GetParam().shards));
   std::atomic<int> stranded{0}, wrong{0};
   run_clients(threads, seed, [&](int t, std::mt19937_64& rng) {
     for (int round = 0; round < rounds; ++round) {
@@ -262,7 +286,7 @@ TEST_P(BatchQueueStress, BurstsAfterIdleGapsAllComplete) {
 }
 
 TEST_P(BatchQueueStress, QueueTenTimesOverCapacityRejectsTheRestAndLosesNothing) {
-  const int threads = GetParam();
+  const int threads = GetParam().threads;
   const auto seed = testing::test_seed();
   constexpr std::size_t kCapacity = 16;
   const int total = static_cast<int>(kCapacity) * 10 * std::max(1, threads / 8);
@@ -270,7 +294,9 @@ TEST_P(BatchQueueStress, QueueTenTimesOverCapacityRejectsTheRestAndLosesNothing)
   TestModel m(16, 8);
   m.delay = 500us;  // each batch takes a while: the queue fills
   BatchQueue q(m.fn(), cpu(),
-               {.max_batch_size = 4, .max_queue_size = kCapacity, .overflow = Overflow::kReject});
+               sharded({.max_batch_size = 4, .max_queue_size = kCapacity,
+                        .overflow = Overflow::kReject},
+                       GetParam().shards));
   Ledger ledger(static_cast<std::size_t>(threads * each));
   std::atomic<bool> done{false};
   std::atomic<std::uint64_t> max_queued{0};
@@ -295,12 +321,13 @@ TEST_P(BatchQueueStress, QueueTenTimesOverCapacityRejectsTheRestAndLosesNothing)
 }
 
 TEST_P(BatchQueueStress, TimeoutsExpireWhileBatchesRunAndExpiredRequestsNeverRun) {
-  const int threads = GetParam();
+  const int threads = GetParam().threads;
   const auto seed = testing::test_seed();
   const int each = per_thread(threads, 1500, 6);
   TestModel m(16, 8);
   m.delay = 1ms;
-  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 8, .max_queue_delay = 200us});
+  BatchQueue q(m.fn(), cpu(),
+               sharded({.max_batch_size = 8, .max_queue_delay = 200us}, GetParam().shards));
   Ledger ledger(static_cast<std::size_t>(threads * each));
   run_clients(threads, seed, [&](int t, std::mt19937_64& rng) {
     ledger.run_client(q, m, t, each, /*window=*/4, [&](std::int64_t) {
@@ -326,26 +353,32 @@ TEST_P(BatchQueueStress, TimeoutsExpireWhileBatchesRunAndExpiredRequestsNeverRun
   expect_counts_add_up(q.metrics(), counts);
 }
 
-class BatchQueueStopRace : public ::testing::TestWithParam<std::tuple<int, StopMode>> {};
+class BatchQueueStopRace : public ::testing::TestWithParam<std::tuple<StressParam, StopMode>> {};
 INSTANTIATE_TEST_SUITE_P(
     Threads, BatchQueueStopRace,
-    ::testing::Combine(::testing::Values(1, 4, 8, 64, 256),
+    ::testing::Combine(::testing::Values(StressParam{1, 1}, StressParam{4, 1}, StressParam{8, 1},
+                                         StressParam{64, 1}, StressParam{256, 1},
+                                         StressParam{8, 2}, StressParam{64, 3}),
                        ::testing::Values(StopMode::kDrain, StopMode::kCancel)),
     [](const auto& info) {
-      return std::to_string(std::get<0>(info.param)) + "threads" +
+      const StressParam p = std::get<0>(info.param);
+      return std::to_string(p.threads) + "threads" +
+             (p.shards > 1 ? std::to_string(p.shards) + "shards" : "") +
              (std::get<1>(info.param) == StopMode::kDrain ? "Drain" : "Cancel");
     });
 
 TEST_P(BatchQueueStopRace, StopRacingSubmissionsLeavesNoFutureUnfulfilled) {
-  const int threads = std::get<0>(GetParam());
+  const int threads = std::get<0>(GetParam()).threads;
+  const int shards = std::get<0>(GetParam()).shards;
   const StopMode mode = std::get<1>(GetParam());
   const auto seed = testing::test_seed();
   const int each = per_thread(threads, 2000, 10);
   TestModel m(16, 8);
   m.delay = 200us;
   BatchQueue q(m.fn(), cpu(),
-               {.max_batch_size = 8, .max_queue_size = 64, .overflow = Overflow::kBlock,
-                .instances = 2});
+               sharded({.max_batch_size = 8, .max_queue_size = 64, .overflow = Overflow::kBlock,
+                        .instances = 2},
+                       shards));
   Ledger ledger(static_cast<std::size_t>(threads * each));
   std::mt19937_64 rng(seed);
   const auto stop_after = std::chrono::microseconds(500 + rng() % 20000);
@@ -368,13 +401,13 @@ TEST_P(BatchQueueStopRace, StopRacingSubmissionsLeavesNoFutureUnfulfilled) {
 }
 
 TEST_P(BatchQueueStress, AModelThatThrowsOnSomeBatchesFailsExactlyThoseBatches) {
-  const int threads = GetParam();
+  const int threads = GetParam().threads;
   const auto seed = testing::test_seed();
   const int each = per_thread(threads, 3000, 8);
   TestModel m(16, 8);
   m.fault = threads % 2 ? TestModel::Fault::kThrowInKernel : TestModel::Fault::kThrowInForward;
   m.poisoned = [](std::int64_t id) { return id % 23 == 5; };
-  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 16, .instances = 2});
+  BatchQueue q(m.fn(), cpu(), sharded({.max_batch_size = 16, .instances = 2}, GetParam().shards));
   Ledger ledger(static_cast<std::size_t>(threads * each));
   run_clients(threads, seed, [&](int t, std::mt19937_64& rng) {
     ledger.run_client(q, m, t, each, /*window=*/4, [&](std::int64_t) {

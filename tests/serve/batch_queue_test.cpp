@@ -528,6 +528,157 @@ TEST(BatchQueue, InstancesRunBatchesConcurrently) {
   EXPECT_EQ(m.max_concurrent.load(), 3);
 }
 
+// ---- shards (Note [Batch queue shards]) --------------------------------------------------------
+
+TEST(BatchQueueShards, OutOfRangeShardsAreConfigErrorsNamingTheField) {
+  TestModel m(8, 4);
+  auto expect_config = [&](BatchQueueOptions o, const std::string& field) {
+    try {
+      BatchQueue q(m.fn(), cpu(), o);
+      ADD_FAILURE() << "no error for " << field;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kConfig) << e.what();
+      EXPECT_NE(std::string(e.what()).find(field), std::string::npos) << e.what();
+    }
+  };
+  expect_config({.instances = 2, .shards = 0}, "shards = 0");
+  expect_config({.instances = 2, .shards = 3}, "shards = 3");
+  expect_config({.max_queue_size = 2, .instances = 3, .shards = 3}, "max_queue_size = 2");
+  expect_config({.instances = 0, .shards = 1}, "instances");  // the whole queue's options first
+}
+
+TEST(BatchQueueShards, AShardThatCannotStartStopsTheShardsStartedBeforeIt) {
+  TestModel m(8, 4);
+  RuntimeConfig cfg;
+  cfg.stream_pool_size = 4;  // 3 worker streams: shard 0 (3 executors) starts, shard 1 cannot
+  auto dev = Device::open("cpu", cfg);
+  try {
+    BatchQueue q(m.fn(), dev, {.instances = 5, .shards = 2});
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kPoolExhausted) << e.what();
+  }
+  EXPECT_EQ(dev->streams().leased(), 0);  // shard 0's executors gave theirs back
+  BatchQueue ok(m.fn(), dev, {.instances = 3, .shards = 3});
+  expect_rows(m, m.input(5, 2), ok.submit(m.input(5, 2)).get());
+}
+
+// One executor per shard: a shard runs its batches one after another, so each thread's requests
+// (all in its one shard) must run in the order it submitted them, with the right rows.
+TEST(BatchQueueShards, EachThreadsRequestsRunInItsOrder) {
+  constexpr int kThreads = 8, kEach = 40;
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 4, .instances = 4, .shards = 4});
+  std::vector<std::thread> ts;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      std::vector<std::pair<nn::HostTensor, std::future<nn::HostTensor>>> fs;
+      for (int k = 0; k < kEach; ++k) {
+        nn::HostTensor in = m.input(t * 1000 + k, 1);
+        auto f = q.submit(in);
+        fs.emplace_back(std::move(in), std::move(f));
+      }
+      for (auto& [in, f] : fs) {
+        if (f.get().values != m.reference(in.values)) ++wrong;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(wrong.load(), 0);
+  EXPECT_LE(m.max_concurrent.load(), 4);
+  std::vector<std::int64_t> last(kThreads, -1);
+  for (const auto& batch : m.batches()) {
+    for (const std::int64_t id : batch) {
+      const auto t = static_cast<std::size_t>(id / 1000);
+      ASSERT_LT(t, last.size());
+      EXPECT_GT(id, last[t]) << "thread " << t << "'s request " << id << " ran after " << last[t];
+      last[t] = id;
+    }
+  }
+  const auto mt = q.metrics();
+  EXPECT_EQ(mt.submitted, static_cast<std::uint64_t>(kThreads * kEach));
+  EXPECT_EQ(mt.completed, mt.submitted);
+  EXPECT_EQ(mt.batch_requests, mt.submitted);  // one snapshot of every shard's batches
+  EXPECT_EQ(mt.queued, 0u);
+}
+
+// stop(kCancel) reaches every shard before it waits for any: with every shard's executor held
+// in its first batch, nothing else may run: everything queued behind is cancelled.
+TEST(BatchQueueShards, StopCancelCancelsEveryShardsQueueBeforeWaiting) {
+  constexpr int kShards = 3, kThreads = 9, kEach = 4;
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.max_batch_size = 1, .instances = kShards, .shards = kShards});
+  m.gate.arm();
+  std::vector<std::future<nn::HostTensor>> fs;
+  std::mutex fs_mu;
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kThreads; ++t) {
+    ts.emplace_back([&, t] {
+      for (int k = 0; k < kEach; ++k) {
+        auto f = q.submit(m.input(t * 100 + k, 1));
+        std::lock_guard<std::mutex> l(fs_mu);
+        fs.push_back(std::move(f));
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  // Consecutive thread numbers: every shard got requests, so every executor reaches the gate.
+  m.gate.wait_for_waiters(kShards);
+  std::thread stopper([&] { q.stop(StopMode::kCancel); });
+  // The stop cannot finish while the gate holds the batches: wait for it to cancel every shard's
+  // queue (a stop that waited on shard 0 before cancelling the others would never get there:
+  // after 10 s the gate opens anyway and the counts below fail), then open.
+  const auto give_up = std::chrono::steady_clock::now() + 10s;
+  while (q.metrics().cancelled < static_cast<std::uint64_t>(kThreads * kEach - kShards) &&
+         std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(1ms);
+  }
+  m.gate.open();
+  stopper.join();
+  int completed = 0, cancelled = 0;
+  for (auto& f : fs) {
+    try {
+      (void)f.get();
+      ++completed;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.kind(), ErrorKind::kCancelled) << e.what();
+      ++cancelled;
+    }
+  }
+  EXPECT_EQ(completed, kShards);  // the held batches, one request each
+  EXPECT_EQ(cancelled, kThreads * kEach - kShards);
+  const auto mt = q.metrics();
+  EXPECT_EQ(mt.submitted, mt.completed + mt.cancelled);
+  EXPECT_EQ(mt.queued, 0u);
+}
+
+TEST(BatchQueueShards, StopFromAnyShardsCallbackIsAnErrorAndStopsNothing) {
+  constexpr int kShards = 3;
+  TestModel m(8, 4);
+  BatchQueue q(m.fn(), cpu(), {.instances = kShards, .shards = kShards});
+  std::atomic<int> refused{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < kShards; ++t) {  // consecutive thread numbers: one per shard
+    ts.emplace_back([&] {
+      std::promise<void> called;
+      q.submit(m.input(1, 1), [&](Result<nn::HostTensor>) {
+        try {
+          q.stop();
+        } catch (const Error& e) {
+          if (std::string(e.what()).find("own threads") != std::string::npos) ++refused;
+        }
+        called.set_value();
+      });
+      called.get_future().get();
+      // Every shard still serves this thread's requests after the refused stop.
+      expect_rows(m, m.input(2, 3), q.submit(m.input(2, 3)).get());
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(refused.load(), kShards);
+}
+
 TEST(BatchQueueMetrics, PrometheusTextHasEveryCounterAndQuantile) {
   TestModel m(8, 4);
   BatchQueue q(m.fn(), cpu(), {});

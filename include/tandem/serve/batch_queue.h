@@ -77,6 +77,26 @@
 //
 // Errors: a model error (an exception from the forward, or a kernel error raised on the stream)
 // completes every request of that batch with that exception; the queue keeps serving.
+//
+// Note [Batch queue shards]
+// One queue is one lock and one intake shared by every submitter and executor; on a 16-core host
+// with 64 submitting threads and 8 executors that capped it near 1.8M requests/s (executors
+// waited for the lock a fifth of their time), while 4 queues of 2 executors each, on the same
+// host and load, ran 3.6M (docs/benchmarks.md, "Sharded queues"). With `shards` = S > 1 the
+// BatchQueue is S independent queues (each with the whole of Note [Dynamic batching] and the
+// state table above), over which the executors are spread (instances / S each, the first
+// instances % S shards one more) and max_queue_size likewise (each shard admits its share).
+// A submitting thread always uses the same shard (its thread number modulo S), so:
+//  - a thread's requests keep their order, and a batch's completions still group by thread;
+//  - priorities, FIFO order, max_queue_delay, preferred sizes and the full-queue check apply
+//    within a shard: a high-priority request of one shard does not overtake the requests of
+//    another, and one shard may reject (or block) while another has room;
+//  - the load is balanced only as well as the submitting threads are spread: one thread (or
+//    threads all landing on one shard) gets the executors of one shard, not all of them.
+// stop(), metrics() and the callbacks' threads cover every shard: metrics() is one snapshot of
+// counters and histograms shared by all shards (`queued` summed over them). Use shards for many
+// (tens of) submitting threads on a many-core host; keep 1 for few submitters or strict
+// queue-wide priorities.
 #pragma once
 
 #include <chrono>
@@ -149,6 +169,10 @@ struct BatchQueueOptions {
   Overflow overflow = Overflow::kReject;
   // Executor threads, each with its own leased stream (1..30 on a default 32-stream pool).
   int instances = 1;
+  // Independent queues the executors and submitting threads are split over (1..instances;
+  // Note [Batch queue shards]): each thread submits to one shard, and a batch holds requests of
+  // one shard only. 1: one queue, every executor serves every request.
+  int shards = 1;
   // What stop() without an argument and the destructor do with queued requests.
   StopMode stop_mode = StopMode::kDrain;
   // Graph batching (Note [Graph batching]; queues built from a model only, else Error(kConfig)):
@@ -246,7 +270,11 @@ class BatchQueue {
   [[nodiscard]] const std::shared_ptr<Device>& device() const;
 
  private:
-  std::unique_ptr<detail::Scheduler> scheduler_;
+  // shard(): the calling thread's shard (Note [Batch queue shards]).
+  [[nodiscard]] detail::Scheduler& shard() const;
+
+  BatchQueueOptions options_;  // the whole queue's, as given
+  std::vector<std::unique_ptr<detail::Scheduler>> shards_;  // options_.shards of them
 };
 
 }  // namespace tandem::serve
