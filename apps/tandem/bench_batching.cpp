@@ -579,7 +579,7 @@ int run_batching_bench(const std::vector<std::string>& args) {
   std::string device_name, model_name = "mlp", clients_list = "1,8,64,256",
               modes_list = "direct,queue,direct-batch",
               json_path;
-  int in_flight = 16, instances = 2, shards = 1, max_batch = 256;
+  int in_flight = 16, instances = 2, shards = 1, max_batch = 256, preferred_step = 0;
   long delay_us = 0;
   double seconds = 2.0, warmup = 0.3;
   std::uint64_t seed = 0;
@@ -608,6 +608,11 @@ int run_batching_bench(const std::vector<std::string>& args) {
       ->capture_default_str()->check(CLI::Range(1, 30));
   app.add_option("--max-batch", max_batch, "queue max_batch_size")->capture_default_str()
       ->check(CLI::Range(1, 1 << 20));
+  app.add_option("--preferred-step", preferred_step,
+                 "queue preferred_batch_sizes: every multiple of this step up to --max-batch "
+                 "(with --graphs also the buckets, so batches are not padded beyond the step); "
+                 "0: none (aim for --max-batch; graph buckets are powers of two)")
+      ->capture_default_str()->check(CLI::Range(0, 1 << 20));
   app.add_option("--delay-us", delay_us, "queue max_queue_delay in microseconds")
       ->capture_default_str()->check(CLI::Range(0L, 10'000'000L));
   app.add_option("--seconds", seconds, "measured time per point")->capture_default_str()
@@ -665,6 +670,15 @@ int run_batching_bench(const std::vector<std::string>& args) {
     options.max_queue_delay = std::chrono::microseconds(delay_us);
     options.instances = instances;
     options.shards = shards;
+    if (preferred_step > 0) {
+      for (int b = preferred_step; b <= max_batch; b += preferred_step) {
+        options.preferred_batch_sizes.push_back(b);
+      }
+      if (options.preferred_batch_sizes.empty() ||
+          options.preferred_batch_sizes.back() != max_batch) {
+        options.preferred_batch_sizes.push_back(max_batch);
+      }
+    }
     options.max_queue_size = 1 << 20;
     options.graphs = graphs;
     std::printf("tandem bench --batching: %s, model %s, batch-1 requests, %.2f s per point "

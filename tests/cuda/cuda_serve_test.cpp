@@ -11,6 +11,7 @@
 #include <cstring>
 #include <future>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -137,11 +138,14 @@ TEST(CudaBatchQueue, EveryHostRequestGetsItsOwnRowsFromManyThreads) {
     }
   }
   for (const bool graphs : {false, true})
+  for (const int shards : {1, 4})
   for (int threads : {1, 8, kMaxThreads}) {
     SCOPED_TRACE(graphs ? "graph batching" : "plain batches");
+    SCOPED_TRACE(std::to_string(shards) + " shard(s)");
     serve::BatchQueueOptions options;
     options.max_batch_size = 256;
     options.instances = 4;
+    options.shards = shards;
     options.max_queue_size = 1 << 20;
     options.graphs = graphs;
     auto queue_ptr = std::make_unique<serve::BatchQueue>(m_gpu, options);
