@@ -80,9 +80,10 @@
 //
 // Note [Batch queue shards]
 // One queue is one lock and one intake shared by every submitter and executor; on a 16-core host
-// with 64 submitting threads and 8 executors that capped it near 1.8M requests/s (executors
-// waited for the lock a fifth of their time), while 4 queues of 2 executors each, on the same
-// host and load, ran 3.6M (docs/benchmarks.md, "Sharded queues"). With `shards` = S > 1 the
+// with 64 submitting threads and 8 executors that capped the host side near 2M requests/s
+// (executors waited for the lock a fifth of their time), 4 shards of 2 executors ran 3.6-3.8M,
+// and the MLP on an H100 went from 1.5-1.7M to 2.4M samples/s (docs/benchmarks.md, "Sharded
+// queues"). With `shards` = S > 1 the
 // BatchQueue is S independent queues (each with the whole of Note [Dynamic batching] and the
 // state table above), over which the executors are spread (instances / S each, the first
 // instances % S shards one more) and max_queue_size likewise (each shard admits its share).
