@@ -62,6 +62,9 @@ if has batching; then
   bq --model mlp --instances 4 --clients 1,8,64,256 --json "$OUT/batching_cuda.json"
   echo "--- 8 instances, max_queue_delay 100 us"
   bq --model mlp --instances 8 --delay-us 100 --clients 1,8,64,256 --json "$OUT/batching_cuda_i8d100.json"
+  echo "--- sharded (Note [Batch queue shards]): 8 instances in 4 shards, graphs, any clients"
+  bq --model mlp --graphs --instances 8 --shards 4 --client any --clients 1,8,64,256 --json "$OUT/batching_cuda_shards.json"
+  bq --model mlp --graphs --instances 8 --shards 4 --client any --delay-us 50 --preferred-step 32 --clients 64 --modes queue,direct-batch | grep -E "^(queue|direct-batch)|%"
   echo "--- sweep at 64 clients: instances x max_queue_delay"
   for inst in 4 8 12; do
     for delay in 0 100 200; do
