@@ -279,7 +279,7 @@ void BatchQueue::stop() { stop(options_.stop_mode); }
 BatchQueueMetrics BatchQueue::metrics() const {
   BatchQueueMetrics m = shards_.front()->metrics();  // the shared QueueStats
   m.queued = 0;
-  for (const auto& s : shards_) m.queued += s->queued();
+  for (const auto& s : shards_) m.queued += s->admitted();
   return m;
 }
 const BatchQueueOptions& BatchQueue::options() const { return options_; }

@@ -60,7 +60,6 @@ std::exception_ptr timeout_error(const Request& r, Clock::time_point now) {
                    "lower the load, or add instances");
 }
 
-
 // CompletionOrder: the order in which an executor completes a batch (Note [Dynamic batching]):
 // grouped by submitting thread, each thread's newest request first; groups in the order of their
 // newest request, newest first. O(n): one pass from the newest request, with an open-addressing
@@ -763,7 +762,7 @@ void Scheduler::finish_all(std::vector<Finish>& done) noexcept {
 
 BatchQueueMetrics Scheduler::metrics() const {
   BatchQueueMetrics m = stats_->metrics();
-  m.queued = queued();
+  m.queued = admitted();
   return m;
 }
 

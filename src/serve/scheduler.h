@@ -97,7 +97,7 @@ struct QueueStats {
   LatencyHistogram take_time;
   LatencyHistogram complete_time;
 
-  // metrics(): a snapshot of everything but `queued` (which each shard knows: Scheduler::queued).
+  // metrics(): a snapshot of everything but `queued` (which each shard knows: Scheduler::admitted).
   [[nodiscard]] BatchQueueMetrics metrics() const;
 };
 
@@ -134,10 +134,11 @@ class Scheduler {
   // begin_stop() only (else it waits forever). Must not run on the queue's own threads.
   void join() TANDEM_EXCLUDES(mu_, join_mu_);
 
-  // metrics(): this Scheduler's QueueStats (all shards' when shared) and its own queued count.
+  // metrics(): this Scheduler's QueueStats (all shards' when shared) and its own admitted().
   [[nodiscard]] BatchQueueMetrics metrics() const TANDEM_EXCLUDES(mu_);
-  // queued(): requests admitted here and not yet taken, timed out or cancelled (a gauge).
-  [[nodiscard]] std::size_t queued() const noexcept {
+  // admitted(): requests admitted here (in the intake or queued) and not yet taken, timed out
+  // or cancelled: BatchQueueMetrics::queued of this shard (a gauge).
+  [[nodiscard]] std::size_t admitted() const noexcept {
     return admitted_.load(std::memory_order_seq_cst);
   }
   // on_own_thread(): whether the caller is one of this Scheduler's executors or its timer.

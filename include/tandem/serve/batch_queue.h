@@ -83,10 +83,10 @@
 // with 64 submitting threads and 8 executors that capped the host side near 2M requests/s
 // (executors waited for the lock a fifth of their time), 4 shards of 2 executors ran 3.6-3.8M,
 // and the MLP on an H100 went from 1.5-1.7M to 2.4M samples/s (docs/benchmarks.md, "Sharded
-// queues"). With `shards` = S > 1 the
-// BatchQueue is S independent queues (each with the whole of Note [Dynamic batching] and the
-// state table above), over which the executors are spread (instances / S each, the first
-// instances % S shards one more) and max_queue_size likewise (each shard admits its share).
+// queues"). With `shards` = S > 1 the BatchQueue is S independent queues (each with the whole of
+// Note [Dynamic batching] and the state table above), over which the executors are spread
+// (instances / S each, the first instances % S shards one more) and max_queue_size likewise (each
+// shard admits its share).
 // A submitting thread always uses the same shard (its thread number modulo S), so:
 //  - a thread's requests keep their order, and a batch's completions still group by thread;
 //  - priorities, FIFO order, max_queue_delay, preferred sizes and the full-queue check apply
