@@ -790,11 +790,13 @@ namespace {
 // The reference models through the queue: batched results equal a direct forward of each input
 // (within float32 rounding: a GEMM over a batch may sum in another order than over one row).
 // Requests of 1..3 rows; with `graphs`, batches of every bucket (1, 2, 4, 8, 16) and padding.
+// With `shards` > 1, the same over a sharded queue (each shard's executors capture their own
+// graphs).
 void check_model_through_queue(const std::string& name, int threads, int each,
-                               bool graphs = false) {
+                               bool graphs = false, int shards = 1) {
   auto dev = cpu();
   auto model = nn::load_model(name, dev, {.seed = 7});
-  BatchQueue q(model, {.max_batch_size = 16, .instances = 2, .graphs = graphs});
+  BatchQueue q(model, {.max_batch_size = 16, .instances = 2, .shards = shards, .graphs = graphs});
   std::vector<std::thread> ts;
   std::atomic<int> mismatches{0};
   std::atomic<double> worst{0.0};
@@ -852,6 +854,11 @@ TEST(BatchQueueModels, MlpThroughGraphBatchingMatchesDirectForward) {
 
 TEST(BatchQueueModels, EncoderThroughGraphBatchingMatchesDirectForward) {
   check_model_through_queue("encoder", 4, testing::under_sanitizer() ? 2 : 4, /*graphs=*/true);
+}
+
+TEST(BatchQueueModels, MlpThroughShardedGraphBatchingMatchesDirectForward) {
+  check_model_through_queue("mlp", 8, testing::under_sanitizer() ? 4 : 16, /*graphs=*/true,
+                            /*shards=*/2);
 }
 
 // Graph batching takes batches of host requests of the model's sample shape; a Tensor request
