@@ -15,7 +15,7 @@
  *   mirrors src/serve/scheduler.cpp Scheduler::next_batch sha256:88f7c10f5e35375c
  *   mirrors src/serve/scheduler.cpp Scheduler::executor_main sha256:ec7a21d061e0606c
  *   mirrors src/serve/scheduler.cpp Scheduler::timer_main sha256:9184d118e1eb3b8e
- *   mirrors src/serve/scheduler.cpp Scheduler::stop sha256:09d7534a410dc184
+ *   mirrors src/serve/scheduler.cpp Scheduler::stop sha256:ea5fbbc7f76c3e04
  *   mirrors src/serve/scheduler.cpp Scheduler::begin_stop sha256:3b54da35d51e078f
  *   mirrors src/serve/scheduler.cpp Scheduler::join sha256:ebd8c7aaae6e4cdb
  *   mirrors src/serve/scheduler.cpp Scheduler::cancel_queued sha256:97987e0d75e853ba

@@ -221,7 +221,6 @@ BatchQueue::BatchQueue(std::shared_ptr<const nn::Model> model, BatchQueueOptions
 BatchQueue::BatchQueue(ForwardFn forward, std::shared_ptr<Device> device, BatchQueueOptions options)
     : options_(std::move(options)) {
   if (!forward) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: forward function is empty");
-  if (!device) throw Error(ErrorKind::kInvalidArgument, "BatchQueue: device is null");
   if (options_.graphs) {
     throw Error(ErrorKind::kConfig,
                 "BatchQueueOptions.graphs = true needs a queue built from a model "
@@ -263,13 +262,7 @@ void BatchQueue::submit_callback(nn::HostTensor input,
 
 void BatchQueue::stop(StopMode mode) {
   // Refuse before stopping any shard: a callback of one shard must not stop (and join) the rest.
-  for (const auto& s : shards_) {
-    if (s->on_own_thread()) {
-      throw Error(ErrorKind::kInvalidArgument,
-                  "BatchQueue::stop() called on one of the queue's own threads (from a completion "
-                  "callback?); it would wait for itself. Stop the queue from another thread");
-    }
-  }
+  for (const auto& s : shards_) s->check_not_own_thread();
   // Every shard stops taking (and, on kCancel, cancels) before any is waited for: a shard whose
   // batch runs long must not let another keep starting queued requests meanwhile.
   for (const auto& s : shards_) s->begin_stop(mode);
@@ -277,8 +270,7 @@ void BatchQueue::stop(StopMode mode) {
 }
 void BatchQueue::stop() { stop(options_.stop_mode); }
 BatchQueueMetrics BatchQueue::metrics() const {
-  BatchQueueMetrics m = shards_.front()->metrics();  // the shared QueueStats
-  m.queued = 0;
+  BatchQueueMetrics m = shards_.front()->stats().metrics();  // shared by every shard
   for (const auto& s : shards_) m.queued += s->admitted();
   return m;
 }

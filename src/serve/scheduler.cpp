@@ -202,18 +202,18 @@ Scheduler::~Scheduler() {
   }
 }
 
-bool Scheduler::on_own_thread() const {
+void Scheduler::check_not_own_thread() const {
   MutexLock lock(mu_);
   const auto me = std::this_thread::get_id();
-  return std::find(own_ids_.begin(), own_ids_.end(), me) != own_ids_.end();
-}
-
-void Scheduler::stop(StopMode mode) {
-  if (on_own_thread()) {
+  if (std::find(own_ids_.begin(), own_ids_.end(), me) != own_ids_.end()) {
     throw Error(ErrorKind::kInvalidArgument,
                 "BatchQueue::stop() called on one of the queue's own threads (from a completion "
                 "callback?); it would wait for itself. Stop the queue from another thread");
   }
+}
+
+void Scheduler::stop(StopMode mode) {
+  check_not_own_thread();
   begin_stop(mode);
   join();
 }
@@ -758,12 +758,6 @@ void Scheduler::finish(Finish&& f) noexcept {
 void Scheduler::finish_all(std::vector<Finish>& done) noexcept {
   for (auto& f : done) finish(std::move(f));
   done.clear();
-}
-
-BatchQueueMetrics Scheduler::metrics() const {
-  BatchQueueMetrics m = stats_->metrics();
-  m.queued = admitted();
-  return m;
 }
 
 BatchQueueMetrics QueueStats::metrics() const {

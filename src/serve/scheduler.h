@@ -123,7 +123,7 @@ class Scheduler {
   // submit(r, options): r is kNew with its input fields set. Completes it at once when it cannot
   // be run (rejected / cancelled), else queues it (blocking under kBlock when full).
   void submit(const RequestPtr& r, const SubmitOptions& options) TANDEM_EXCLUDES(mu_);
-  // stop(mode): begin_stop(mode), then join(); Error(kInvalidArgument) on the queue's own threads.
+  // stop(mode): check_not_own_thread(), begin_stop(mode), then join().
   void stop(StopMode mode) TANDEM_EXCLUDES(mu_, join_mu_);
   // begin_stop(mode): stops taking requests and settles what is queued (cancelled on kCancel),
   // wakes every thread of the queue, and returns without waiting for them (BatchQueue stops
@@ -134,16 +134,16 @@ class Scheduler {
   // begin_stop() only (else it waits forever). Must not run on the queue's own threads.
   void join() TANDEM_EXCLUDES(mu_, join_mu_);
 
-  // metrics(): this Scheduler's QueueStats (all shards' when shared) and its own admitted().
-  [[nodiscard]] BatchQueueMetrics metrics() const TANDEM_EXCLUDES(mu_);
+  // stats(): the QueueStats this Scheduler counts into (all shards' when shared).
+  [[nodiscard]] const QueueStats& stats() const noexcept { return *stats_; }
   // admitted(): requests admitted here (in the intake or queued) and not yet taken, timed out
   // or cancelled: BatchQueueMetrics::queued of this shard (a gauge).
   [[nodiscard]] std::size_t admitted() const noexcept {
     return admitted_.load(std::memory_order_seq_cst);
   }
-  // on_own_thread(): whether the caller is one of this Scheduler's executors or its timer.
-  [[nodiscard]] bool on_own_thread() const TANDEM_EXCLUDES(mu_);
-  [[nodiscard]] const BatchQueueOptions& options() const { return options_; }
+  // check_not_own_thread(): Error(kInvalidArgument) when the caller is one of this Scheduler's
+  // executors or its timer (a callback), where stopping the queue would wait for itself.
+  void check_not_own_thread() const TANDEM_EXCLUDES(mu_);
   [[nodiscard]] const std::shared_ptr<Device>& device() const { return device_; }
 
  private:
@@ -265,7 +265,7 @@ class Scheduler {
   std::vector<std::thread> threads_ TANDEM_GUARDED_BY(join_mu_);
   bool joined_ TANDEM_GUARDED_BY(join_mu_) = false;
   // Thread ids of the executors and the timer; written before any of them can run a callback
-  // (in the constructor, under mu_), read by on_own_thread() under mu_.
+  // (in the constructor, under mu_), read by check_not_own_thread() under mu_.
   std::vector<std::thread::id> own_ids_ TANDEM_GUARDED_BY(mu_);
 
   // The queue's statistics (QueueStats), and names for its parts.
