@@ -55,6 +55,9 @@ constexpr VarSpec kVars[] = {
     {"TANDEM_CUDA_FUSED_ENCODER",
      "1 (the encoder's forward at batch <= 2 as one kernel where the GPU can run it)",
      "0, 1 (0: op by op)"},
+    {"TANDEM_CUDA_MMA_LINEAR",
+     "1 (fp32 linears of 17..256 rows on the tensor cores by 3xTF32, near fp32)",
+     "0, 1 (0: cuBLASLt's fp32 GEMM)"},
 };
 
 const char* env(const char* name) { return std::getenv(name); }  // NOLINT(concurrency-mt-unsafe)
@@ -123,6 +126,9 @@ RuntimeConfig RuntimeConfig::from_environment() {
   }
   if (const char* v = env("TANDEM_CUDA_FUSED_ENCODER")) {
     c.cuda_fused_encoder = parse_int("TANDEM_CUDA_FUSED_ENCODER", v, 0, 1) == 1;
+  }
+  if (const char* v = env("TANDEM_CUDA_MMA_LINEAR")) {
+    c.cuda_mma_linear = parse_int("TANDEM_CUDA_MMA_LINEAR", v, 0, 1) == 1;
   }
   if (const char* v = env("TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD")) {
     c.cuda_mempool_release_threshold =

@@ -270,6 +270,14 @@ void CudaKernels::linear(Encoder& enc, float* y, const float* x, const float* w,
                       where);
     return;
   }
+  const RuntimeConfig& config = s.device().config();
+  if (config.cuda_mma_linear && !config.cuda_tf32 &&
+      launch::mma_linear_fits(rows, in, out, x, w)) {
+    TANDEM_CUDA_CHECK(launch::mma_linear(s.get(), y, x, w, bias, rows, in, out, act_code(act),
+                                         config.cuda_pdl),
+                      where);
+    return;
+  }
   cublasLtEpilogue_t epilogue = CUBLASLT_EPILOGUE_DEFAULT;
   if (bias) {
     epilogue = act == Activation::kRelu ? CUBLASLT_EPILOGUE_RELU_BIAS : CUBLASLT_EPILOGUE_BIAS;
