@@ -128,10 +128,10 @@ TEST_F(CudaNnKernels, GemmWithKZeroScalesC) {
 // rows 1-4: the GEMV; 5-16: the small-batch kernel (Note [Small-batch linear]), each of its
 // two row templates full and partly used; 17-32: the cluster kernel (Note [Cluster linear]) where
 // `in` fits it (64: one block a tile; 256: 4 splits of 64; 1024: 8 of 128; every `out` here is
-// within its weight limit, 1024 x 256 exactly at it); 17-512 otherwise, `in` a multiple of 32:
-// the 3xTF32 tensor-core kernel (Note [MMA linear]; 32-row tiles up to 96 rows, 64-row tiles
+// within its weight limit, 1024 x 256 exactly at it); 17-256 otherwise, `in` 1024 (a multiple
+// of 32, at least 512): the 3xTF32 tensor-core kernel (Note [MMA linear]; 32-row tiles up to 96 rows, 64-row tiles
 // above, each full and partly used; `out` 33 and 100 end in a partial column tile; its split-K
-// cases in MmaLinearSplitsMatchCpu); the rest (in 7, 1000; 300 and 600 rows): cuBLASLt.
+// cases in MmaLinearSplitsMatchCpu); the rest (in 7, 64, 256, 1000; 300 and 600 rows): cuBLASLt.
 TEST_F(CudaNnKernels, LinearMatchesCpuOnEveryPath) {
   for (std::size_t rows :
        {1, 2, 3, 4, 5, 8, 9, 13, 16, 17, 20, 32, 33, 64, 96, 97, 128, 256, 300, 600}) {
@@ -162,14 +162,15 @@ TEST_F(CudaNnKernels, LinearMatchesCpuOnEveryPath) {
   }
 }
 
-// The 3xTF32 kernel's reduction split over a cluster of S blocks (Note [MMA linear]): S = 1
-// (in 32: one step), 2, 4 and 8 (in 1024 with few tiles), for both tile heights, a partial last
-// row tile and column tile, every activation; the case list is short enough for
-// compute-sanitizer (scripts/cuda_targets.sh runs memcheck and racecheck on it).
+// The 3xTF32 kernel's reduction split over a cluster of S blocks (Note [MMA linear]): S = 8
+// (in 1024, few tiles), 4 (in 512, few tiles), 2 (256 rows x 1100 outputs: 72 tiles of 64 x 64)
+// and 1 (2200 outputs: 140 tiles), for both tile heights, a partial last row tile and column
+// tile, every activation; short enough for compute-sanitizer (scripts/cuda_targets.sh runs
+// memcheck, racecheck and synccheck on it).
 TEST_F(CudaNnKernels, MmaLinearSplitsMatchCpu) {
   for (std::size_t rows : {17, 96, 97, 256}) {
-    for (std::size_t in : {32, 256, 1024}) {
-      for (std::size_t out : {100, 512}) {
+    for (std::size_t in : {512, 1024}) {
+      for (std::size_t out : {100, 512, 1100, 2200}) {
         for (auto act : {Activation::kNone, Activation::kRelu, Activation::kGelu}) {
           both("mma linear", [&](On& on, std::mt19937& rng) {
             Buffer x = on.up(rnd(rows * in, rng)), w = on.up(rnd(out * in, rng));

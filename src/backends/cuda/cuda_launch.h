@@ -74,12 +74,13 @@ cudaError_t cluster_linear(cudaStream_t stream, float* y, const float* x, const 
                            const float* bias, std::size_t rows, std::size_t in, std::size_t out,
                            int act, bool pdl);
 // mma_linear: the same linear for kRowsLinearMaxRows < rows <= kMmaLinearMaxRows when
-// mma_linear_fits (`in` a multiple of 32, x and w 16-byte aligned): fp32 products on the tensor
-// cores by 3xTF32, each within 3 * 2^-20 of itself (Note [MMA linear] in mma_linear.cu); tiles of
-// 32 rows up to kMmaLinearSmallTileRows rows, of 64 above; PDL as gemv_bias_act.
-// cudaErrorInvalidValue when it does not fit.
+// mma_linear_fits (`in` a multiple of 32 and at least kMmaLinearMinIn, x and w 16-byte aligned):
+// fp32 products on the tensor cores by 3xTF32, each within 3 * 2^-20 of itself (Note [MMA
+// linear] in mma_linear.cu); tiles of 32 rows up to kMmaLinearSmallTileRows rows, of 64 above;
+// PDL as gemv_bias_act. cudaErrorInvalidValue when it does not fit.
 inline constexpr std::size_t kMmaLinearMaxRows = 256;
 inline constexpr std::size_t kMmaLinearSmallTileRows = 96;
+inline constexpr std::size_t kMmaLinearMinIn = 512;
 bool mma_linear_fits(std::size_t rows, std::size_t in, std::size_t out, const float* x,
                      const float* w);
 cudaError_t mma_linear(cudaStream_t stream, float* y, const float* x, const float* w,

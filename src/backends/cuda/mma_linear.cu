@@ -4,10 +4,11 @@
 // Note [MMA linear]
 // y (rows x out) = act(x (rows x in) . w^T + bias), w row-major out x in, for
 // kRowsLinearMaxRows < rows <= kMmaLinearMaxRows (a BatchQueue's merged batches: tens to a few
-// hundred rows) where the cluster linear does not take them, `in` a multiple of kBk = 32 and x,
-// w 16-byte aligned (mma_linear_fits). cuBLAS's fp32 GEMM runs on the CUDA cores; this kernel
-// runs the products on the tensor cores as three TF32 mma per product (mma_tf32.cuh: each
-// product within 3 * 2^-20 of itself, near fp32: the fused encoder's arithmetic).
+// hundred rows) where the cluster linear does not take them, `in` a multiple of kBk = 32 and at
+// least kMmaLinearMinIn, x and w 16-byte aligned (mma_linear_fits). cuBLAS's fp32 GEMM runs on the
+// CUDA cores; this kernel runs the products on the tensor cores as three TF32 mma per product
+// (mma_tf32.cuh: each product within 3 * 2^-20 of itself, near fp32: the fused encoder's
+// arithmetic).
 // - Tiles: a block of 4 warps per BM x 64 tile of y, BM = 32 up to kMmaLinearSmallTileRows rows
 //   (more blocks for few rows), else 64; each warp a (BM / 2) x 32 quarter in m16n8 tiles.
 // - Pipeline: the reduction dimension in steps of kBk = 32; x's and w's slices of a step staged
@@ -223,8 +224,8 @@ cudaError_t launch_tiles(cudaStream_t stream, float* y, const float* x, const fl
 
 bool mma_linear_fits(std::size_t rows, std::size_t in, std::size_t out, const float* x,
                      const float* w) {
-  return rows > kRowsLinearMaxRows && rows <= kMmaLinearMaxRows && in > 0 && in % kBk == 0 &&
-         in <= 0x7fffffffu && out > 0 && out <= 0x7fffffffu &&
+  return rows > kRowsLinearMaxRows && rows <= kMmaLinearMaxRows && in >= kMmaLinearMinIn &&
+         in % kBk == 0 && in <= 0x7fffffffu && out > 0 && out <= 0x7fffffffu &&
          reinterpret_cast<std::uintptr_t>(x) % 16 == 0 &&
          reinterpret_cast<std::uintptr_t>(w) % 16 == 0;
 }
