@@ -16,6 +16,9 @@
 # and 2 with TANDEM_CUDA_FUSED_ENCODER=0 and 1 alternating, the ceiling and PyTorch eager.
 # Step `phases` (not in the default list): a second build (build/cuda-clocks) with the fused
 # encoder's phase clocks (-DTANDEM_ENCODER_PHASE_CLOCKS), and its table at 1 and 8 threads.
+# Step `mma` (not in the default list): the 3xTF32 linear (Note [MMA linear]): its tests under
+# memcheck, racecheck and synccheck, the MLP and encoder forwards with TANDEM_CUDA_MMA_LINEAR=0
+# and 1 alternating, then the sharded queue A/B and the issue's command with each.
 # NEWTESTS=<gtest filter> picks the 'newtests' step's tests. Each step has its own timeout, so one hang loses only that step. Logs: $OUT/log.txt, JSON
 # records in $OUT. Steps: scripts/cuda_targets.sh [step...] (default: all).
 set -uo pipefail
@@ -52,6 +55,30 @@ G=build/cuda/tests/cuda/cuda_gpu_tests
 if has newtests; then
   section "new GPU tests"
   run 120 "$G" --gtest_filter="${NEWTESTS:-CudaHostBuffer*:CudaPdl*:CudaBatchQueue*:CudaModels*}" 2>&1 | grep -E "^\[|seed|Failure|Expected|Which|rror" | head -40
+fi
+
+if has mma; then
+  section "3xTF32 linear (Note [MMA linear]): tests, sanitizers, forward and queue A/B"
+  cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
+  run 120 "$G" --gtest_filter='CudaNnKernels.Linear*:CudaNnKernels.MmaLinear*:CudaModels*' 2>&1 | grep -E "^\[  (PASSED|FAILED)|Failure" | head
+  for tool in memcheck racecheck synccheck; do
+    run 200 "$cs" --tool $tool --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaNnKernels.MmaLinear*' 2>&1 | grep -E "SUMMARY|PASSED|FAILED" | head -3
+  done
+  for r in 1 2; do for m in 0 1; do
+    echo "-- round $r, TANDEM_CUDA_MMA_LINEAR=$m"
+    for bt in 24 64 96 128 256; do TANDEM_CUDA_MMA_LINEAR=$m b --model mlp --graphs --batch $bt --threads 1,8 --policies none | grep -E "^none"; done
+    for bt in 4 8; do TANDEM_CUDA_MMA_LINEAR=$m b --model encoder --graphs --batch $bt --threads 1,8 --policies none | grep -E "^none"; done
+  done; done
+  q="--batching --clients 64 --in-flight 16 --max-batch 1024 --seconds $S --warmup 0.5 --client any --device cuda --model mlp --graphs --modes queue --instances 8 --shards 4"
+  for r in 1 2; do for m in 0 1; do
+    echo "-- round $r, TANDEM_CUDA_MMA_LINEAR=$m, D = 0 and 50 us"
+    TANDEM_CUDA_MMA_LINEAR=$m run 60 "$T" bench $q | grep -E "^queue|\[queue"
+    TANDEM_CUDA_MMA_LINEAR=$m run 60 "$T" bench $q --delay-us 50 --preferred-step 32 | grep -E "^queue|\[queue"
+  done; done
+  for m in 0 1; do
+    echo "-- the issue's command, TANDEM_CUDA_MMA_LINEAR=$m"
+    TANDEM_CUDA_MMA_LINEAR=$m run 120 "$T" bench --batching --device cuda --model mlp --graphs --in-flight 16 --max-batch 1024 --instances 8 --shards 4 --delay-us 50 --preferred-step 32 --seconds "$S" --warmup 0.5 --json "$OUT/issue4_mma$m.json" | grep -vE "^\s*\[queue"
+  done
 fi
 
 if has batching; then

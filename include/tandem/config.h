@@ -64,9 +64,9 @@ struct RuntimeConfig {
   // one kernel, a 16-block thread-block cluster per sequence, where the GPU can schedule that
   // (Hopper); off, or elsewhere: op by op.
   bool cuda_fused_encoder = true;
-  // fp32 linears of 17..256 rows (a BatchQueue's merged batches) on the tensor cores by 3xTF32,
-  // each product within 3 * 2^-20 of itself (Note [MMA linear]); off: cuBLASLt's fp32 GEMM.
-  // With cuda_tf32 the GEMMs are TF32 on cuBLASLt either way.
+  // fp32 linears of 17..256 rows with at least 512 inputs (a BatchQueue's merged batches) on the
+  // tensor cores by 3xTF32, each product within 3 * 2^-20 of itself (Note [MMA linear]); off:
+  // cuBLASLt's fp32 GEMM. With cuda_tf32 these GEMMs are TF32 on cuBLASLt either way.
   bool cuda_mma_linear = true;
 
   // from_environment(): parses the TANDEM_* variables; throws Error(kConfig) on a bad value.

@@ -56,7 +56,7 @@ constexpr VarSpec kVars[] = {
      "1 (the encoder's forward at batch <= 2 as one kernel where the GPU can run it)",
      "0, 1 (0: op by op)"},
     {"TANDEM_CUDA_MMA_LINEAR",
-     "1 (fp32 linears of 17..256 rows on the tensor cores by 3xTF32, near fp32)",
+     "1 (fp32 linears of 17..256 rows, >= 512 inputs, on the tensor cores by 3xTF32, near fp32)",
      "0, 1 (0: cuBLASLt's fp32 GEMM)"},
 };
 

@@ -26,7 +26,10 @@
 //   split-K GEMM and its reduction; launched with PDL like the GEMV (Note [GEMV and PDL] in
 //   nn_kernels.cu).
 // Measured against cuBLASLt's fp32 (TANDEM_CUDA_MMA_LINEAR=0; docs/benchmarks.md, "Tensor-core
-// linear"): the MLP's forward, graphs, H100.
+// linear"), the MLP's forward with graphs on the H100: +24-27% forwards/s on one thread at batch
+// 24-96 and +27-42% with 8 threads at once; at 128-256 rows 1-4% slower on one thread, +11% with
+// 8. With `in` 256 (8 steps) neither the pipeline nor the split pays (the encoder's layers: -16%
+// to -21% on one thread), hence kMmaLinearMinIn.
 #include <cooperative_groups.h>
 
 #include <cstdint>
