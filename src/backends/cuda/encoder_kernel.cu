@@ -205,18 +205,27 @@ __device__ __forceinline__ void cluster_wait() {
   asm volatile("barrier.cluster.wait.acquire.aligned;" ::: "memory");
 }
 
+// RowChunks<K>: how a block copies rows of K floats in 16-byte chunks: thread t takes chunk
+// c = 4 (t mod (K / 4)) of rows r0 = t / (K / 4), r0 + kStep, ... (a pass of the block covers
+// kStep rows); the chunk lands at the row's swizzled column.
+template <int K>
+struct RowChunks {
+  static constexpr int q = K / 4, kStep = kThreads / q;
+  static_assert(kThreads % q == 0);
+  int r0 = static_cast<int>(threadIdx.x) / q, c = 4 * (static_cast<int>(threadIdx.x) % q);
+};
+
 // stage_rows<K>(a, src, seq): starts a[r * K + swizzled(r, k)] = src[r * K + k] for r < seq
 // (asynchronous: see wait_copies), and zeroes the rows seq <= r < kRows.
 template <int K>
 __device__ void stage_rows(float* a, const float* src, int seq) {
-  constexpr int q = K / 4, kRowsEach = kThreads / q;  // a pass of the block: kRowsEach rows
-  static_assert(kThreads % q == 0 && kRows % kRowsEach == 0);
-  const int r0 = static_cast<int>(threadIdx.x) / q, c = 4 * (static_cast<int>(threadIdx.x) % q);
+  const RowChunks<K> at;
+  static_assert(kRows % RowChunks<K>::kStep == 0);
 #pragma unroll
-  for (int r = r0; r < kRows; r += kRowsEach) {
-    float* dst = a + r * K + swizzled(r, c);
+  for (int r = at.r0; r < kRows; r += RowChunks<K>::kStep) {
+    float* dst = a + r * K + swizzled(r, at.c);
     if (r < seq) {
-      copy16(dst, src + r * K + c);
+      copy16(dst, src + r * K + at.c);
     } else {
       *reinterpret_cast<float4*>(dst) = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
@@ -238,11 +247,22 @@ __device__ void begin_phase(float* stage, const float* src, int seq) {
 // must no longer be read (a __syncthreads() after the phase that used it).
 template <int K>
 __device__ void stage_weights(float* wbuf, const float* w, int rows) {
-  constexpr int q = K / 4, kRowsEach = kThreads / q;  // a pass of the block: kRowsEach rows
-  static_assert(kThreads % q == 0);
-  const int r0 = static_cast<int>(threadIdx.x) / q, c = 4 * (static_cast<int>(threadIdx.x) % q);
+  const RowChunks<K> at;
 #pragma unroll 4
-  for (int r = r0; r < rows; r += kRowsEach) copy16(wbuf + r * K + swizzled(r, c), w + r * K + c);
+  for (int r = at.r0; r < rows; r += RowChunks<K>::kStep) {
+    copy16(wbuf + r * K + swizzled(r, at.c), w + r * K + at.c);
+  }
+}
+
+// cluster_barrier(clock, during): the cluster barrier, `during()` run between its arrive and its
+// wait (copies that no other block waits for: see cluster_arrive). clock: a PhaseClock.
+template <class During>
+__device__ __forceinline__ void cluster_barrier(PhaseClock& clock, During during) {
+  clock.done();
+  cluster_arrive();
+  during();
+  cluster_wait();
+  clock.passed();
 }
 
 // end_phase<K>(clock, wbuf, next_w, rows): the cluster barrier, and once every thread of the
@@ -252,11 +272,9 @@ __device__ void stage_weights(float* wbuf, const float* w, int rows) {
 template <int K>
 __device__ void end_phase(PhaseClock& clock, float* wbuf, const float* next_w, int rows) {
   __syncthreads();
-  clock.done();
-  cluster_arrive();
-  if (next_w) stage_weights<K>(wbuf, next_w, rows);
-  cluster_wait();
-  clock.passed();
+  cluster_barrier(clock, [&] {
+    if (next_w) stage_weights<K>(wbuf, next_w, rows);
+  });
 }
 
 // NormWeights: a layer norm's gamma and beta at the lane's columns lane + 32 k (load_norm), read
@@ -518,10 +536,7 @@ __global__ void __launch_bounds__(kThreads, 1) encoder_stack_kernel(EncoderStack
     // P2: attention.
     attention_share(stage, g.qkv, g.att, rank, seq, p.scale);
     clock.multiplied();
-    clock.done();
-    cluster_arrive();
-    cluster_wait();
-    clock.passed();
+    cluster_barrier(clock, [] {});  // every block's share of att is written; nothing to stage
     // P3: out_proj + the residual, before norm1.
     begin_phase<kD>(stage, g.att, seq);
     clock.staged();
