@@ -163,10 +163,10 @@ TEST_F(CudaNnKernels, LinearMatchesCpuOnEveryPath) {
 }
 
 // The 3xTF32 kernel's reduction split over a cluster of S blocks (Note [MMA linear]): S = 8
-// (in 1024, few tiles), 4 (in 512, few tiles), 2 (256 rows x 1100 outputs: 72 tiles of 64 x 64)
-// and 1 (2200 outputs: 140 tiles), for both tile heights, a partial last row tile and column
-// tile, every activation; short enough for compute-sanitizer (scripts/cuda_targets.sh runs
-// memcheck, racecheck and synccheck on it).
+// (in 1024, few tiles), 4 (in 512, few tiles), and on a 132-SM GPU (H100, H200) 2 (256 rows x
+// 1100 outputs: 72 tiles of 64 x 64) and 1 (2200 outputs: 140 tiles), for both tile heights, a
+// partial last row tile and column tile, every activation; short enough for compute-sanitizer
+// (scripts/cuda_targets.sh runs memcheck, racecheck and synccheck on it).
 TEST_F(CudaNnKernels, MmaLinearSplitsMatchCpu) {
   for (std::size_t rows : {17, 96, 97, 256}) {
     for (std::size_t in : {512, 1024}) {

@@ -77,7 +77,8 @@ cudaError_t cluster_linear(cudaStream_t stream, float* y, const float* x, const 
 // mma_linear_fits (`in` a multiple of 32 and at least kMmaLinearMinIn, x and w 16-byte aligned):
 // fp32 products on the tensor cores by 3xTF32, each within 3 * 2^-20 of itself (Note [MMA
 // linear] in mma_linear.cu); tiles of 32 rows up to kMmaLinearSmallTileRows rows, of 64 above;
-// PDL as gemv_bias_act. cudaErrorInvalidValue when it does not fit.
+// the reduction split until the grid has a block for each of the device's `sms` SMs; PDL as
+// gemv_bias_act. cudaErrorInvalidValue when it does not fit.
 inline constexpr std::size_t kMmaLinearMaxRows = 256;
 inline constexpr std::size_t kMmaLinearSmallTileRows = 96;
 inline constexpr std::size_t kMmaLinearMinIn = 512;
@@ -85,7 +86,7 @@ bool mma_linear_fits(std::size_t rows, std::size_t in, std::size_t out, const fl
                      const float* w);
 cudaError_t mma_linear(cudaStream_t stream, float* y, const float* x, const float* w,
                        const float* bias, std::size_t rows, std::size_t in, std::size_t out,
-                       int act, bool pdl);
+                       int act, bool pdl, int sms);
 // layer_norm: a warp per row, the row in registers, for cols <= 1024; a block per row above.
 // softmax: a block per row. See kernels.h for the contracts (in place allowed).
 // pdl (layer_norm, attention's fused kernel): launched as gemv_bias_act with pdl.

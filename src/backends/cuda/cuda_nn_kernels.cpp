@@ -274,7 +274,7 @@ void CudaKernels::linear(Encoder& enc, float* y, const float* x, const float* w,
   if (config.cuda_mma_linear && !config.cuda_tf32 &&
       launch::mma_linear_fits(rows, in, out, x, w)) {
     TANDEM_CUDA_CHECK(launch::mma_linear(s.get(), y, x, w, bias, rows, in, out, act_code(act),
-                                         config.cuda_pdl),
+                                         config.cuda_pdl, s.device().multiprocessors()),
                       where);
     return;
   }

@@ -194,15 +194,14 @@ __global__ void __launch_bounds__(kThreads)
   cluster.sync();  // no block leaves (and frees its shared memory) while others read it
 }
 
-// splits_for(tiles, in): S, the blocks a tile's reduction is split over: the fewest (1, 2,
-// 4, 8) that give the GPU's SMs a block each (more blocks, each with fewer steps: the kernel is
-// latency-bound at these sizes), keeping at least kMinSteps steps a block.
+// splits_for(tiles, in, sms): S, the blocks a tile's reduction is split over: the fewest (1,
+// 2, 4, 8) that give each of the GPU's `sms` SMs a block (more blocks, each with fewer steps:
+// the kernel is latency-bound at these sizes), keeping at least kMinSteps steps a block.
 constexpr int kMinSteps = 4;
-constexpr std::size_t kSplitTargetBlocks = 132;  // the H100's SMs
-int splits_for(std::size_t tiles, std::size_t in) {
+int splits_for(std::size_t tiles, std::size_t in, int sms) {
   const std::size_t steps = in / kBk;
   int s = 1;
-  while (s < 8 && tiles * static_cast<std::size_t>(s) < kSplitTargetBlocks &&
+  while (s < 8 && tiles * static_cast<std::size_t>(s) < static_cast<std::size_t>(sms) &&
          steps % (2 * static_cast<std::size_t>(s)) == 0 &&
          steps / (2 * static_cast<std::size_t>(s)) >= kMinSteps) {
     s *= 2;
@@ -213,9 +212,9 @@ int splits_for(std::size_t tiles, std::size_t in) {
 template <int BM>
 cudaError_t launch_tiles(cudaStream_t stream, float* y, const float* x, const float* w,
                          const float* bias, std::size_t rows, std::size_t in, std::size_t out,
-                         int act, bool pdl) {
+                         int act, bool pdl, int sms) {
   const auto cols = (out + kBn - 1) / kBn, row_tiles = (rows + BM - 1) / BM;
-  const int s = splits_for(cols * row_tiles, in);
+  const int s = splits_for(cols * row_tiles, in, sms);
   const dim3 grid(static_cast<unsigned>(cols), static_cast<unsigned>(s),
                   static_cast<unsigned>(row_tiles));
   return launch_ex(stream, {grid, dim3(kThreads), 0, pdl, s > 1 ? static_cast<unsigned>(s) : 0u},
@@ -235,12 +234,12 @@ bool mma_linear_fits(std::size_t rows, std::size_t in, std::size_t out, const fl
 
 cudaError_t mma_linear(cudaStream_t stream, float* y, const float* x, const float* w,
                        const float* bias, std::size_t rows, std::size_t in, std::size_t out,
-                       int act, bool pdl) {
+                       int act, bool pdl, int sms) {
   if (!mma_linear_fits(rows, in, out, x, w)) return cudaErrorInvalidValue;
   if (rows <= kMmaLinearSmallTileRows) {
-    return launch_tiles<32>(stream, y, x, w, bias, rows, in, out, act, pdl);
+    return launch_tiles<32>(stream, y, x, w, bias, rows, in, out, act, pdl, sms);
   }
-  return launch_tiles<64>(stream, y, x, w, bias, rows, in, out, act, pdl);
+  return launch_tiles<64>(stream, y, x, w, bias, rows, in, out, act, pdl, sms);
 }
 
 }  // namespace tandem::backends::cuda::launch
