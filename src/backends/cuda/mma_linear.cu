@@ -21,7 +21,7 @@
 //   cuBLAS's). So S blocks (splits_for: 1, 2, 4 or 8, until the grid has a block per SM, each
 //   keeping at least kMinSteps steps) share a tile's reduction as a thread-block cluster; each
 //   leaves its partial tile in shared memory and block r sums rows [r BM / S, (r + 1) BM / S)
-//   of all S through distributed shared memory, as the cluster linear does.
+//   of all S through distributed shared memory (cluster_sum_tile, as the cluster linear).
 // - Bias and activation in the epilogue: one kernel per linear, where cuBLASLt may take a
 //   split-K GEMM and its reduction; launched with PDL like the GEMV (Note [GEMV and PDL] in
 //   nn_kernels.cu).
@@ -34,6 +34,7 @@
 
 #include <cstdint>
 
+#include "backends/cuda/cluster_sum.cuh"
 #include "backends/cuda/cuda_launch.h"
 #include "backends/cuda/mma_tf32.cuh"
 #include "backends/cuda/pdl.cuh"
@@ -139,59 +140,37 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
 
-  // Lane 4 g + t holds rows g and g + 8, columns 2 t and 2 t + 1 of each m16n8 tile.
-  if (splits == 1) {
+  // each_value(f): f(r, c, v) for every accumulator value of the lane, (r, c) its place in the
+  // block's tile (lane 4 g + t holds rows g and g + 8, columns 2 t and 2 t + 1 of each m16n8
+  // tile).
+  auto each_value = [&](auto f) {
 #pragma unroll
     for (int m = 0; m < kMt; ++m) {
 #pragma unroll
       for (int n = 0; n < kNt; ++n) {
 #pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int r = row0 + wr + 16 * m + g + 8 * h;
-          if (r >= rows) continue;
-#pragma unroll
-          for (int j = 0; j < 2; ++j) {
-            const int o = col0 + wc + 8 * n + 2 * t + j;
-            if (o < out) {
-              const float v = acc[m][n].value(2 * h + j) + (bias ? bias[o] : 0.0f);
-              y[static_cast<std::size_t>(r) * out + o] = activate(v, act);
-            }
-          }
+        for (int i = 0; i < 4; ++i) {
+          f(wr + 16 * m + g + 8 * (i / 2), wc + 8 * n + 2 * t + i % 2, acc[m][n].value(i));
         }
       }
     }
+  };
+  if (splits == 1) {
+    each_value([&](int r, int c, float v) {
+      const int o = col0 + c;
+      if (row0 + r < rows && o < out) {
+        y[static_cast<std::size_t>(row0 + r) * out + o] =
+            activate(v + (bias ? bias[o] : 0.0f), act);
+      }
+    });
     return;
   }
   // Split: each block leaves its partial tile in its shared memory (over the stages, which no
-  // copy writes any more: the groups past the last step were empty); block `rank` of the
-  // cluster sums rows [rank BM / S, (rank + 1) BM / S) of all S tiles through distributed
-  // shared memory and writes them with bias and activation.
+  // copy writes any more: the groups past the last step were empty) and the cluster sums them.
   cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
   __syncthreads();  // every warp's last reads of the stages are done
-  constexpr int kPld = kBn + 1;
-#pragma unroll
-  for (int m = 0; m < kMt; ++m) {
-#pragma unroll
-    for (int n = 0; n < kNt; ++n) {
-#pragma unroll
-      for (int i = 0; i < 4; ++i) {
-        const int r = wr + 16 * m + g + 8 * (i / 2), c = wc + 8 * n + 2 * t + i % 2;
-        smem[r * kPld + c] = acc[m][n].value(i);
-      }
-    }
-  }
-  cluster.sync();  // every block's partial tile is written
-  const int per = BM / splits;
-  for (int e = tid; e < per * kBn; e += kThreads) {
-    const int r = rank * per + e / kBn, c = e % kBn, o = col0 + c;
-    float sum = 0.0f;
-    for (int s = 0; s < splits; ++s) sum += cluster.map_shared_rank(smem, s)[r * kPld + c];
-    if (row0 + r < rows && o < out) {
-      y[static_cast<std::size_t>(row0 + r) * out + o] =
-          activate(sum + (bias ? bias[o] : 0.0f), act);
-    }
-  }
-  cluster.sync();  // no block leaves (and frees its shared memory) while others read it
+  each_value([&](int r, int c, float v) { smem[r * (kBn + 1) + c] = v; });
+  cluster_sum_tile<BM, kBn, kThreads>(cluster, smem, y, bias, row0, col0, rows, out, act);
 }
 
 // splits_for(tiles, in, sms): S, the blocks a tile's reduction is split over: the fewest (1,

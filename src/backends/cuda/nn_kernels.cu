@@ -5,6 +5,7 @@
 #include <cfloat>
 #include <cstdint>
 
+#include "backends/cuda/cluster_sum.cuh"
 #include "backends/cuda/cuda_launch.h"
 #include "backends/cuda/pdl.cuh"
 #include "backends/cuda/warp_reduce.cuh"
@@ -273,17 +274,8 @@ __global__ void __launch_bounds__(kTileThreads) cluster_linear_kernel(
 #pragma unroll
     for (int j = 0; j < 2; ++j) part[(4 * rg + i) * (kTileCols + 1) + cg + 16 * j] = acc[i][j];
   }
-  cluster.sync();  // every block's partial tile is written
-  const int per = kTileRows / splits;
-  for (int e = tid; e < per * kTileCols; e += kTileThreads) {
-    const int r = rank * per + e / kTileCols, c = e % kTileCols, o = col0 + c;
-    float sum = 0.0f;
-    for (int s = 0; s < splits; ++s) sum += cluster.map_shared_rank(part, s)[r * (kTileCols + 1) + c];
-    if (r < rows && o < out) {
-      y[static_cast<std::size_t>(r) * out + o] = activate(sum + (bias ? bias[o] : 0.0f), act);
-    }
-  }
-  cluster.sync();  // no block leaves (and frees its shared memory) while others read it
+  cluster_sum_tile<kTileRows, kTileCols, kTileThreads>(cluster, part, y, bias, 0, col0, rows, out,
+                                                        act);
 }
 
 // cluster_splits(in, x, w): S for cluster_linear_kernel: the fewest splits (1, 2, 4, 8) whose
