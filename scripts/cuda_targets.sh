@@ -60,9 +60,9 @@ fi
 if has mma; then
   section "3xTF32 linear (Note [MMA linear]): tests, sanitizers, forward and queue A/B"
   cs=$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)
-  run 120 "$G" --gtest_filter='CudaNnKernels.Linear*:CudaNnKernels.MmaLinear*:CudaModels*' 2>&1 | grep -E "^\[  (PASSED|FAILED)|Failure" | head
+  run 120 "$G" --gtest_filter='CudaNnKernels.Linear*:CudaNnKernels.MmaLinear*:CudaNnKernels.ClusterLinear*:CudaModels*' 2>&1 | grep -E "^\[  (PASSED|FAILED)|Failure" | head
   for tool in memcheck racecheck synccheck; do
-    run 200 "$cs" --tool $tool --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaNnKernels.MmaLinear*' 2>&1 | grep -E "SUMMARY|PASSED|FAILED" | head -3
+    run 200 "$cs" --tool $tool --error-exitcode=9 --print-limit 20 "$G" --gtest_filter='CudaNnKernels.MmaLinear*:CudaNnKernels.ClusterLinear*' 2>&1 | grep -E "SUMMARY|PASSED|FAILED" | head -3
   done
   for r in 1 2; do for m in 0 1; do
     echo "-- round $r, TANDEM_CUDA_MMA_LINEAR=$m"

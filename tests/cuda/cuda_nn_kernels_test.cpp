@@ -68,6 +68,40 @@ class CudaNnKernels : public ::testing::Test {
     const auto b = body(gpu, r2);
     expect_close(a, b, what, tol);
   }
+  // linear_matches_cpu: Kernels::linear on cpu and cuda for every combination of the given
+  // shapes, every activation, with and (where `without_bias`) without bias; stops at the first
+  // mismatch and prints its shape.
+  void linear_matches_cpu(const char* what, std::initializer_list<std::size_t> rows_set,
+                          std::initializer_list<std::size_t> in_set,
+                          std::initializer_list<std::size_t> out_set, bool without_bias) {
+    for (std::size_t rows : rows_set) {
+      for (std::size_t in : in_set) {
+        for (std::size_t out : out_set) {
+          for (auto act : {Activation::kNone, Activation::kRelu, Activation::kGelu}) {
+            for (bool with_bias : {true, false}) {
+              if (!with_bias && !without_bias) continue;
+              both(what, [&](On& on, std::mt19937& rng) {
+                Buffer x = on.up(rnd(rows * in, rng)), w = on.up(rnd(out * in, rng));
+                Buffer bias = on.up(rnd(out, rng));
+                Buffer y = on.poisoned(rows * out);
+                {
+                  Encoder enc(*on.s);
+                  on.k().linear(enc, y.as<float>(), x.as<float>(), w.as<float>(),
+                                with_bias ? bias.as<float>() : nullptr, rows, in, out, act);
+                }
+                return on.down(y);
+              });
+              if (HasFatalFailure()) {
+                std::printf("rows %zu in %zu out %zu act %d bias %d\n", rows, in, out,
+                            static_cast<int>(act), with_bias);
+                return;
+              }
+            }
+          }
+        }
+      }
+    }
+  }
   std::uint32_t seed_ = 0;
 };
 
@@ -129,37 +163,14 @@ TEST_F(CudaNnKernels, GemmWithKZeroScalesC) {
 // two row templates full and partly used; 17-32: the cluster kernel (Note [Cluster linear]) where
 // `in` fits it (64: one block a tile; 256: 4 splits of 64; 1024: 8 of 128; every `out` here is
 // within its weight limit, 1024 x 256 exactly at it); 17-256 otherwise, `in` 1024 (a multiple
-// of 32, at least 512): the 3xTF32 tensor-core kernel (Note [MMA linear]; 32-row tiles up to 96 rows, 64-row tiles
-// above, each full and partly used; `out` 33 and 100 end in a partial column tile; its split-K
-// cases in MmaLinearSplitsMatchCpu); the rest (in 7, 64, 256, 1000; 300 and 600 rows): cuBLASLt.
+// of 32, at least 512): the 3xTF32 tensor-core kernel (Note [MMA linear]; 32-row tiles up to 96
+// rows, 64-row tiles above, each full and partly used; `out` 33 and 100 end in a partial column
+// tile; its split-K cases in MmaLinearSplitsMatchCpu); the rest (in 7, 64, 256, 1000; 300 and 600
+// rows): cuBLASLt.
 TEST_F(CudaNnKernels, LinearMatchesCpuOnEveryPath) {
-  for (std::size_t rows :
-       {1, 2, 3, 4, 5, 8, 9, 13, 16, 17, 20, 32, 33, 64, 96, 97, 128, 256, 300, 600}) {
-    for (std::size_t in : {7, 64, 256, 1000, 1024}) {
-      for (std::size_t out : {1, 33, 100, 256}) {
-        for (auto act : {Activation::kNone, Activation::kRelu, Activation::kGelu}) {
-          for (bool with_bias : {false, true}) {
-            both("linear", [&](On& on, std::mt19937& rng) {
-              Buffer x = on.up(rnd(rows * in, rng)), w = on.up(rnd(out * in, rng));
-              Buffer bias = on.up(rnd(out, rng));
-              Buffer y = on.poisoned(rows * out);
-              {
-                Encoder enc(*on.s);
-                on.k().linear(enc, y.as<float>(), x.as<float>(), w.as<float>(),
-                              with_bias ? bias.as<float>() : nullptr, rows, in, out, act);
-              }
-              return on.down(y);
-            });
-            if (HasFatalFailure()) {
-              std::printf("rows %zu in %zu out %zu act %d bias %d\n", rows, in, out,
-                          static_cast<int>(act), with_bias);
-              return;
-            }
-          }
-        }
-      }
-    }
-  }
+  linear_matches_cpu("linear",
+                     {1, 2, 3, 4, 5, 8, 9, 13, 16, 17, 20, 32, 33, 64, 96, 97, 128, 256, 300, 600},
+                     {7, 64, 256, 1000, 1024}, {1, 33, 100, 256}, true);
 }
 
 // The 3xTF32 kernel's reduction split over a cluster of S blocks (Note [MMA linear]): S = 8
@@ -168,29 +179,15 @@ TEST_F(CudaNnKernels, LinearMatchesCpuOnEveryPath) {
 // partial last row tile and column tile, every activation; short enough for compute-sanitizer
 // (scripts/cuda_targets.sh runs memcheck, racecheck and synccheck on it).
 TEST_F(CudaNnKernels, MmaLinearSplitsMatchCpu) {
-  for (std::size_t rows : {17, 96, 97, 256}) {
-    for (std::size_t in : {512, 1024}) {
-      for (std::size_t out : {100, 512, 1100, 2200}) {
-        for (auto act : {Activation::kNone, Activation::kRelu, Activation::kGelu}) {
-          both("mma linear", [&](On& on, std::mt19937& rng) {
-            Buffer x = on.up(rnd(rows * in, rng)), w = on.up(rnd(out * in, rng));
-            Buffer bias = on.up(rnd(out, rng));
-            Buffer y = on.poisoned(rows * out);
-            {
-              Encoder enc(*on.s);
-              on.k().linear(enc, y.as<float>(), x.as<float>(), w.as<float>(), bias.as<float>(),
-                            rows, in, out, act);
-            }
-            return on.down(y);
-          });
-          if (HasFatalFailure()) {
-            std::printf("rows %zu in %zu out %zu act %d\n", rows, in, out, static_cast<int>(act));
-            return;
-          }
-        }
-      }
-    }
-  }
+  linear_matches_cpu("mma linear", {17, 96, 97, 256}, {512, 1024}, {100, 512, 1100, 2200}, false);
+}
+
+// The cluster linear (Note [Cluster linear]: 17-32 rows, weights of at most 1 MiB) for each
+// split count cluster_splits picks (in 64: 1, 256: 4, 1024: 8), a partial column tile (out 33),
+// the largest weight (1024 x 256), both row counts and every activation; short enough for
+// compute-sanitizer, where LinearMatchesCpuOnEveryPath is not.
+TEST_F(CudaNnKernels, ClusterLinearSplitsMatchCpu) {
+  linear_matches_cpu("cluster linear", {17, 32}, {64, 256, 1024}, {33, 256}, false);
 }
 
 // With TANDEM_CUDA_AUTOTUNE=1 (ctest sets it for this binary, tests/cuda/CMakeLists.txt; run
