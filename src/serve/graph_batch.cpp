@@ -17,9 +17,11 @@ namespace tandem::serve::detail {
 
 namespace {
 
-// Graph keys of GraphBatchers: this tag in the top byte, then a process-unique owner number,
-// then the bucket index in the low byte (at most 64 buckets: sizes are int64).
+// Graph keys of GraphBatchers: this tag in the top byte, then a process-unique owner number
+// from bit 16, the bucket index in bits 0-11 (graph_buckets allows at most kMaxBuckets; the
+// index had 8 bits, and a 257th bucket's key was another batcher's).
 constexpr std::uint64_t kKeyTag = std::uint64_t{0xB9} << 56;
+constexpr std::size_t kMaxBuckets = 4096;
 std::atomic<std::uint64_t> next_owner{1};
 
 }  // namespace
@@ -32,6 +34,13 @@ std::vector<std::int64_t> graph_buckets(const BatchQueueOptions& options) {
   b.push_back(options.max_batch_size);
   std::sort(b.begin(), b.end());
   b.erase(std::unique(b.begin(), b.end()), b.end());
+  if (b.size() > kMaxBuckets) {
+    throw Error(ErrorKind::kConfig,
+                "BatchQueueOptions: graphs = true captures a graph per bucket and executor, and " +
+                    std::to_string(b.size()) + " buckets (preferred_batch_sizes and " +
+                    "max_batch_size) are more than the " + std::to_string(kMaxBuckets) +
+                    " allowed; give fewer preferred_batch_sizes");
+  }
   return b;
 }
 
@@ -78,7 +87,7 @@ void GraphBatcher::forget_all() noexcept {
 }
 
 std::uint64_t GraphBatcher::key(std::size_t bucket) const {
-  return kKeyTag | (owner_ << 8) | static_cast<std::uint64_t>(bucket);
+  return kKeyTag | (owner_ << 16) | static_cast<std::uint64_t>(bucket);
 }
 
 void GraphBatcher::replay(Stream& stream, std::size_t bucket) {

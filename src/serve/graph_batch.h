@@ -16,7 +16,8 @@
 namespace tandem::serve::detail {
 
 // graph_buckets(options): the bucket sizes of Note [Graph batching], ascending, without
-// duplicates. Precondition: options are valid (check_options).
+// duplicates; Error(kConfig) when they are more than 4096. Precondition: options are valid
+// (check_options).
 [[nodiscard]] std::vector<std::int64_t> graph_buckets(const BatchQueueOptions& options);
 
 class GraphBatcher {

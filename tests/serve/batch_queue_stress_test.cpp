@@ -200,6 +200,16 @@ BatchQueueOptions sharded(BatchQueueOptions o, int shards) {
   o.instances = std::max(o.instances, shards);
   return o;
 }
+// queue_for(m, o, graphs): a queue over m's forward function, or, with `graphs`, over m as a
+// model with graph batching (Note [Graph batching]: batches gathered into fixed staging, each a
+// replay of its bucket's graph).
+std::unique_ptr<BatchQueue> queue_for(TestModel& m, BatchQueueOptions o, bool graphs) {
+  if (!graphs) return std::make_unique<BatchQueue>(m.fn(), cpu(), std::move(o));
+  o.graphs = true;
+  return std::make_unique<BatchQueue>(std::make_shared<testing::TestModelAsModel>(cpu(), m),
+                                      std::move(o));
+}
+
 std::string stress_name(const ::testing::TestParamInfo<StressParam>& info) {
   return std::to_string(info.param.threads) + "threads" +
          (info.param.shards > 1 ? std::to_string(info.param.shards) + "shards" : "");
@@ -216,29 +226,38 @@ INSTANTIATE_TEST_SUITE_P(Shards, BatchQueueStress,
                                            StressParam{256, 4}),
                          stress_name);
 
-TEST_P(BatchQueueStress, EveryRequestCompletesExactlyOnceWithItsOwnRows) {
-  const int threads = GetParam().threads;
+void every_request_completes_exactly_once(const StressParam& param, bool graphs) {
+  const int threads = param.threads;
   const auto seed = testing::test_seed();
   const int each = per_thread(threads, 4000, 8);
   TestModel m(16, 8);
-  BatchQueue q(m.fn(), cpu(),
-               sharded({.max_batch_size = 32, .preferred_batch_sizes = {8, 16, 32},
-                        .max_queue_delay = 100us, .priority_levels = 3, .instances = 2},
-                       GetParam().shards));
+  auto q = queue_for(m,
+                     sharded({.max_batch_size = 32, .preferred_batch_sizes = {8, 16, 32},
+                              .max_queue_delay = 100us, .priority_levels = 3, .instances = 2},
+                             param.shards),
+                     graphs);
   Ledger ledger(static_cast<std::size_t>(threads * each));
   run_clients(threads, seed, [&](int t, std::mt19937_64& rng) {
     const int window = 1 + static_cast<int>(rng() % 8);  // closed loop: 1..8 in flight
-    ledger.run_client(q, m, t, each, window, [&](std::int64_t) {
+    ledger.run_client(*q, m, t, each, window, [&](std::int64_t) {
       const auto rows = 1 + static_cast<std::int64_t>(rng() % 3);
       return std::pair{rows, SubmitOptions{.priority = static_cast<int>(rng() % 3)}};
     });
   });
-  q.stop();
+  q->stop();
   const auto counts = ledger.check(m);
   EXPECT_EQ(counts.size(), 1u) << "only completions expected";
-  const auto mt = q.metrics();
+  const auto mt = q->metrics();
   EXPECT_EQ(mt.completed, static_cast<std::uint64_t>(threads * each));
   expect_counts_add_up(mt, counts);
+}
+
+TEST_P(BatchQueueStress, EveryRequestCompletesExactlyOnceWithItsOwnRows) {
+  every_request_completes_exactly_once(GetParam(), /*graphs=*/false);
+}
+
+TEST_P(BatchQueueStress, WithGraphBatchingEveryRequestCompletesExactlyOnceWithItsOwnRows) {
+  every_request_completes_exactly_once(GetParam(), /*graphs=*/true);
 }
 
 // Bursts separated by idle gaps: the executors go to sleep between bursts, and each burst's
@@ -400,21 +419,27 @@ TEST_P(BatchQueueStopRace, StopRacingSubmissionsLeavesNoFutureUnfulfilled) {
   std::printf("  stop after %lld us\n", static_cast<long long>(stop_after.count()));
 }
 
-TEST_P(BatchQueueStress, AModelThatThrowsOnSomeBatchesFailsExactlyThoseBatches) {
-  const int threads = GetParam().threads;
+// With `graphs` every batch size is a bucket (preferred sizes 1..16): no padding rows, whose
+// stale ids would show in the model's record of a failed batch.
+void a_model_that_throws_fails_exactly_those_batches(const StressParam& param, bool graphs) {
+  const int threads = param.threads;
   const auto seed = testing::test_seed();
   const int each = per_thread(threads, 3000, 8);
   TestModel m(16, 8);
   m.fault = threads % 2 ? TestModel::Fault::kThrowInKernel : TestModel::Fault::kThrowInForward;
   m.poisoned = [](std::int64_t id) { return id % 23 == 5; };
-  BatchQueue q(m.fn(), cpu(), sharded({.max_batch_size = 16, .instances = 2}, GetParam().shards));
+  BatchQueueOptions o{.max_batch_size = 16, .instances = 2};
+  if (graphs) {
+    for (std::int64_t b = 1; b <= o.max_batch_size; ++b) o.preferred_batch_sizes.push_back(b);
+  }
+  auto q = queue_for(m, sharded(std::move(o), param.shards), graphs);
   Ledger ledger(static_cast<std::size_t>(threads * each));
   run_clients(threads, seed, [&](int t, std::mt19937_64& rng) {
-    ledger.run_client(q, m, t, each, /*window=*/4, [&](std::int64_t) {
+    ledger.run_client(*q, m, t, each, /*window=*/4, [&](std::int64_t) {
       return std::pair{1 + static_cast<std::int64_t>(rng() % 2), SubmitOptions{}};
     });
   });
-  q.stop();
+  q->stop();
   const auto counts = ledger.check(m);
   std::set<std::int64_t> in_failed_batch;
   for (const auto& b : m.failed_batches()) in_failed_batch.insert(b.begin(), b.end());
@@ -433,7 +458,17 @@ TEST_P(BatchQueueStress, AModelThatThrowsOnSomeBatchesFailsExactlyThoseBatches) 
     }
   }
   EXPECT_GT(counts.count("completed") ? counts.at("completed") : 0, 0);
-  expect_counts_add_up(q.metrics(), counts);
+  expect_counts_add_up(q->metrics(), counts);
+}
+
+TEST_P(BatchQueueStress, AModelThatThrowsOnSomeBatchesFailsExactlyThoseBatches) {
+  a_model_that_throws_fails_exactly_those_batches(GetParam(), /*graphs=*/false);
+}
+
+// The same through graph batching: a batch that fails in its replay fails alone, and the
+// executor's staging and graphs serve the next batch.
+TEST_P(BatchQueueStress, WithGraphBatchingAModelThatThrowsOnSomeBatchesFailsExactlyThoseBatches) {
+  a_model_that_throws_fails_exactly_those_batches(GetParam(), /*graphs=*/true);
 }
 
 TEST(BatchQueuePriorities, UnderLoadHighPriorityWaitsLessThanLowPriority) {

@@ -950,6 +950,16 @@ TEST(BatchQueueModels, GraphBucketsArePreferredSizesAndMaxOrPowersOfTwo) {
   EXPECT_EQ(graph_buckets({.max_batch_size = 1}), (std::vector<std::int64_t>{1}));
   EXPECT_EQ(graph_buckets({.max_batch_size = 100, .preferred_batch_sizes = {64, 8, 64, 32}}),
             (std::vector<std::int64_t>{8, 32, 64, 100}));
+  std::vector<std::int64_t> many(4096);
+  for (std::size_t i = 0; i < many.size(); ++i) many[i] = static_cast<std::int64_t>(i) + 1;
+  EXPECT_EQ(graph_buckets({.max_batch_size = 4096, .preferred_batch_sizes = many}).size(), 4096u);
+  try {
+    (void)graph_buckets({.max_batch_size = 4097, .preferred_batch_sizes = many});
+    ADD_FAILURE() << "4097 buckets accepted";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kConfig);
+    EXPECT_NE(std::string(e.what()).find("4097 buckets"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

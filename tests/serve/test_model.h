@@ -28,6 +28,7 @@
 #include "tandem/device.h"
 #include "tandem/encoder.h"
 #include "tandem/error.h"
+#include "tandem/nn/models.h"
 #include "tandem/nn/safetensors.h"
 #include "tandem/nn/tensor.h"
 #include "tandem/serve/batch_queue.h"
@@ -248,6 +249,27 @@ class TestModel {
   std::vector<std::vector<std::int64_t>> failed_batches_;
   std::set<std::int64_t> ran_;
   std::vector<nn::Shape> shapes_;
+};
+
+// TestModel as an nn::Model (graph batching needs one): input {b, in}, output {b, out}; its
+// forward is TestModel::forward, gate and faults included.
+class TestModelAsModel final : public nn::Model {
+ public:
+  TestModelAsModel(std::shared_ptr<Device> device, TestModel& m)
+      : nn::Model(std::move(device)), m_(m) {}
+  [[nodiscard]] std::string_view name() const override { return "test_model"; }
+  [[nodiscard]] nn::Shape input_shape(std::size_t batch) const override {
+    return {batch, static_cast<std::size_t>(m_.in())};
+  }
+  [[nodiscard]] nn::Shape output_shape(std::size_t batch) const override {
+    return {batch, static_cast<std::size_t>(m_.out())};
+  }
+  [[nodiscard]] nn::Tensor forward(const nn::Tensor& input) const override {
+    return m_.forward(input);
+  }
+
+ private:
+  TestModel& m_;
 };
 
 // direct_forward(model, device, x): the model run on x alone, on the calling thread's stream,

@@ -181,10 +181,11 @@ struct BatchQueueOptions {
   // the upload from the executor's page-locked staging, the model's forward and the download,
   // captured per *bucket*: batches are padded up to the smallest bucket that holds them. Buckets:
   // preferred_batch_sizes and max_batch_size, or, without preferred sizes, the powers of two
-  // below max_batch_size and max_batch_size itself. Every executor captures every bucket when it
-  // starts (the constructor waits for that), and destroys its graphs when it stops. Pays off
-  // where graphs replay (cuda); elsewhere the same work runs directly, padding included (and
-  // the start runs each bucket's forward once).
+  // below max_batch_size and max_batch_size itself (at most 4096 buckets, else the constructor
+  // throws Error(kConfig)). Every executor captures every bucket when it starts (the
+  // constructor waits for that), and destroys its graphs when it stops. Pays off where graphs
+  // replay (cuda); elsewhere the same work runs directly, padding included (and the start runs
+  // each bucket's forward once).
   bool graphs = false;
 };
 
