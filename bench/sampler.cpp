@@ -10,6 +10,11 @@
 //   wall: a sampler thread signals every other thread of the process every TANDEM_SAMPLE_US
 //        (default 2000) us of wall time, running or blocked: where the threads *are* (waiting
 //        on a lock, a condition variable, a future, the GPU), the view that cpu mode lacks.
+// Every process that loads the library samples, wrappers included (`timeout`, `sh -c`, anything
+// under LD_PRELOAD), and they exit at different times: so a `%p` in TANDEM_SAMPLE_OUT becomes the
+// process id, and without one a process that finds FILE written by another process since it
+// started (its child, which exited first) writes FILE.<pid> instead. The program's own profile
+// then stays in FILE under a wrapper; stderr names each file written and its sample count.
 //
 // Limits, by design: the unwinder is not async-signal-safe in every corner (a sample that lands
 // inside the dynamic loader could deadlock), acceptable for a diagnostic run; in wall mode a
@@ -18,8 +23,10 @@
 #include <dirent.h>
 #include <execinfo.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -59,6 +66,24 @@ void on_signal(int, siginfo_t*, void*) {
   errno = saved;
 }
 
+// output_path(spec, started): the file this process writes (see the header): `%p` in spec -> the
+// process id; else spec, unless another process wrote spec since `started`: then spec.<pid>.
+std::string output_path(const std::string& spec, const timespec& started) {
+  const std::string pid = std::to_string(getpid());
+  if (const auto at = spec.find("%p"); at != std::string::npos) {
+    std::string path = spec;
+    path.replace(at, 2, pid);
+    return path;
+  }
+  struct stat st {};
+  if (stat(spec.c_str(), &st) == 0 &&
+      (st.st_mtim.tv_sec > started.tv_sec ||
+       (st.st_mtim.tv_sec == started.tv_sec && st.st_mtim.tv_nsec >= started.tv_nsec))) {
+    return spec + "." + pid;
+  }
+  return spec;
+}
+
 // signal_all_threads(): one SIGPROF to every thread of this process but the caller.
 void signal_all_threads(long self) {
   DIR* d = opendir("/proc/self/task");
@@ -76,9 +101,11 @@ struct Sampler {
   bool wall = false;
   std::atomic<bool> stop{false};
   std::thread ticker;
+  timespec started{};  // wall clock at load: output_path
 
   Sampler() {
     if (!out || !*out) return;
+    clock_gettime(CLOCK_REALTIME, &started);
     samples = static_cast<Sample*>(std::calloc(kMaxSamples, sizeof(Sample)));
     if (!samples) return;
     void* warm[2];
@@ -120,7 +147,8 @@ struct Sampler {
     }
     on.store(false);
     const std::size_t n = std::min(next.load(), kMaxSamples);
-    std::ofstream f(out);
+    const std::string path = output_path(out, started);
+    std::ofstream f(path);
     std::ifstream maps("/proc/self/maps");
     std::string line;
     f << "# maps\n";
@@ -136,8 +164,8 @@ struct Sampler {
       }
       f << "\n";
     }
-    std::fprintf(stderr, "tandem sampler: %zu samples (%s) to %s\n", n, wall ? "wall" : "cpu",
-                 out);
+    std::fprintf(stderr, "tandem sampler: %zu samples (%s) of process %ld to %s\n", n,
+                 wall ? "wall" : "cpu", static_cast<long>(getpid()), path.c_str());
   }
 } sampler;
 
