@@ -223,7 +223,6 @@ __global__ void __launch_bounds__(kTileThreads) cluster_linear_kernel(
   pdl_wait_then_release();
   cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
-  const int splits = static_cast<int>(cluster.num_blocks());
   const int col0 = static_cast<int>(blockIdx.x) * kTileCols;
   const int k0 = rank * slice;
   const int tid = static_cast<int>(threadIdx.x);
