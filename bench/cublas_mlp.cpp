@@ -12,13 +12,20 @@
 //   sync: forward + cudaStreamSynchronize per forward, one thread (what `tandem bench` does);
 //   gpu:  100 forwards back to back between two events (the GPU's own rate, no host gaps).
 //
-//   cublas_mlp [--batch 1024,4096] [--tf32] [--seconds 1]
+// Where the buffers come from (--memory): plain (cudaMalloc, the default), pool (every buffer once
+// from the device's stream-ordered pool, cudaMallocAsync, as tandem's tensors are) or
+// per-forward (weights and input as pool; the activations and the output allocated and freed in
+// stream order in every forward, as tandem's eager forward does). The pool keeps what is freed
+// (release threshold: unlimited).
+//
+//   cublas_mlp [--batch 1024,4096] [--tf32] [--seconds 1] [--memory plain|pool|per-forward]
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <random>
@@ -56,12 +63,34 @@ struct Layer {
   int chosen = 0;
 };
 
+enum class Memory { kPlain, kPool, kPerForward };
+Memory g_memory = Memory::kPlain;
+
+// device_alloc(bytes): cudaMalloc, or (pool, per-forward) the device's pool, ready on return.
+float* device_alloc(std::size_t bytes) {
+  void* d = nullptr;
+  if (g_memory == Memory::kPlain) {
+    CK(cudaMalloc(&d, bytes));
+  } else {
+    CK(cudaMallocAsync(&d, bytes, nullptr));
+    CK(cudaStreamSynchronize(nullptr));
+  }
+  return static_cast<float*>(d);
+}
+void device_free(void* d) {
+  if (g_memory == Memory::kPlain) {
+    (void)cudaFree(d);
+  } else {
+    (void)cudaFreeAsync(d, nullptr);
+    (void)cudaStreamSynchronize(nullptr);
+  }
+}
+
 float* device_random(std::size_t n, float bound, std::mt19937& rng) {
   std::uniform_real_distribution<float> u(-bound, bound);
   std::vector<float> h(n);
   for (auto& v : h) v = u(rng);
-  float* d = nullptr;
-  CK(cudaMalloc(&d, n * sizeof(float)));
+  float* d = device_alloc(n * sizeof(float));
   CK(cudaMemcpy(d, h.data(), n * sizeof(float), cudaMemcpyHostToDevice));
   return d;
 }
@@ -113,21 +142,36 @@ struct Net {
       L.algos.resize(static_cast<std::size_t>(found));
     }
     x = device_random(static_cast<std::size_t>(rows) * kIn, 1.0f, rng);
-    CK(cudaMalloc(&h1, static_cast<std::size_t>(rows) * kHidden * sizeof(float)));
-    CK(cudaMalloc(&h2, static_cast<std::size_t>(rows) * kHidden * sizeof(float)));
-    CK(cudaMalloc(&y, static_cast<std::size_t>(rows) * kOut * sizeof(float)));
+    h1 = device_alloc(2 * static_cast<std::size_t>(rows) * kHidden * sizeof(float));
+    h2 = h1 + static_cast<std::size_t>(rows) * kHidden;
+    y = device_alloc(static_cast<std::size_t>(rows) * kOut * sizeof(float));
   }
 
-  void run_layer(int i, int algo) {
+  void run_layer(int i, int algo) { run_layer(i, algo, h1, h2, y); }
+  // run_layer(i, algo, a1, a2, d): layer i from x, a1 or a2 into a1, a2 or d.
+  void run_layer(int i, int algo, float* a1, float* a2, float* d) {
     Layer& L = layers[i];
-    const float* in = i == 0 ? x : i == 1 ? h1 : h2;
-    float* out = i == 0 ? h1 : i == 1 ? h2 : y;
+    const float* in = i == 0 ? x : i == 1 ? a1 : a2;
+    float* out = i == 0 ? a1 : i == 1 ? a2 : d;
     const float alpha = 1.0f, beta = 0.0f;
     CK(cublasLtMatmul(lt, L.op, &alpha, L.w, L.la, in, L.lb, &beta, out, L.lc, out, L.lc,
                       &L.algos[static_cast<std::size_t>(algo)].algo, workspace, kWorkspace, stream));
   }
   void forward() {
-    for (int i = 0; i < 3; ++i) run_layer(i, layers[i].chosen);
+    if (g_memory != Memory::kPerForward) {
+      for (int i = 0; i < 3; ++i) run_layer(i, layers[i].chosen);
+      return;
+    }
+    const auto rows = static_cast<std::size_t>(batch);
+    void *ws = nullptr, *out = nullptr;
+    CK(cudaMallocAsync(&out, rows * kOut * sizeof(float), stream));
+    CK(cudaMallocAsync(&ws, 2 * rows * kHidden * sizeof(float), stream));
+    auto* a1 = static_cast<float*>(ws);
+    for (int i = 0; i < 3; ++i) {
+      run_layer(i, layers[i].chosen, a1, a1 + rows * kHidden, static_cast<float*>(out));
+    }
+    CK(cudaFreeAsync(ws, stream));
+    CK(cudaFreeAsync(out, stream));
   }
 
   // Picks, per layer, the fastest of its heuristics (event-timed, 20 runs each).
@@ -193,13 +237,12 @@ struct Net {
       (void)cublasLtMatrixLayoutDestroy(L.lb);
       (void)cublasLtMatrixLayoutDestroy(L.la);
       (void)cublasLtMatmulDescDestroy(L.op);
-      (void)cudaFree(L.w);
-      (void)cudaFree(L.b);
+      device_free(L.w);
+      device_free(L.b);
     }
-    (void)cudaFree(x);
-    (void)cudaFree(h1);
-    (void)cudaFree(h2);
-    (void)cudaFree(y);
+    device_free(x);
+    device_free(h1);
+    device_free(y);
   }
 };
 
@@ -215,13 +258,27 @@ int main(int argc, char** argv) {
       tf32 = true;
     } else if (a == "--seconds" && i + 1 < argc) {
       seconds = std::atof(argv[++i]);
+    } else if (a == "--memory" && i + 1 < argc) {
+      const std::string m = argv[++i];
+      if (m == "plain") {
+        g_memory = Memory::kPlain;
+      } else if (m == "pool") {
+        g_memory = Memory::kPool;
+      } else if (m == "per-forward") {
+        g_memory = Memory::kPerForward;
+      } else {
+        std::fprintf(stderr, "cublas_mlp: --memory %s: expected plain, pool or per-forward\n",
+                     m.c_str());
+        return 2;
+      }
     } else if (a == "--batch" && i + 1 < argc) {
       batches.clear();
       std::stringstream ss(argv[++i]);
       std::string item;
       while (std::getline(ss, item, ',')) batches.push_back(std::atoi(item.c_str()));
     } else {
-      std::fprintf(stderr, "usage: cublas_mlp [--batch 1024,4096] [--tf32] [--seconds 1]\n");
+      std::fprintf(stderr, "usage: cublas_mlp [--batch 1024,4096] [--tf32] [--seconds 1] "
+                           "[--memory plain|pool|per-forward]\n");
       return 2;
     }
   }
@@ -230,11 +287,20 @@ int main(int argc, char** argv) {
     std::printf("SKIP: no CUDA device\n");
     return 77;
   }
+  if (g_memory != Memory::kPlain) {  // the pool keeps freed memory, as tandem's does
+    cudaMemPool_t pool = nullptr;
+    CK(cudaDeviceGetDefaultMemPool(&pool, 0));
+    std::uint64_t keep = ~std::uint64_t{0};
+    CK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
+  }
   cudaDeviceProp prop{};
   CK(cudaGetDeviceProperties(&prop, 0));
   std::printf("cublas_mlp: %s, mlp 512-1024-1024-512, %s, cuBLASLt bias(+ReLU) epilogues, "
-              "%.1f s per point\n",
-              prop.name, tf32 ? "TF32 (CUBLAS_COMPUTE_32F_FAST_TF32)" : "fp32", seconds);
+              "%.1f s per point, %s memory\n",
+              prop.name, tf32 ? "TF32 (CUBLAS_COMPUTE_32F_FAST_TF32)" : "fp32", seconds,
+              g_memory == Memory::kPlain  ? "cudaMalloc"
+              : g_memory == Memory::kPool ? "pool"
+                                          : "per-forward pool");
   std::printf("%-6s %-10s %16s %16s\n", "batch", "algorithm", "sync samples/s", "gpu samples/s");
   std::mt19937 rng(0);
   for (int batch : batches) {

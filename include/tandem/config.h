@@ -16,6 +16,7 @@
 // | TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD | max (keep all) | max, or 0..2^62 bytes                |
 // | TANDEM_CUDA_TF32              | 0                  | 0, 1 (TF32 tensor cores for fp32 GEMMs) |
 // | TANDEM_CUDA_PDL               | 1                  | 0, 1 (programmatic dependent launch)  |
+// | TANDEM_CUDA_BLOCK_CACHE       | 1                  | 0, 1 (streams reuse freed blocks)    |
 #pragma once
 
 #include <cstdint>
@@ -68,6 +69,10 @@ struct RuntimeConfig {
   // tensor cores by 3xTF32, each product within 3 * 2^-20 of itself (Note [MMA linear]); off:
   // cuBLASLt's fp32 GEMM. With cuda_tf32 these GEMMs are TF32 on cuBLASLt either way.
   bool cuda_mma_linear = true;
+  // Stream block caches (Note [Stream block cache]): each stream keeps up to 8 blocks freed on
+  // it for its next allocations of the same size (no driver call); off: every allocation and
+  // free is cudaMallocFromPoolAsync / cudaFreeAsync.
+  bool cuda_block_cache = true;
 
   // from_environment(): parses the TANDEM_* variables; throws Error(kConfig) on a bad value.
   [[nodiscard]] static RuntimeConfig from_environment();

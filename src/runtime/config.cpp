@@ -58,6 +58,9 @@ constexpr VarSpec kVars[] = {
     {"TANDEM_CUDA_MMA_LINEAR",
      "1 (fp32 linears of 17..256 rows, >= 512 inputs, on the tensor cores by 3xTF32, near fp32)",
      "0, 1 (0: cuBLASLt's fp32 GEMM)"},
+    {"TANDEM_CUDA_BLOCK_CACHE",
+     "1 (a stream reuses up to 8 blocks freed on it for allocations of the same size)",
+     "0, 1 (0: every allocation and free calls the stream-ordered pool)"},
 };
 
 const char* env(const char* name) { return std::getenv(name); }  // NOLINT(concurrency-mt-unsafe)
@@ -129,6 +132,9 @@ RuntimeConfig RuntimeConfig::from_environment() {
   }
   if (const char* v = env("TANDEM_CUDA_MMA_LINEAR")) {
     c.cuda_mma_linear = parse_int("TANDEM_CUDA_MMA_LINEAR", v, 0, 1) == 1;
+  }
+  if (const char* v = env("TANDEM_CUDA_BLOCK_CACHE")) {
+    c.cuda_block_cache = parse_int("TANDEM_CUDA_BLOCK_CACHE", v, 0, 1) == 1;
   }
   if (const char* v = env("TANDEM_CUDA_MEMPOOL_RELEASE_THRESHOLD")) {
     c.cuda_mempool_release_threshold =

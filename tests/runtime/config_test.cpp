@@ -26,6 +26,7 @@ TEST(RuntimeConfig, ReadsEveryVariable) {
   ScopedEnv i("TANDEM_CUDA_GRAPH_SIGNAL", "0");
   ScopedEnv j("TANDEM_CUDA_FUSED_ENCODER", "0");
   ScopedEnv k("TANDEM_CUDA_MMA_LINEAR", "0");
+  ScopedEnv l("TANDEM_CUDA_BLOCK_CACHE", "0");
   RuntimeConfig cfg = RuntimeConfig::from_environment();
   EXPECT_EQ(cfg.stream_pool_size, 8);
   EXPECT_EQ(cfg.stream_pool_wait_ms, -1);
@@ -38,6 +39,7 @@ TEST(RuntimeConfig, ReadsEveryVariable) {
   EXPECT_FALSE(cfg.cuda_graph_signal);
   EXPECT_FALSE(cfg.cuda_fused_encoder);
   EXPECT_FALSE(cfg.cuda_mma_linear);
+  EXPECT_FALSE(cfg.cuda_block_cache);
 }
 
 struct BadValue {
@@ -69,7 +71,8 @@ INSTANTIATE_TEST_SUITE_P(
                       BadValue{"TANDEM_CUDA_AUTOTUNE", "2", "0, 1"},
                       BadValue{"TANDEM_CUDA_GRAPH_SIGNAL", "on", "0, 1"},
                       BadValue{"TANDEM_CUDA_FUSED_ENCODER", "16", "0, 1"},
-                      BadValue{"TANDEM_CUDA_MMA_LINEAR", "-1", "0, 1"}),
+                      BadValue{"TANDEM_CUDA_MMA_LINEAR", "-1", "0, 1"},
+                      BadValue{"TANDEM_CUDA_BLOCK_CACHE", "yes", "0, 1"}),
     [](const auto& info) { return "case" + std::to_string(info.index); });
 
 TEST(RuntimeConfig, ValidateRejectsOutOfRangeFieldsSetInCode) {

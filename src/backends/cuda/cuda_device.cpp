@@ -96,7 +96,8 @@ std::string CudaDevice::describe_pool() const {
     const PoolStats s = pool_stats();
     out = "pool reserves " + bytes_str(s.reserved_current) + " (peak " +
           bytes_str(s.reserved_high) + "), " + bytes_str(s.used_current) + " in use (peak " +
-          bytes_str(s.used_high) + "), release threshold " + bytes_str(s.release_threshold);
+          bytes_str(s.used_high) + ") of which the streams' caches hold " +
+          bytes_str(cached_bytes()) + ", release threshold " + bytes_str(s.release_threshold);
     std::size_t free_b = 0;
     std::size_t total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) {
@@ -116,10 +117,17 @@ void* CudaDevice::allocate(std::size_t bytes, detail::StreamImpl& stream) {
   if (capture != nullptr) {
     if (void* p = capture->allocate(bytes)) return p;
   }
+  // A block of this size freed on this stream: no driver call (off while the stream captures).
+  if (void* p = cs.block_cache().take(bytes)) return p;
   make_current();
   cs.disarm_signal();
   void* p = nullptr;
-  const cudaError_t st = cudaMallocFromPoolAsync(&p, bytes, pool_, cs.get());
+  cudaError_t st = cudaMallocFromPoolAsync(&p, bytes, pool_, cs.get());
+  if (st == cudaErrorMemoryAllocation && capture == nullptr) {
+    (void)cudaGetLastError();
+    // The streams' caches hold pool memory no other stream can use: give it back, try again.
+    if (drain_block_caches() > 0) st = cudaMallocFromPoolAsync(&p, bytes, pool_, cs.get());
+  }
   if (st == cudaErrorMemoryAllocation) {
     (void)cudaGetLastError();  // not sticky: clear it so the next call of this thread is clean
     throw Error(ErrorKind::kOutOfMemory,
@@ -133,7 +141,7 @@ void* CudaDevice::allocate(std::size_t bytes, detail::StreamImpl& stream) {
   return p;
 }
 
-void CudaDevice::deallocate(void* p, std::size_t, detail::StreamImpl& stream,
+void CudaDevice::deallocate(void* p, std::size_t bytes, detail::StreamImpl& stream,
                             std::function<void()> on_freed) {
   auto& cs = static_cast<CudaStream&>(stream);
   // An arena block of this thread's capture on this stream: nothing to free until the graph goes.
@@ -148,10 +156,40 @@ void CudaDevice::deallocate(void* p, std::size_t, detail::StreamImpl& stream,
     on_freed();
     return;
   }
-  // Called from Buffer::release (noexcept): a failure (a lost context) leaks the block.
-  cs.disarm_signal();
-  if (cudaFreeAsync(p, cs.get()) != cudaSuccess) (void)cudaGetLastError();
+  // Kept for the stream's next allocation of this size; the block that leaves the cache (or p
+  // itself, when the cache is off) goes back to the pool. Called from Buffer::release
+  // (noexcept): a failure (a lost context) leaks the block.
+  const BlockCache::Block out = cs.block_cache().put(p, bytes);
+  if (out.p != nullptr) cs.free_blocks({out});
   on_freed();
+}
+
+void CudaDevice::add_block_cache(CudaStream& s) {
+  MutexLock lock(caches_mu_);
+  cached_streams_.push_back(&s);
+}
+
+void CudaDevice::remove_block_cache(CudaStream& s) {
+  MutexLock lock(caches_mu_);
+  std::erase(cached_streams_, &s);
+}
+
+std::size_t CudaDevice::drain_block_caches() {
+  MutexLock lock(caches_mu_);  // held while freeing: no stream is destroyed meanwhile
+  std::size_t freed = 0;
+  for (CudaStream* s : cached_streams_) {
+    const std::vector<BlockCache::Block> blocks = s->block_cache().drain();
+    for (const auto& b : blocks) freed += b.bytes;
+    s->free_blocks(blocks);
+  }
+  return freed;
+}
+
+std::size_t CudaDevice::cached_bytes() const {
+  MutexLock lock(caches_mu_);
+  std::size_t sum = 0;
+  for (CudaStream* s : cached_streams_) sum += s->block_cache().cached_bytes();
+  return sum;
 }
 
 void* CudaDevice::allocate_host(std::size_t bytes) {

@@ -8,7 +8,9 @@
 // keeps serving. Free statistics (MemoryStats::frees) count a free when it is enqueued: from then
 // on the pool reuses the memory in stream order, and no host callback is paid per free.
 // Allocations made on a stream while its owner captures a graph come from the graph's arena
-// instead (Note [Graph-owned memory] in graph_arena.h); arenas are outside the pool.
+// instead (Note [Graph-owned memory] in graph_arena.h); arenas are outside the pool. Otherwise a
+// stream first reuses a block of the same size freed on it (Note [Stream block cache] in
+// block_cache.h); out of memory drains every stream's cache into the pool and tries once more.
 #pragma once
 
 #include <atomic>
@@ -35,6 +37,8 @@ struct PoolStats {
   std::uint64_t used_high = 0;
   std::uint64_t release_threshold = 0;
 };
+
+class CudaStream;
 
 class CudaDevice : public detail::BackendDevice {
  public:
@@ -76,6 +80,15 @@ class CudaDevice : public detail::BackendDevice {
   [[nodiscard]] std::int64_t graph_bytes() const override {
     return graph_bytes_.load(std::memory_order_relaxed);
   }
+  // add_block_cache(s) / remove_block_cache(s): s's block cache joins / leaves the ones
+  // drain_block_caches() empties (CudaStream's constructor and destructor). Any thread.
+  void add_block_cache(CudaStream& s) TANDEM_EXCLUDES(caches_mu_);
+  void remove_block_cache(CudaStream& s) TANDEM_EXCLUDES(caches_mu_);
+  // drain_block_caches(): frees every stream's cached blocks into the pool (cudaFreeAsync on
+  // their streams); the bytes freed. Any thread, but not while it captures.
+  std::size_t drain_block_caches() TANDEM_EXCLUDES(caches_mu_);
+  // cached_bytes(): the bytes the streams' caches hold (a snapshot). Any thread.
+  [[nodiscard]] std::size_t cached_bytes() const TANDEM_EXCLUDES(caches_mu_);
 
  private:
   // take_orphan(p): whether p is an orphan block (and forgets it).
@@ -98,6 +111,8 @@ class CudaDevice : public detail::BackendDevice {
   // frees pay one load while no capture ever leaked.
   std::atomic<std::size_t> orphan_count_{0};
   std::atomic<std::int64_t> graph_bytes_{0};  // count_graph_bytes
+  mutable Mutex caches_mu_;
+  std::vector<CudaStream*> cached_streams_ TANDEM_GUARDED_BY(caches_mu_);  // add_block_cache
 };
 
 }  // namespace tandem::backends::cuda

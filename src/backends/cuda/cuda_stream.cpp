@@ -94,6 +94,7 @@ CudaStream::CudaStream(CudaDevice& device, int index)
     : device_(device),
       index_(index),
       label_(device.name() + " stream " + std::to_string(index)),
+      blocks_(device.config().cuda_block_cache),
       errors_(std::make_shared<HostErrors>()) {
   device_.make_current();
   int least = 0;
@@ -102,6 +103,7 @@ CudaStream::CudaStream(CudaDevice& device, int index)
   TANDEM_CUDA_CHECK(cudaStreamCreateWithPriority(&stream_, cudaStreamNonBlocking,
                                                  index == 0 ? least : greatest),
                     label_);
+  device_.add_block_cache(*this);  // last: the device may drain the cache from now on
 }
 
 CudaStream::~CudaStream() {
@@ -109,6 +111,8 @@ CudaStream::~CudaStream() {
   if (stream_) (void)cudaStreamSynchronize(stream_);
   drop_graphs();
   reap();
+  device_.remove_block_cache(*this);  // no drain from the device after this
+  free_blocks(blocks_.drain());
   if (lt_) (void)cublasLtDestroy(lt_);
   if (cublas_) (void)cublasDestroy(cublas_);
   if (workspace_) (void)cudaFree(workspace_);
@@ -300,8 +304,23 @@ std::shared_ptr<CudaStream::Graph> CudaStream::capture(const std::function<void(
   }
 }
 
+void CudaStream::free_blocks(const std::vector<BlockCache::Block>& blocks) noexcept {
+  if (blocks.empty()) return;
+  signal_.disarm();
+  for (const auto& b : blocks) {
+    if (cudaFreeAsync(b.p, stream_) != cudaSuccess) (void)cudaGetLastError();
+  }
+}
+
 cudaGraph_t CudaStream::record(const std::function<void()>& body, Graph& graph,
                                CaptureMemory& memory, bool signal) {
+  // No cached block goes into a graph, and no block the capture frees into the cache (Note
+  // [Stream block cache]): the cache is off until the capture ended.
+  blocks_.set_enabled(false);
+  struct CacheBackOn {
+    BlockCache& cache;
+    ~CacheBackOn() { cache.set_enabled(true); }
+  } cache_back_on{blocks_};
   TANDEM_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal), label_);
   capture_ = &graph;
   cudaGraph_t g = nullptr;

@@ -26,6 +26,8 @@
 //   graph holds kernels and host nodes only, no memory nodes; a key whose body allocates is
 //   captured twice on first use (once to measure the arena). Note [Graph-owned memory] in
 //   graph_arena.h. Graphs (and their arenas) are destroyed only after a stream synchronize.
+// - Blocks freed on the stream are kept for its next allocations of the same size (Note [Stream
+//   block cache] in block_cache.h; off while it captures).
 // - A synchronize right after the replay of a kernel-only graph spins on a word the graph's last
 //   kernel stores into mapped host memory instead of calling cudaStreamSynchronize (Note [Graph
 //   completion signal] in completion_signal.h; TANDEM_CUDA_GRAPH_SIGNAL).
@@ -43,6 +45,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cuda/block_cache.h"
 #include "backends/cuda/completion_signal.h"
 #include "backends/cuda/cuda_check.h"
 #include "backends/cuda/lt_cache.h"
@@ -109,6 +112,12 @@ class CudaStream : public detail::StreamImpl {
   [[nodiscard]] cublasHandle_t cublas();
   [[nodiscard]] cublasLtHandle_t cublas_lt();
   [[nodiscard]] void* blas_workspace();
+  // block_cache(): blocks freed on this stream, for its next allocations (Note [Stream block
+  // cache]). Any thread.
+  [[nodiscard]] BlockCache& block_cache() { return blocks_; }
+  // free_blocks(blocks): cudaFreeAsync of each on this stream (errors dropped: a lost context
+  // leaks them). Any thread.
+  void free_blocks(const std::vector<BlockCache::Block>& blocks) noexcept;
   // lt_plans(): this stream's cuBLASLt plans by shape (lt_cache.h). Encoding thread only.
   [[nodiscard]] LtPlanCache& lt_plans() { return lt_plans_; }
   // Whether a capture is in progress on this stream (graph recording).
@@ -156,6 +165,7 @@ class CudaStream : public detail::StreamImpl {
   const int index_;
   const std::string label_;
   CompletionSignal signal_{label_};  // Note [Graph completion signal]
+  BlockCache blocks_;                // Note [Stream block cache]; after label_ (constructor)
   cudaStream_t stream_ = nullptr;
   std::shared_ptr<HostErrors> errors_;
   // accepting_: false once stop() ran. Writer: stop() (release); readers: encoding entry points.
