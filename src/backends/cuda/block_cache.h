@@ -4,10 +4,12 @@
 // Note [Stream block cache]
 // An eager forward allocates its output and workspace from the stream-ordered pool and frees
 // them again: cudaMallocFromPoolAsync and cudaFreeAsync per buffer, each a driver call on the
-// critical path of a forward that synchronizes. Measured on the H100 (docs/benchmarks.md,
-// "Stream block cache"): plain cuBLASLt running the MLP at batch 1024 in TF32 lost ~30% of its
-// synchronized rate when its activations were allocated and freed so in every forward; tandem's
-// eager forward paid the same. So each CudaStream keeps up to kMaxBlocks blocks freed on it:
+// critical path of a forward that synchronizes, and calls the driver serializes between threads.
+// Measured on the H100 (docs/benchmarks.md, "Stream block cache"): plain cuBLASLt running the MLP
+// at batch 1024 in TF32 lost 23-38% of its synchronized rate when its activations were allocated
+// and freed so in every forward; tandem's eager batch-1 MLP stayed at ~54k forwards/s from 1 to 16
+// threads, and runs 3x that at 8 threads with this cache. So each CudaStream keeps up to
+// kMaxBlocks blocks freed on it:
 //  - put(p, bytes) on deallocate: p joins the cache (the oldest block leaves it when full, and the
 //    caller frees that one with cudaFreeAsync). take(bytes) on allocate: a cached block of exactly
 //    `bytes` bytes, newest first, or null.
