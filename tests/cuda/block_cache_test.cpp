@@ -72,6 +72,24 @@ TEST(CudaBlockCacheRules, DrainEmptiesIt) {
   EXPECT_TRUE(c.drain().empty());
 }
 
+TEST(CudaBlockCacheRules, ReleaseFreesEverythingUnderItsLockButNotWhileCapturing) {
+  BlockCache c(true);
+  EXPECT_EQ(c.put(addr(1), 64).p, nullptr);
+  EXPECT_EQ(c.put(addr(2), 128).p, nullptr);
+  std::vector<void*> freed;
+  const auto record = [&](const std::vector<BlockCache::Block>& blocks) {
+    for (const auto& b : blocks) freed.push_back(b.p);
+  };
+  c.set_enabled(false);  // a capture: its stream must get no free
+  EXPECT_EQ(c.release(record), 0u);
+  EXPECT_TRUE(freed.empty());
+  c.set_enabled(true);
+  EXPECT_EQ(c.release(record), 192u);
+  EXPECT_EQ(freed, (std::vector<void*>{addr(1), addr(2)}));
+  EXPECT_EQ(c.cached_bytes(), 0u);
+  EXPECT_EQ(c.release(record), 0u);
+}
+
 // Threads put blocks of their own and take blocks of a shared size; every block is owned by one
 // party at a time: a block taken twice, or lost, fails the test.
 class CudaBlockCacheThreads : public ::testing::TestWithParam<int> {};

@@ -37,6 +37,23 @@ std::vector<BlockCache::Block> BlockCache::drain() {
   return out;
 }
 
+std::size_t BlockCache::release(const std::function<void(const std::vector<Block>&)>& free_blocks) {
+  MutexLock lock(mu_);
+  if (!active() || n_ == 0) return 0;
+  const std::vector<Block> out(blocks_.begin(), blocks_.begin() + static_cast<std::ptrdiff_t>(n_));
+  blocks_.fill({});
+  n_ = 0;
+  free_blocks(out);
+  std::size_t bytes = 0;
+  for (const auto& b : out) bytes += b.bytes;
+  return bytes;
+}
+
+void BlockCache::set_enabled(bool on) {
+  MutexLock lock(mu_);
+  enabled_.store(on, std::memory_order_relaxed);
+}
+
 std::size_t BlockCache::cached_bytes() const {
   MutexLock lock(mu_);
   std::size_t sum = 0;

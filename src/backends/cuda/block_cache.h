@@ -22,13 +22,15 @@
 //    baked into a graph.
 //  - Cached blocks stay "used" in the pool's own counters (PoolStats) but not in tandem's
 //    MemoryStats (the buffer was freed). Out of memory: the device drains every stream's cache
-//    back into the pool and tries once more (CudaDevice::allocate). drain() on stream destruction.
+//    back into the pool and tries once more (CudaDevice::allocate; not the cache of a stream that
+//    captures); drain() on stream destruction.
 // Threading: any thread may put, take or drain (a buffer may die on any thread); one mutex.
 #pragma once
 
 #include <array>
 #include <atomic>
 #include <cstddef>
+#include <functional>
 #include <vector>
 
 #include "tandem/mutex.h"
@@ -58,9 +60,16 @@ class BlockCache {
   [[nodiscard]] Block put(void* p, std::size_t bytes) TANDEM_EXCLUDES(mu_);
   // drain(): every cached block, removed; the caller frees them.
   [[nodiscard]] std::vector<Block> drain() TANDEM_EXCLUDES(mu_);
+  // release(free_blocks): unless the cache is off (its stream captures: a free enqueued there
+  // would join the graph), removes every cached block and calls free_blocks(them) under the
+  // cache's lock, so that set_enabled(false), and the capture after it, waits until those frees
+  // are enqueued. Returns the bytes released.
+  std::size_t release(const std::function<void(const std::vector<Block>&)>& free_blocks)
+      TANDEM_EXCLUDES(mu_);
   // set_enabled(on): off (or constructed off), take() finds nothing and put() caches nothing
-  // (blocks already cached stay until taken after it is on again, or drained).
-  void set_enabled(bool on) { enabled_.store(on, std::memory_order_relaxed); }
+  // (blocks already cached stay until taken after it is on again, or drained). Waits for a
+  // release() in progress.
+  void set_enabled(bool on) TANDEM_EXCLUDES(mu_);
   // cached_bytes(): the bytes of the cached blocks (a snapshot).
   [[nodiscard]] std::size_t cached_bytes() const TANDEM_EXCLUDES(mu_);
 

@@ -178,9 +178,8 @@ std::size_t CudaDevice::drain_block_caches() {
   MutexLock lock(caches_mu_);  // held while freeing: no stream is destroyed meanwhile
   std::size_t freed = 0;
   for (CudaStream* s : cached_streams_) {
-    const std::vector<BlockCache::Block> blocks = s->block_cache().drain();
-    for (const auto& b : blocks) freed += b.bytes;
-    s->free_blocks(blocks);
+    freed += s->block_cache().release(
+        [s](const std::vector<BlockCache::Block>& blocks) { s->free_blocks(blocks); });
   }
   return freed;
 }

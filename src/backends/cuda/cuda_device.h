@@ -85,7 +85,8 @@ class CudaDevice : public detail::BackendDevice {
   void add_block_cache(CudaStream& s) TANDEM_EXCLUDES(caches_mu_);
   void remove_block_cache(CudaStream& s) TANDEM_EXCLUDES(caches_mu_);
   // drain_block_caches(): frees every stream's cached blocks into the pool (cudaFreeAsync on
-  // their streams); the bytes freed. Any thread, but not while it captures.
+  // their streams), but those of a stream that captures; the bytes freed. Any thread, but not
+  // while it captures.
   std::size_t drain_block_caches() TANDEM_EXCLUDES(caches_mu_);
   // cached_bytes(): the bytes the streams' caches hold (a snapshot). Any thread.
   [[nodiscard]] std::size_t cached_bytes() const TANDEM_EXCLUDES(caches_mu_);
